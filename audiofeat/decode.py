@@ -1,0 +1,216 @@
+"""Decoding: probe, decode the first audio stream, downmix to mono, resample once.
+
+Two decoders give the same samples within resampler tolerance:
+
+- ``pyav`` (default) decodes in-process with FFmpeg's libraries from the ``av`` wheel: no process per file.
+- ``ffmpeg`` runs the ffmpeg command line through ``ffmpeg-python`` (the ``ffmpeg`` on PATH, else the static
+  binary of the ``imageio-ffmpeg`` wheel), for builds with codecs or hardware decoders the wheel lacks.
+
+Both hand native-rate float samples to the same downmix (channel mean, as ``librosa.to_mono``) and the same
+single soxr resample (quality ``HQ``, librosa's default ``soxr_hq``).
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from dataclasses import dataclass
+
+import numpy as np
+
+DECODE_VERSION = "1"  # bump when decoded samples change for the same input and parameters
+RESAMPLER = "soxr_hq"
+
+
+class DecodeError(RuntimeError):
+    """A file cannot be turned into audio samples; the message is one line naming the cause."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the container says about the input's first audio stream."""
+
+    duration_s: float
+    sample_rate: int
+    channels: int
+    codec: str
+    container: str
+
+
+def decode_params(target_sr: int) -> dict:
+    """Parameters that change the decoded WAV (the decoder choice does not, within tolerance)."""
+    return {"target_sr": int(target_sr), "mono": "mean", "resampler": RESAMPLER, "dtype": "float32"}
+
+
+def downmix(samples: np.ndarray) -> np.ndarray:
+    """Channel mean. ``samples`` [shape=(channels, n)] -> [shape=(n,)] float32."""
+    return samples.mean(axis=0, dtype=np.float64).astype(np.float32) if samples.shape[0] > 1 \
+        else samples[0].astype(np.float32, copy=False)
+
+
+def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample mono ``y`` [shape=(n,)] once with soxr HQ; identity when the rates agree."""
+    if orig_sr == target_sr:
+        return y.astype(np.float32, copy=False)
+    import soxr
+
+    return soxr.resample(y, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
+
+
+def _check_readable(path: str) -> None:
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise DecodeError(f"cannot read file: {exc.strerror}") from None
+    if size == 0:
+        raise DecodeError("empty file (0 bytes)")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def decode_pyav(path: str) -> tuple[Probe, np.ndarray]:
+    """Decode the first audio stream in-process. Returns the probe and native-rate ``(channels, n)`` float32."""
+    import av
+
+    _check_readable(path)
+    try:
+        container = av.open(path, metadata_errors="ignore")
+    except av.FFmpegError as exc:
+        raise DecodeError(f"not a media file FFmpeg can read ({_first_line(exc)})") from None
+    with container:
+        stream = next((s for s in container.streams if s.type == "audio"), None)
+        if stream is None:
+            raise DecodeError("no audio stream")
+        codec = stream.codec_context
+        sample_rate, channels = int(codec.sample_rate or 0), int(codec.channels or 0)
+        declared = 0.0
+        if stream.duration is not None and stream.time_base is not None:
+            declared = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            declared = container.duration / 1_000_000
+        to_float = av.AudioResampler(format="fltp")  # sample format only: rate and layout stay native
+        chunks: list[np.ndarray] = []
+        try:
+            for frame in container.decode(stream):
+                for converted in to_float.resample(frame):
+                    chunks.append(converted.to_ndarray())
+            for converted in to_float.resample(None):
+                chunks.append(converted.to_ndarray())
+        except av.FFmpegError as exc:
+            if not chunks:
+                raise DecodeError(f"undecodable audio ({_first_line(exc)})") from None
+            raise DecodeError(f"truncated or corrupt audio after {sum(c.shape[1] for c in chunks)} samples "
+                              f"({_first_line(exc)})") from None
+        fmt = container.format.name.split(",")[0]
+        codec_name = codec.name
+    if not chunks or sum(c.shape[1] for c in chunks) == 0:
+        raise DecodeError("no audio samples decoded")
+    samples = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
+    channels = samples.shape[0]
+    probe = Probe(declared or samples.shape[1] / sample_rate, sample_rate, channels, codec_name, fmt)
+    return probe, samples
+
+
+def ffmpeg_executable() -> str:
+    """The ``ffmpeg`` on PATH, else the static binary shipped by the ``imageio-ffmpeg`` wheel."""
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        raise DecodeError("decoder 'ffmpeg' needs an ffmpeg binary on PATH or the imageio-ffmpeg wheel") from None
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def decode_ffmpeg(path: str) -> tuple[Probe, np.ndarray]:
+    """Decode with the ffmpeg command line (arguments passed as a list, never through a shell)."""
+    import ffmpeg
+
+    _check_readable(path)
+    # The static binary has no ffprobe: the stream facts come from PyAV's header read, the samples from ffmpeg.
+    probe, _ = _probe_only(path)
+    try:
+        out, _err = (
+            ffmpeg.input(path)
+            .output("pipe:", format="f32le", acodec="pcm_f32le", map="0:a:0")
+            .run(cmd=ffmpeg_executable(), capture_stdout=True, capture_stderr=True, quiet=True)
+        )
+    except ffmpeg.Error as exc:
+        lines = [line for line in exc.stderr.decode(errors="replace").splitlines() if line.strip()]
+        raise DecodeError(f"ffmpeg failed ({lines[-1] if lines else 'no message'})") from None
+    flat = np.frombuffer(out, dtype="<f4")
+    if flat.size == 0:
+        raise DecodeError("no audio samples decoded")
+    samples = flat[: flat.size - flat.size % probe.channels].reshape(-1, probe.channels).T
+    return probe, np.ascontiguousarray(samples, dtype=np.float32)
+
+
+def _probe_only(path: str) -> tuple[Probe, None]:
+    import av
+
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            stream = next((s for s in container.streams if s.type == "audio"), None)
+            if stream is None:
+                raise DecodeError("no audio stream")
+            codec = stream.codec_context
+            declared = float(stream.duration * stream.time_base) if stream.duration is not None else (
+                container.duration / 1_000_000 if container.duration is not None else 0.0)
+            return Probe(declared, int(codec.sample_rate), int(codec.channels), codec.name,
+                         container.format.name.split(",")[0]), None
+    except av.FFmpegError as exc:
+        raise DecodeError(f"not a media file FFmpeg can read ({_first_line(exc)})") from None
+
+
+DECODERS = {"pyav": decode_pyav, "ffmpeg": decode_ffmpeg}
+
+
+def load_audio(path: str, *, target_sr: int = 48000, decoder: str = "pyav") -> tuple[Probe, np.ndarray]:
+    """Decode ``path`` to mono float32 at ``target_sr``.
+
+    Returns
+    -------
+    probe : Probe
+        Facts of the source's first audio stream (duration is the decoded one when the header has none).
+    y : np.ndarray [shape=(n,)]
+        Mono samples at ``target_sr``.
+
+    Raises
+    ------
+    DecodeError
+        Empty, unreadable, not media, no audio stream, undecodable or truncated input.
+    """
+    try:
+        decode = DECODERS[decoder]
+    except KeyError:
+        raise ValueError(f"decoder={decoder!r} must be one of {sorted(DECODERS)}") from None
+    probe, samples = decode(path)
+    decoded_s = samples.shape[1] / probe.sample_rate
+    # A header that promises much more audio than the stream holds means a cut-off file.
+    if probe.duration_s > 1.0 and decoded_s < 0.9 * probe.duration_s - 0.5:
+        raise DecodeError(f"truncated: decoded {decoded_s:.2f} s of the {probe.duration_s:.2f} s the header declares")
+    y = resample(downmix(samples), probe.sample_rate, target_sr)
+    if not np.isfinite(y).all():
+        raise DecodeError("decoded samples contain NaN or infinity")
+    return Probe(round(decoded_s, 6), probe.sample_rate, probe.channels, probe.codec, probe.container), y
+
+
+def wav_bytes(y: np.ndarray, sr: int) -> bytes:
+    """Mono float32 WAV file contents."""
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, y, sr, format="WAV", subtype="FLOAT")
+    return buffer.getvalue()
+
+
+def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Read a WAV artifact: ``(y [shape=(n,)] float32, sample rate)``."""
+    import soundfile as sf
+
+    y, sr = sf.read(str(path), dtype="float32", always_2d=False)
+    return y, sr

@@ -1,0 +1,388 @@
+"""Log-mel and MFCC with librosa's names, arguments and defaults, on numba kernels around pyFFTW.
+
+Swap ``librosa.feature.mfcc`` for :func:`mfcc` (or ``melspectrogram``, ``power_to_db``, ``librosa.filters.mel``
+for :func:`mel_filters`) and get the same array within float32 rounding. Signals are 1-D ``(n,)`` or
+``(..., n)``; outputs are float32. The fused :func:`feature_summary` computes everything the manifest stores
+without materialising the frames.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from . import _kernels
+from ._fft import BLOCK_FRAMES, rfft_block
+
+__all__ = [
+    "FeatureParams", "PRESETS", "stft_power", "mel_filters", "mel_frequencies", "hz_to_mel", "mel_to_hz",
+    "melspectrogram", "power_to_db", "mfcc", "delta", "dct_matrix", "feature_summary", "STAT_NAMES",
+]
+
+QUANTILES = (0.10, 0.25, 0.50, 0.75, 0.90)
+STAT_NAMES = ("mean", "std", "min", "max", "p10", "p25", "median", "p75", "p90")
+
+
+class ParameterError(ValueError):
+    """An argument or the audio buffer is invalid; the message names it."""
+
+
+# ---------------------------------------------------------------------------------------------- validation
+def _check_audio(y: np.ndarray) -> np.ndarray:
+    if not isinstance(y, np.ndarray):
+        raise ParameterError(f"audio must be a numpy array, not {type(y).__name__}")
+    if not np.issubdtype(y.dtype, np.floating):
+        raise ParameterError(f"audio must be floating-point, not {y.dtype}")
+    if y.ndim == 0:
+        raise ParameterError("audio must have at least one dimension")
+    finite = np.isfinite(y)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite.reshape(-1))[0])
+        kind = "NaN" if np.isnan(y.reshape(-1)[bad]) else "infinite"
+        raise ParameterError(f"audio buffer is not finite everywhere: {kind} sample at flat index {bad}")
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def _check_positive(name: str, value: int) -> int:
+    if not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ParameterError(f"{name}={value!r} must be a positive integer")
+    return int(value)
+
+
+# --------------------------------------------------------------------------------------------- mel scale
+def hz_to_mel(frequencies, *, htk: bool = False):
+    """Hz to mel (Slaney's scale by default, HTK's with ``htk=True``), as ``librosa.hz_to_mel``."""
+    frequencies = np.asanyarray(frequencies, dtype=np.float64)
+    if htk:
+        return 2595.0 * np.log10(1.0 + frequencies / 700.0)
+    f_sp = 200.0 / 3
+    mels = frequencies / f_sp
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, np.log(6.4) / 27.0
+    return np.where(frequencies >= min_log_hz,
+                    min_log_mel + np.log(np.maximum(frequencies, 1e-300) / min_log_hz) / logstep, mels)
+
+
+def mel_to_hz(mels, *, htk: bool = False):
+    """Mel to Hz, the inverse of :func:`hz_to_mel`."""
+    mels = np.asanyarray(mels, dtype=np.float64)
+    if htk:
+        return 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
+    f_sp = 200.0 / 3
+    freqs = f_sp * mels
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, np.log(6.4) / 27.0
+    return np.where(mels >= min_log_mel, min_log_hz * np.exp(logstep * (mels - min_log_mel)), freqs)
+
+
+def mel_frequencies(n_mels: int = 128, *, fmin: float = 0.0, fmax: float = 11025.0, htk: bool = False):
+    """``n_mels`` frequencies (Hz) evenly spaced on the mel scale, as ``librosa.mel_frequencies``."""
+    mels = np.linspace(hz_to_mel(fmin, htk=htk), hz_to_mel(fmax, htk=htk), n_mels)
+    return mel_to_hz(mels, htk=htk)
+
+
+@functools.lru_cache(maxsize=32)
+def _mel_filters_cached(sr, n_fft, n_mels, fmin, fmax, htk, norm, dtype_name):
+    fmax = float(sr) / 2 if fmax is None else fmax
+    fftfreqs = np.linspace(0, float(sr) / 2, 1 + n_fft // 2)
+    mel_f = mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax, htk=htk)
+    fdiff = np.diff(mel_f)
+    ramps = mel_f[:, None] - fftfreqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0, np.minimum(lower, upper))
+    if norm == "slaney":
+        weights *= (2.0 / (mel_f[2:n_mels + 2] - mel_f[:n_mels]))[:, None]
+    elif norm is not None:
+        lengths = np.linalg.norm(weights, ord=norm, axis=-1, keepdims=True)
+        weights = np.where(lengths > np.finfo(np.float64).tiny, weights / np.where(lengths > 0, lengths, 1), weights)
+    weights = weights.astype(dtype_name)
+    weights.setflags(write=False)
+    return weights
+
+
+def mel_filters(*, sr: float, n_fft: int, n_mels: int = 128, fmin: float = 0.0, fmax: float | None = None,
+                htk: bool = False, norm="slaney", dtype=np.float32) -> np.ndarray:
+    """Mel filterbank, as ``librosa.filters.mel``.
+
+    Returns
+    -------
+    M : np.ndarray [shape=(n_mels, 1 + n_fft // 2)]
+        Triangular filters; ``norm='slaney'`` divides each by its width in Hz (constant energy per band), a
+        number ``p`` normalises each row to unit p-norm, ``None`` leaves peaks at 1.
+    """
+    _check_positive("n_fft", n_fft)
+    _check_positive("n_mels", n_mels)
+    if norm not in ("slaney", None) and not isinstance(norm, (int, float)):
+        raise ParameterError(f"norm={norm!r} must be 'slaney', a number or None")
+    return _mel_filters_cached(float(sr), int(n_fft), int(n_mels), float(fmin),
+                               None if fmax is None else float(fmax), bool(htk), norm, np.dtype(dtype).name)
+
+
+@functools.lru_cache(maxsize=32)
+def _sparse_filters(sr, n_fft, n_mels, fmin, fmax, htk, norm):
+    weights = mel_filters(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk, norm=norm,
+                          dtype=np.float64)
+    nonzero = weights != 0
+    lo = np.where(nonzero.any(axis=1), nonzero.argmax(axis=1), 0).astype(np.int64)
+    hi = np.where(nonzero.any(axis=1), weights.shape[1] - nonzero[:, ::-1].argmax(axis=1), 0).astype(np.int64)
+    return np.ascontiguousarray(weights), lo, hi
+
+
+# -------------------------------------------------------------------------------------------------- STFT
+@functools.lru_cache(maxsize=32)
+def _window(window: str, win_length: int, n_fft: int) -> np.ndarray:
+    import scipy.signal
+
+    w = scipy.signal.get_window(window, win_length, fftbins=True).astype(np.float32)
+    if win_length < n_fft:  # centred in the frame, as librosa.util.pad_center
+        left = (n_fft - win_length) // 2
+        w = np.pad(w, (left, n_fft - win_length - left))
+    w.setflags(write=False)
+    return w
+
+
+def _padded(y: np.ndarray, n_fft: int, center: bool, pad_mode: str) -> np.ndarray:
+    if not center:
+        if y.shape[-1] < n_fft:
+            raise ParameterError(f"n_fft={n_fft} is too large for input signal of length={y.shape[-1]}")
+        return y
+    if pad_mode not in ("constant", "edge", "linear_ramp", "maximum", "mean", "median", "minimum",
+                        "reflect", "symmetric", "wrap", "empty"):
+        raise ParameterError(f"pad_mode={pad_mode!r} is not a numpy padding mode")
+    return np.pad(y, (n_fft // 2, n_fft // 2), mode=pad_mode)
+
+
+def _n_frames(n_padded: int, n_fft: int, hop_length: int) -> int:
+    return 1 + (n_padded - n_fft) // hop_length
+
+
+def _stft_blocks(y_padded: np.ndarray, n_fft: int, hop_length: int, window: np.ndarray):
+    """Yield ``(first_frame, n_frames, spectrum)`` per block of frames; ``spectrum`` is reused between blocks."""
+    block = rfft_block(n_fft)
+    total = _n_frames(y_padded.shape[0], n_fft, hop_length)
+    for first in range(0, total, BLOCK_FRAMES):
+        count = min(BLOCK_FRAMES, total - first)
+        _kernels._frame_block(y_padded, first, count, hop_length, window, block.frames)
+        yield first, count, block.execute()
+
+
+def _stft_args(n_fft, hop_length, win_length, window):
+    n_fft = _check_positive("n_fft", n_fft)
+    win_length = n_fft if win_length is None else _check_positive("win_length", win_length)
+    hop_length = win_length // 4 if hop_length is None else _check_positive("hop_length", hop_length)
+    if win_length > n_fft:
+        raise ParameterError(f"win_length={win_length} must not exceed n_fft={n_fft}")
+    if not isinstance(window, str):
+        raise ParameterError(f"window={window!r} must be a window name scipy.signal.get_window accepts")
+    return n_fft, hop_length, _window(window, win_length, n_fft)
+
+
+def _map_channels(y: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    if y.ndim == 1:
+        return fn(y)
+    flat = y.reshape(-1, y.shape[-1])
+    results = [fn(channel) for channel in flat]
+    return np.stack(results).reshape(y.shape[:-1] + results[0].shape)
+
+
+def stft_power(y: np.ndarray, *, n_fft: int = 2048, hop_length: int | None = None, win_length: int | None = None,
+               window: str = "hann", center: bool = True, pad_mode: str = "constant",
+               power: float = 2.0) -> np.ndarray:
+    """``|STFT(y)| ** power``, as ``np.abs(librosa.stft(y, ...)) ** power``.
+
+    Returns
+    -------
+    S : np.ndarray [shape=(..., 1 + n_fft // 2, t)] float32
+    """
+    y = _check_audio(y)
+    n_fft, hop_length, win = _stft_args(n_fft, hop_length, win_length, window)
+
+    def one(channel):
+        padded = _padded(channel, n_fft, center, pad_mode)
+        out = np.empty((n_fft // 2 + 1, _n_frames(padded.shape[0], n_fft, hop_length)), dtype=np.float32)
+        for first, count, spectrum in _stft_blocks(padded, n_fft, hop_length, win):
+            _kernels._power_block(spectrum, count, float(power), out, first)
+        return out
+
+    return _map_channels(y, one)
+
+
+def _mel_power(channel, sr, n_fft, hop_length, win, center, pad_mode, power, n_mels, fmin, fmax, htk, norm):
+    weights, lo, hi = _sparse_filters(float(sr), n_fft, n_mels, float(fmin),
+                                      None if fmax is None else float(fmax), htk, norm)
+    padded = _padded(channel, n_fft, center, pad_mode)
+    out = np.empty((n_mels, _n_frames(padded.shape[0], n_fft, hop_length)), dtype=np.float32)
+    scratch = np.empty(n_fft // 2 + 1, dtype=np.float64)
+    for first, count, spectrum in _stft_blocks(padded, n_fft, hop_length, win):
+        _kernels._power_mel_block(spectrum, count, float(power), weights, lo, hi, scratch, out, first)
+    return out
+
+
+def melspectrogram(y: np.ndarray | None = None, *, sr: float = 22050, S: np.ndarray | None = None,
+                   n_fft: int = 2048, hop_length: int = 512, win_length: int | None = None,
+                   window: str = "hann", center: bool = True, pad_mode: str = "constant", power: float = 2.0,
+                   n_mels: int = 128, fmin: float = 0.0, fmax: float | None = None, htk: bool = False,
+                   norm="slaney") -> np.ndarray:
+    """Mel spectrogram, as ``librosa.feature.melspectrogram``.
+
+    Returns
+    -------
+    S : np.ndarray [shape=(..., n_mels, t)] float32
+        Mel-band power (``power=2``) or magnitude (``power=1``).
+    """
+    if S is not None:
+        weights = mel_filters(sr=sr, n_fft=2 * (S.shape[-2] - 1), n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk,
+                              norm=norm)
+        return np.einsum("...ft,mf->...mt", S, weights, optimize=True).astype(np.float32)
+    if y is None:
+        raise ParameterError("melspectrogram needs y or S")
+    y = _check_audio(y)
+    n_fft, hop_length, win = _stft_args(n_fft, hop_length, win_length, window)
+    return _map_channels(y, lambda c: _mel_power(c, sr, n_fft, hop_length, win, center, pad_mode, power,
+                                                 n_mels, fmin, fmax, htk, norm))
+
+
+def _ref_db(S: np.ndarray, ref, amin: float) -> float:
+    value = ref(S) if callable(ref) else ref
+    return 10.0 * np.log10(max(amin, float(np.abs(value))))
+
+
+def power_to_db(S: np.ndarray, *, ref=1.0, amin: float = 1e-10, top_db: float | None = 80.0) -> np.ndarray:
+    """Power to decibels, as ``librosa.power_to_db``: ``10 log10(max(S, amin) / ref)``, floored at
+    ``max - top_db``.
+
+    Returns
+    -------
+    S_db : np.ndarray [shape=S.shape] float32
+    """
+    if amin <= 0:
+        raise ParameterError(f"amin={amin} must be strictly positive")
+    if top_db is not None and top_db < 0:
+        raise ParameterError(f"top_db={top_db} must be non-negative")
+    S = np.asarray(S)
+    if np.iscomplexobj(S):
+        S = np.abs(S) ** 2
+    out = np.array(S, dtype=np.float32, copy=True).reshape(-1, S.shape[-1] if S.ndim else 1)
+    _kernels._power_to_db_inplace(out, _ref_db(S, ref, amin), float(amin),
+                                  -1.0 if top_db is None else float(top_db))
+    return out.reshape(S.shape)
+
+
+@functools.lru_cache(maxsize=32)
+def dct_matrix(n_mfcc: int, n_mels: int) -> np.ndarray:
+    """Orthonormal DCT-II rows ``[shape=(n_mfcc, n_mels)]``, so ``D @ X == scipy.fft.dct(X, 2, axis=0,
+    norm='ortho')[:n_mfcc]``."""
+    n = np.arange(n_mels)
+    k = np.arange(n_mfcc)[:, None]
+    basis = np.cos(np.pi * k * (2 * n + 1) / (2 * n_mels)) * np.sqrt(2.0 / n_mels)
+    basis[0] /= np.sqrt(2.0)
+    basis = basis.astype(np.float32)
+    basis.setflags(write=False)
+    return basis
+
+
+def mfcc(y: np.ndarray | None = None, *, sr: float = 22050, S: np.ndarray | None = None, n_mfcc: int = 20,
+         dct_type: int = 2, norm: str | None = "ortho", lifter: float = 0, **kwargs) -> np.ndarray:
+    """MFCC, as ``librosa.feature.mfcc``: orthonormal DCT-II of the log-mel (``power_to_db`` of
+    :func:`melspectrogram`, ``top_db=80``) unless a log-power mel ``S`` is given.
+
+    Returns
+    -------
+    M : np.ndarray [shape=(..., n_mfcc, t)] float32
+    """
+    if dct_type != 2 or norm != "ortho":
+        raise ParameterError("only dct_type=2 with norm='ortho' (librosa's default) is implemented")
+    if S is None:
+        S = power_to_db(melspectrogram(y, sr=sr, **kwargs))
+    basis = dct_matrix(_check_positive("n_mfcc", n_mfcc), S.shape[-2])
+    M = np.einsum("km,...mt->...kt", basis, S.astype(np.float32), optimize=True)
+    if lifter > 0:
+        li = 1 + (lifter / 2) * np.sin(np.pi * np.arange(1, 1 + n_mfcc, dtype=np.float32) / lifter)
+        M *= li[:, None]
+    elif lifter != 0:
+        raise ParameterError(f"lifter={lifter} must be a non-negative number")
+    return M.astype(np.float32, copy=False)
+
+
+def delta(data: np.ndarray, *, width: int = 9, order: int = 1, axis: int = -1, mode: str = "interp") -> np.ndarray:
+    """Local derivative by Savitzky-Golay filtering, as ``librosa.feature.delta``."""
+    import scipy.signal
+
+    if width < 3 or width % 2 != 1:
+        raise ParameterError(f"width={width} must be an odd integer >= 3")
+    if mode == "interp" and width > data.shape[axis]:
+        raise ParameterError(f"width={width} cannot exceed data.shape[axis]={data.shape[axis]} with mode='interp'")
+    return scipy.signal.savgol_filter(data, width, deriv=order, polyorder=order, axis=axis,
+                                      mode=mode).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------- the fused summary
+@dataclass(frozen=True)
+class FeatureParams:
+    """Parameters of the manifest's features block; defaults are librosa's ``mfcc`` defaults at 48 kHz."""
+
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mels: int = 128
+    n_mfcc: int = 20
+    fmin: float = 0.0
+    fmax: float | None = None
+    top_db: float | None = 80.0
+    window: str = "hann"
+    htk: bool = False
+    norm: str | None = "slaney"
+    center: bool = True
+    pad_mode: str = "constant"
+    extras: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "extras"}
+
+
+PRESETS = {
+    # librosa.feature.mfcc's defaults.
+    "librosa": FeatureParams(),
+    # The mel front end of LAION CLAP's HTSAT (model_configs/HTSAT-tiny.json).
+    "clap": FeatureParams(n_fft=1024, hop_length=480, n_mels=64, fmin=50.0, fmax=14000.0),
+}
+
+
+def feature_summary(y: np.ndarray, *, sr: float, params: FeatureParams = FeatureParams()) -> dict[str, dict]:
+    """Log-mel and MFCC statistics of mono ``y`` [shape=(n,)], computed without materialising the frames.
+
+    Returns
+    -------
+    dict
+        ``{"mel": {stat: [n_mels floats]}, "mfcc": {stat: [n_mfcc floats], "delta_mean": [...],
+        "delta_std": [...]}, "n_frames": t}`` with ``stat`` in :data:`STAT_NAMES` (p10..p90 are percentiles).
+    """
+    y = _check_audio(y)
+    if y.ndim != 1:
+        raise ParameterError(f"feature_summary takes mono audio of shape (n,), not {y.shape}")
+    n_fft, hop_length, win = _stft_args(params.n_fft, params.hop_length, None, params.window)
+    mel_power = _mel_power(y, sr, n_fft, hop_length, win, params.center, params.pad_mode, 2.0, params.n_mels,
+                           params.fmin, params.fmax, params.htk, params.norm)
+    _kernels._power_to_db_inplace(mel_power, 0.0, 1e-10, -1.0 if params.top_db is None else float(params.top_db))
+    log_mel = mel_power
+    mfccs = dct_matrix(params.n_mfcc, params.n_mels) @ log_mel
+    quantiles = np.asarray(QUANTILES)
+    mel_stats = np.empty((params.n_mels, 4 + len(QUANTILES)))
+    mfcc_stats = np.empty((params.n_mfcc, 4 + len(QUANTILES)))
+    _kernels._row_stats(log_mel, quantiles, mel_stats)
+    _kernels._row_stats(mfccs, quantiles, mfcc_stats)
+    order = [0, 1, 2, 3, 4, 5, 6, 7, 8]  # mean, std, min, max, p10, p25, median, p75, p90
+    summary = {
+        "mel": {name: mel_stats[:, column].tolist() for name, column in zip(STAT_NAMES, order)},
+        "mfcc": {name: mfcc_stats[:, column].tolist() for name, column in zip(STAT_NAMES, order)},
+        "n_frames": int(log_mel.shape[1]),
+    }
+    if log_mel.shape[1] >= 3:
+        width = min(9, log_mel.shape[1] if log_mel.shape[1] % 2 else log_mel.shape[1] - 1)
+        d = delta(mfccs, width=width)
+        summary["mfcc"]["delta_mean"] = d.mean(axis=1, dtype=np.float64).tolist()
+        summary["mfcc"]["delta_std"] = d.std(axis=1, dtype=np.float64).tolist()
+    else:
+        summary["mfcc"]["delta_mean"] = [0.0] * params.n_mfcc
+        summary["mfcc"]["delta_std"] = [0.0] * params.n_mfcc
+    return summary

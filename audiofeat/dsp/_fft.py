@@ -1,0 +1,74 @@
+"""pyFFTW float32 real-FFT plans over blocks of frames, built once per thread and reused; wisdom kept on disk."""
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+from pathlib import Path
+
+import numpy as np
+import pyfftw
+
+BLOCK_FRAMES = 128  # frames per FFT call: the block (<= 1 MiB at n_fft 2048) stays in cache
+_local = threading.local()
+_wisdom_lock = threading.Lock()
+_wisdom_loaded = False
+
+
+def wisdom_path() -> Path:
+    base = os.environ.get("AUDIOFEAT_FFTW_WISDOM") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "audiofeat", "fftw_wisdom.pkl")
+    return Path(base)
+
+
+def _load_wisdom() -> None:
+    global _wisdom_loaded
+    with _wisdom_lock:
+        if _wisdom_loaded:
+            return
+        _wisdom_loaded = True
+        try:
+            with open(wisdom_path(), "rb") as handle:
+                pyfftw.import_wisdom(pickle.load(handle))
+        except (OSError, ValueError, pickle.UnpicklingError, EOFError):
+            pass
+
+
+def _save_wisdom() -> None:
+    from ..store import atomic_write_bytes
+
+    with _wisdom_lock:
+        try:
+            atomic_write_bytes(wisdom_path(), pickle.dumps(pyfftw.export_wisdom()))
+        except OSError:
+            pass  # wisdom only saves planning time; a read-only home must not fail a run
+
+
+class RfftBlock:
+    """Aligned input ``frames`` [shape=(BLOCK_FRAMES, n_fft)] float32 and its rfft ``spectrum``."""
+
+    def __init__(self, n_fft: int) -> None:
+        self.frames = pyfftw.empty_aligned((BLOCK_FRAMES, n_fft), dtype="float32")
+        self.spectrum = pyfftw.empty_aligned((BLOCK_FRAMES, n_fft // 2 + 1), dtype="complex64")
+        before = pyfftw.export_wisdom()
+        self._plan = pyfftw.FFTW(self.frames, self.spectrum, axes=(1,), direction="FFTW_FORWARD",
+                                 flags=("FFTW_MEASURE",), threads=1)
+        if pyfftw.export_wisdom() != before:
+            _save_wisdom()
+        self.frames[:] = 0.0
+
+    def execute(self) -> np.ndarray:
+        self._plan()
+        return self.spectrum
+
+
+def rfft_block(n_fft: int) -> RfftBlock:
+    """This thread's reusable block plan for ``n_fft`` (plans and buffers are not shared between threads)."""
+    plans = getattr(_local, "plans", None)
+    if plans is None:
+        plans = _local.plans = {}
+    block = plans.get(n_fft)
+    if block is None:
+        _load_wisdom()
+        block = plans[n_fft] = RfftBlock(n_fft)
+    return block

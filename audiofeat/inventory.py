@@ -1,0 +1,272 @@
+"""Inventory: find the inputs, give each its content key, and plan shards.
+
+Content key: BLAKE2b-128 of the file's bytes (hashlib, no extra dependency). A stat index (SQLite, keyed by
+path; holds size, mtime_ns and inode) avoids rehashing unchanged files; a file whose stat changed is rehashed.
+
+Shards group unique content keys into jobs. A key's shard is chosen by its hash bits, with a power-of-two
+shard count derived from the targets ``shard.target_files`` and ``shard.target_audio_seconds``: adding a file
+changes one shard only, so a rerun after adding files redoes one shard job per stage, not all of them.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from .store import atomic_write_text, blake2b_file
+
+logger = logging.getLogger(__name__)
+
+MEDIA_EXTENSIONS = frozenset(
+    "wav flac mp3 ogg oga opus m4a aac wma aif aiff aifc au snd caf mka ac3 eac3 amr wv ape spx mp2 "
+    "mp4 m4v mkv webm mov avi mpg mpeg ts mts m2ts flv wmv 3gp 3g2 ogv vob".split()
+)
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input path and what the inventory knows of it."""
+
+    path: str  # absolute path
+    relpath: str  # path the manifest mirrors, relative to results/manifests
+    size_bytes: int
+    content_key: str  # "" when the file cannot be read
+    duration_s: float  # container's declared duration, 0 when unknown
+    error: str = ""
+
+
+def scan_inputs(input_dir: str, input_list: str) -> list[tuple[str, str]]:
+    """Return sorted, de-duplicated ``(absolute path, relpath)`` pairs of the configured inputs.
+
+    ``input_dir`` is walked recursively for files with a media extension; ``input_list`` names one path per line
+    (blank lines and ``#`` comments ignored; relative paths are relative to the list's folder) and takes any file.
+    """
+    found: dict[str, str] = {}
+    if input_dir:
+        root = Path(input_dir).resolve()
+        if not root.is_dir():
+            raise FileNotFoundError(f"input_dir {input_dir!r} is not a folder")
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in filenames:
+                if name.rsplit(".", 1)[-1].lower() in MEDIA_EXTENSIONS and not name.startswith("."):
+                    full = os.path.join(dirpath, name)
+                    found.setdefault(full, os.path.relpath(full, root))
+    if input_list:
+        list_path = Path(input_list).resolve()
+        for line in list_path.read_text(encoding="utf-8").splitlines():
+            entry = line.strip()
+            if not entry or entry.startswith("#"):
+                continue
+            full = str((list_path.parent / entry).resolve()) if not os.path.isabs(entry) else os.path.normpath(entry)
+            try:
+                rel = os.path.relpath(full, list_path.parent)
+            except ValueError:
+                rel = full
+            if rel.startswith(".."):
+                rel = full.lstrip(os.sep)
+            found.setdefault(full, rel)
+    return sorted(found.items())
+
+
+def input_fingerprint(input_dir: str, input_list: str) -> str:
+    """Cheap digest of the input tree's shape: every folder's path and mtime, and the list file's stat.
+
+    Adding, removing or renaming a file changes its folder's mtime, so this changes and Snakemake reruns the
+    inventory. Reading folder entries only, without a stat per file, keeps it cheap on a million files.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    if input_dir and os.path.isdir(input_dir):
+        for dirpath, dirnames, _files in os.walk(input_dir):
+            dirnames.sort()
+            digest.update(f"{os.path.abspath(dirpath)}\0{os.stat(dirpath).st_mtime_ns}\n".encode())
+    if input_list and os.path.exists(input_list):
+        st = os.stat(input_list)
+        digest.update(f"{os.path.abspath(input_list)}\0{st.st_mtime_ns}\0{st.st_size}\n".encode())
+    return digest.hexdigest()
+
+
+class StatIndex:
+    """SQLite map ``path -> (size, mtime_ns, inode, content_key, duration_s)``; safe for concurrent processes."""
+
+    def __init__(self, db_path: str | os.PathLike) -> None:
+        Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(db_path), timeout=60)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
+            "inode INTEGER, content_key TEXT, duration_s REAL)"
+        )
+        self.rehashed = 0
+
+    def lookup(self, path: str, st: os.stat_result) -> tuple[str, float] | None:
+        row = self.db.execute(
+            "SELECT content_key, duration_s FROM files WHERE path=? AND size=? AND mtime_ns=? AND inode=?",
+            (path, st.st_size, st.st_mtime_ns, st.st_ino),
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def store(self, rows: Iterable[tuple]) -> None:
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def declared_duration(path: str) -> float:
+    """Duration the container declares (seconds), read from its header with PyAV; 0 when unknown."""
+    import av
+
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            audio = next((s for s in container.streams if s.type == "audio"), None)
+            if audio is not None and audio.duration is not None and audio.time_base is not None:
+                return float(audio.duration * audio.time_base)
+            if container.duration is not None:
+                return container.duration / 1_000_000
+    except Exception:  # noqa: BLE001 - a file PyAV cannot open is reported by the ingest stage
+        return 0.0
+    return 0.0
+
+
+def _hash_new(item: tuple[str, str]) -> tuple[InputFile, tuple | None]:
+    path, rel = item
+    try:
+        st = os.stat(path)
+        key = blake2b_file(path)
+    except OSError as exc:
+        return InputFile(path, rel, 0, "", 0.0, f"cannot read file: {exc.strerror}"), None
+    duration = declared_duration(path) if st.st_size else 0.0
+    return (InputFile(path, rel, st.st_size, key, duration),
+            (path, st.st_size, st.st_mtime_ns, st.st_ino, key, duration))
+
+
+def identify_inputs(items: list[tuple[str, str]], index: StatIndex | None, threads: int = 4) -> list[InputFile]:
+    """Content key and declared duration of every input, rehashing only files whose stat changed."""
+    # SQLite connections belong to one thread: look up here, hash new files in the pool.
+    looked_up: list[InputFile | None] = []
+    to_hash: list[tuple[int, tuple[str, str]]] = []
+    for position, item in enumerate(items):
+        path, rel = item
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            looked_up.append(InputFile(path, rel, 0, "", 0.0, f"cannot read file: {exc.strerror}"))
+            continue
+        cached = index.lookup(path, st) if index else None
+        if cached:
+            looked_up.append(InputFile(path, rel, st.st_size, cached[0], cached[1]))
+        else:
+            looked_up.append(None)
+            to_hash.append((position, item))
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        hashed = list(pool.map(lambda job: _hash_new(job[1]), to_hash))
+    new_rows = []
+    for (position, _item), (record, row) in zip(to_hash, hashed):
+        looked_up[position] = record
+        if row:
+            new_rows.append(row)
+    if index and new_rows:
+        index.store(new_rows)
+        index.rehashed += len(new_rows)
+    return [record for record in looked_up if record is not None]
+
+
+def shard_count(n_files: int, total_seconds: float, target_files: int, target_audio_seconds: float) -> int:
+    """Smallest power of two giving at most the target files and audio seconds per shard on average."""
+    need = max(1, math.ceil(n_files / target_files), math.ceil(total_seconds / target_audio_seconds))
+    return 1 << (need - 1).bit_length()
+
+
+def shard_of(content_key: str, n_shards: int) -> int:
+    return int(content_key[:12], 16) % n_shards
+
+
+def plan_shards(files: list[InputFile], target_files: int, target_audio_seconds: float) -> dict[str, list[InputFile]]:
+    """Map shard name -> unique-content inputs (first path of each content key), skipping empty shards."""
+    unique: dict[str, InputFile] = {}
+    for record in files:
+        if record.content_key and record.content_key not in unique:
+            unique[record.content_key] = record
+    total = sum(r.duration_s for r in unique.values())
+    n_shards = shard_count(len(unique), total, target_files, target_audio_seconds)
+    shards: dict[str, list[InputFile]] = {}
+    width = max(3, len(str(n_shards - 1)))
+    for key in sorted(unique):
+        name = f"n{n_shards}-{shard_of(key, n_shards):0{width}d}"
+        shards.setdefault(name, []).append(unique[key])
+    return shards
+
+
+FILES_COLUMNS = ("path", "relpath", "size_bytes", "content_key", "duration_s", "error")
+SHARD_COLUMNS = ("content_key", "path", "duration_s")
+
+
+def write_tsv(path: str | os.PathLike, columns: tuple[str, ...], rows: Iterable[dict]) -> str:
+    """Write rows as a tab-separated table (atomic) and return its text."""
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, delimiter="\t", lineterminator="\n",
+                            extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    text = buffer.getvalue()
+    atomic_write_text(path, text)
+    return text
+
+
+def read_tsv(path: str | os.PathLike) -> list[dict[str, str]]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def write_inventory(out_dir: str, files: list[InputFile], shards: dict[str, list[InputFile]],
+                    state_path: str | os.PathLike) -> None:
+    """Write ``files.tsv`` and ``shards/<name>.tsv`` under ``out_dir``.
+
+    A shard table whose content did not change keeps its previous mtime (remembered in ``state_path``), so
+    Snakemake does not rerun the shard's jobs after the inventory itself reran.
+    """
+    out = Path(out_dir)
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    write_tsv(out / "files.tsv", FILES_COLUMNS, (r.__dict__ for r in files))
+    try:
+        state = json.loads(Path(state_path).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        state = {}
+    new_state = {}
+    for name, records in shards.items():
+        path = out / "shards" / f"{name}.tsv"
+        text = write_tsv(path, SHARD_COLUMNS, (r.__dict__ for r in records))
+        digest = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+        previous = state.get(name)
+        if previous and previous[0] == digest:
+            os.utime(path, ns=(previous[1], previous[1]))
+        new_state[name] = [digest, path.stat().st_mtime_ns]
+    atomic_write_text(state_path, json.dumps(new_state, sort_keys=True))
+
+
+def run_inventory(input_dir: str, input_list: str, out_dir: str, *, index_path: str, state_path: str,
+                  target_files: int, target_audio_seconds: float, threads: int = 4) -> dict:
+    """Scan, identify and shard the inputs; returns counts for the log."""
+    items = scan_inputs(input_dir, input_list)
+    index = StatIndex(index_path)
+    try:
+        files = identify_inputs(items, index, threads)
+        rehashed = index.rehashed
+    finally:
+        index.close()
+    shards = plan_shards(files, target_files, target_audio_seconds)
+    write_inventory(out_dir, files, shards, state_path)
+    return {"files": len(files), "unique": sum(len(v) for v in shards.values()), "shards": len(shards),
+            "rehashed": rehashed, "unreadable": sum(1 for f in files if f.error)}

@@ -1,0 +1,214 @@
+"""Content-addressed artifact store.
+
+An artifact is addressed by ``(content key, extractor name, extractor version, parameter hash)``; reuse happens
+if and only if all four match. Each artifact is one payload file plus a JSON sidecar holding its BLAKE2b digest,
+its size and free-form metadata. Writes are atomic (temporary file, fsync, rename; payload first, sidecar last),
+so a reader sees either a complete artifact or none; a payload whose digest does not match is discarded.
+Concurrent writers of the same artifact write identical bytes and the last rename wins.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+logger = logging.getLogger(__name__)
+
+_DIGEST_BYTES = 16  # BLAKE2b-128: collision-resistant far beyond any dataset size.
+_CHUNK = 1 << 20
+
+
+def blake2b_file(path: str | os.PathLike) -> str:
+    """Hex BLAKE2b-128 digest of a file's bytes."""
+    digest = hashlib.blake2b(digest_size=_DIGEST_BYTES)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def blake2b_bytes(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=_DIGEST_BYTES).hexdigest()
+
+
+def params_hash(params: Mapping[str, Any]) -> str:
+    """Stable 16-hex-digit hash of the parameters that change an extractor's output."""
+    canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(canonical.encode(), digest_size=8).hexdigest()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temporary file in the same folder, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class ArtifactKey:
+    """Address of one artifact in the store."""
+
+    content_key: str
+    extractor: str
+    version: str
+    params_hash: str
+    suffix: str
+
+    @property
+    def relpath(self) -> str:
+        return (f"{self.extractor}/{self.content_key[:2]}/"
+                f"{self.content_key}.v{self.version}.{self.params_hash}{self.suffix}")
+
+
+class ArtifactStore:
+    """Artifacts under ``root``; with ``reuse=False`` nothing existing is read back (cache disabled).
+
+    Parameters
+    ----------
+    root : path
+        Store folder (``cache.dir``, or a run-private folder when the cache is disabled).
+    reuse : bool
+        Whether existing artifacts may be returned by :meth:`get`.
+    """
+
+    def __init__(self, root: str | os.PathLike, *, reuse: bool = True) -> None:
+        self.root = Path(root)
+        self.reuse = reuse
+        self.hits = 0
+        self.misses = 0
+        self.discarded = 0
+
+    def path(self, key: ArtifactKey) -> Path:
+        return self.root / "artifacts" / key.relpath
+
+    @staticmethod
+    def _sidecar(path: Path) -> Path:
+        return path.with_name(path.name + ".meta.json")
+
+    def get(self, key: ArtifactKey) -> tuple[Path, dict] | None:
+        """Return ``(payload path, metadata)`` of a verified artifact, or None (and count a miss).
+
+        A payload that is missing, truncated or altered is removed so that it is recomputed.
+        """
+        path = self.path(key)
+        if not self.reuse:
+            self.misses += 1
+            return None
+        sidecar = self._sidecar(path)
+        try:
+            record = json.loads(sidecar.read_text(encoding="utf-8"))
+            if path.stat().st_size != record["size"] or blake2b_file(path) != record["digest"]:
+                raise ValueError("size or digest mismatch")
+        except FileNotFoundError:
+            self.misses += 1
+            return None
+        except (ValueError, KeyError, OSError) as exc:
+            logger.warning("discarding corrupt artifact %s (%s); it will be recomputed", path, exc)
+            for stale in (path, sidecar):
+                stale.unlink(missing_ok=True)
+            self.discarded += 1
+            self.misses += 1
+            return None
+        self.hits += 1
+        self.touch(path)
+        return path, record.get("meta", {})
+
+    def put(self, key: ArtifactKey, data: bytes, meta: Mapping[str, Any] | None = None) -> Path:
+        """Store ``data`` atomically under ``key`` and return its path."""
+        path = self.path(key)
+        atomic_write_bytes(path, data)
+        record = {"digest": blake2b_bytes(data), "size": len(data), "meta": dict(meta or {}),
+                  "key": key.__dict__, "created": time.time()}
+        atomic_write_text(self._sidecar(path), json.dumps(record, sort_keys=True))
+        return path
+
+    @staticmethod
+    def touch(path: Path) -> None:
+        """Mark an artifact as used now (the LRU clock of :func:`collect_garbage`)."""
+        try:
+            os.utime(path)
+        except OSError:
+            pass
+
+    def iter_artifacts(self) -> Iterator[tuple[Path, os.stat_result]]:
+        base = self.root / "artifacts"
+        if not base.is_dir():
+            return
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                if name.endswith(".meta.json") or name.endswith(".tmp"):
+                    continue
+                path = Path(dirpath) / name
+                try:
+                    yield path, path.stat()
+                except FileNotFoundError:
+                    continue
+
+    def stats(self) -> dict[str, Any]:
+        """Count and size of artifacts per extractor."""
+        per: dict[str, dict[str, float]] = {}
+        for path, st in self.iter_artifacts():
+            extractor = path.relative_to(self.root / "artifacts").parts[0]
+            entry = per.setdefault(extractor, {"files": 0, "bytes": 0})
+            entry["files"] += 1
+            entry["bytes"] += st.st_size
+        total = sum(e["bytes"] for e in per.values())
+        return {"root": str(self.root), "extractors": per, "total_bytes": total,
+                "total_files": sum(e["files"] for e in per.values())}
+
+    def collect_garbage(self, *, ttl_hours: float = 0, max_gb: float = 0,
+                        protect: set[str] | None = None, now: float | None = None) -> dict[str, int]:
+        """Remove artifacts unused for ``ttl_hours`` and then least-recently-used ones above ``max_gb``.
+
+        ``protect`` holds payload paths (as strings) the current run uses; they are never removed.
+        """
+        now = time.time() if now is None else now
+        protect = protect or set()
+        entries = sorted(self.iter_artifacts(), key=lambda item: item[1].st_mtime)
+        removed = removed_bytes = 0
+        kept: list[tuple[Path, os.stat_result]] = []
+        for path, st in entries:
+            expired = ttl_hours > 0 and now - st.st_mtime > ttl_hours * 3600
+            if expired and str(path) not in protect:
+                removed += 1
+                removed_bytes += st.st_size
+                self._remove(path)
+            else:
+                kept.append((path, st))
+        if max_gb > 0:
+            budget = max_gb * 1e9
+            total = sum(st.st_size for _, st in kept)
+            for path, st in kept:  # oldest first
+                if total <= budget:
+                    break
+                if str(path) in protect:
+                    continue
+                total -= st.st_size
+                removed += 1
+                removed_bytes += st.st_size
+                self._remove(path)
+        return {"removed_files": removed, "removed_bytes": removed_bytes}
+
+    def _remove(self, path: Path) -> None:
+        self._sidecar(path).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
