@@ -8,7 +8,6 @@ without materialising the frames.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -17,7 +16,7 @@ from . import _kernels
 from ._fft import BLOCK_FRAMES, rfft_block
 
 __all__ = [
-    "FeatureParams", "PRESETS", "stft_power", "mel_filters", "mel_frequencies", "hz_to_mel", "mel_to_hz",
+    "PRESETS", "stft_power", "mel_filters", "mel_frequencies", "hz_to_mel", "mel_to_hz",
     "melspectrogram", "power_to_db", "mfcc", "delta", "dct_matrix", "feature_summary", "STAT_NAMES",
 ]
 
@@ -318,71 +317,53 @@ def delta(data: np.ndarray, *, width: int = 9, order: int = 1, axis: int = -1, m
 
 
 # ------------------------------------------------------------------------------------- the fused summary
-@dataclass(frozen=True)
-class FeatureParams:
-    """Parameters of the manifest's features block; defaults are librosa's ``mfcc`` defaults at 48 kHz."""
-
-    n_fft: int = 2048
-    hop_length: int = 512
-    n_mels: int = 128
-    n_mfcc: int = 20
-    fmin: float = 0.0
-    fmax: float | None = None
-    top_db: float | None = 80.0
-    window: str = "hann"
-    htk: bool = False
-    norm: str | None = "slaney"
-    center: bool = True
-    pad_mode: str = "constant"
-    extras: dict = field(default_factory=dict, compare=False, repr=False)
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "extras"}
-
-
 PRESETS = {
     # librosa.feature.mfcc's defaults.
-    "librosa": FeatureParams(),
-    # The mel front end of LAION CLAP's HTSAT (model_configs/HTSAT-tiny.json).
-    "clap": FeatureParams(n_fft=1024, hop_length=480, n_mels=64, fmin=50.0, fmax=14000.0),
+    "librosa": dict(n_fft=2048, hop_length=512, n_mels=128, n_mfcc=20, fmin=0.0, fmax=None),
+    # The mel front end of LAION CLAP's HTSAT (laion_clap/clap_module/model_configs/HTSAT-tiny.json).
+    "clap": dict(n_fft=1024, hop_length=480, n_mels=64, n_mfcc=20, fmin=50.0, fmax=14000.0),
 }
 
 
-def feature_summary(y: np.ndarray, *, sr: float, params: FeatureParams = FeatureParams()) -> dict[str, dict]:
-    """Log-mel and MFCC statistics of mono ``y`` [shape=(n,)], computed without materialising the frames.
+def feature_summary(y: np.ndarray, *, sr: float, n_fft: int = 2048, hop_length: int = 512, n_mels: int = 128,
+                    n_mfcc: int = 20, fmin: float = 0.0, fmax: float | None = None, top_db: float | None = 80.0,
+                    window: str = "hann", htk: bool = False, norm="slaney", center: bool = True,
+                    pad_mode: str = "constant") -> dict:
+    """Log-mel and MFCC statistics of mono ``y`` [shape=(n,)], without materialising the frames.
+
+    The log-mel is ``power_to_db(melspectrogram(y, ...), top_db=top_db)`` and the MFCC its orthonormal DCT-II,
+    exactly as :func:`mfcc` computes them; defaults are librosa's (see :data:`PRESETS`).
 
     Returns
     -------
     dict
         ``{"mel": {stat: [n_mels floats]}, "mfcc": {stat: [n_mfcc floats], "delta_mean": [...],
-        "delta_std": [...]}, "n_frames": t}`` with ``stat`` in :data:`STAT_NAMES` (p10..p90 are percentiles).
+        "delta_std": [...]}, "n_frames": t}``, ``stat`` in :data:`STAT_NAMES` (population std; p10..p90 are
+        linearly interpolated percentiles, as ``np.percentile``).
     """
     y = _check_audio(y)
     if y.ndim != 1:
         raise ParameterError(f"feature_summary takes mono audio of shape (n,), not {y.shape}")
-    n_fft, hop_length, win = _stft_args(params.n_fft, params.hop_length, None, params.window)
-    mel_power = _mel_power(y, sr, n_fft, hop_length, win, params.center, params.pad_mode, 2.0, params.n_mels,
-                           params.fmin, params.fmax, params.htk, params.norm)
-    _kernels._power_to_db_inplace(mel_power, 0.0, 1e-10, -1.0 if params.top_db is None else float(params.top_db))
-    log_mel = mel_power
-    mfccs = dct_matrix(params.n_mfcc, params.n_mels) @ log_mel
+    n_fft, hop_length, win = _stft_args(n_fft, hop_length, None, window)
+    log_mel = _mel_power(y, sr, n_fft, hop_length, win, center, pad_mode, 2.0, n_mels, fmin, fmax, htk, norm)
+    _kernels._power_to_db_inplace(log_mel, 0.0, 1e-10, -1.0 if top_db is None else float(top_db))
+    mfccs = dct_matrix(_check_positive("n_mfcc", n_mfcc), n_mels) @ log_mel
     quantiles = np.asarray(QUANTILES)
-    mel_stats = np.empty((params.n_mels, 4 + len(QUANTILES)))
-    mfcc_stats = np.empty((params.n_mfcc, 4 + len(QUANTILES)))
+    mel_stats = np.empty((n_mels, 4 + len(QUANTILES)))
+    mfcc_stats = np.empty((n_mfcc, 4 + len(QUANTILES)))
     _kernels._row_stats(log_mel, quantiles, mel_stats)
     _kernels._row_stats(mfccs, quantiles, mfcc_stats)
-    order = [0, 1, 2, 3, 4, 5, 6, 7, 8]  # mean, std, min, max, p10, p25, median, p75, p90
     summary = {
-        "mel": {name: mel_stats[:, column].tolist() for name, column in zip(STAT_NAMES, order)},
-        "mfcc": {name: mfcc_stats[:, column].tolist() for name, column in zip(STAT_NAMES, order)},
+        "mel": {name: mel_stats[:, column].tolist() for column, name in enumerate(STAT_NAMES)},
+        "mfcc": {name: mfcc_stats[:, column].tolist() for column, name in enumerate(STAT_NAMES)},
         "n_frames": int(log_mel.shape[1]),
     }
-    if log_mel.shape[1] >= 3:
-        width = min(9, log_mel.shape[1] if log_mel.shape[1] % 2 else log_mel.shape[1] - 1)
-        d = delta(mfccs, width=width)
+    n_frames = log_mel.shape[1]
+    if n_frames >= 3:  # librosa's delta needs an odd width <= the number of frames
+        d = delta(mfccs, width=min(9, n_frames if n_frames % 2 else n_frames - 1))
         summary["mfcc"]["delta_mean"] = d.mean(axis=1, dtype=np.float64).tolist()
         summary["mfcc"]["delta_std"] = d.std(axis=1, dtype=np.float64).tolist()
     else:
-        summary["mfcc"]["delta_mean"] = [0.0] * params.n_mfcc
-        summary["mfcc"]["delta_std"] = [0.0] * params.n_mfcc
+        summary["mfcc"]["delta_mean"] = [0.0] * n_mfcc
+        summary["mfcc"]["delta_std"] = [0.0] * n_mfcc
     return summary

@@ -1,0 +1,158 @@
+"""Exact micro-batching of CLAP windows across files, with AMP on CUDA and out-of-memory fall-back.
+
+Windows of many files are stacked along the batch dimension, at most ``max_batch_windows`` per forward pass.
+The model is in eval mode and every op is per-sample, so a window's embedding does not depend on its batch
+neighbours (fp32: max abs difference <= 1e-5, tested). A CUDA out-of-memory error halves the batch and
+retries, down to one window; a window that still fails marks only its own file as failed.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Hashable, Iterable, Iterator
+
+import numpy as np
+
+from .model import MODEL_INPUT_SAMPLES, MODEL_SAMPLE_RATE, LoadedModel
+
+logger = logging.getLogger(__name__)
+
+
+def max_batch_windows(max_batch_audio_seconds: float) -> int:
+    """Windows per forward pass: each window counts at its model-input length (10 s)."""
+    return max(1, math.floor(max_batch_audio_seconds / (MODEL_INPUT_SAMPLES / MODEL_SAMPLE_RATE)))
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+@dataclass
+class ForwardStats:
+    """What the forward passes cost: seconds inside the model, windows, batches, OOM retries."""
+
+    seconds: float = 0.0
+    windows: int = 0
+    batches: int = 0
+    oom_retries: int = 0
+    batch_sizes: list = field(default_factory=list)
+
+
+class ClapEmbedder:
+    """Runs model-ready windows ``[shape=(k, 480000)]`` through a :class:`LoadedModel`.
+
+    Parameters
+    ----------
+    loaded : LoadedModel
+    max_batch_windows : int
+        Upper bound of windows per forward pass.
+    enable_amp : bool
+        Autocast to float16 on CUDA; ignored on CPU (fp32).
+    """
+
+    def __init__(self, loaded: LoadedModel, *, max_batch_windows: int, enable_amp: bool = True) -> None:
+        self.loaded = loaded
+        self.max_batch_windows = max(1, int(max_batch_windows))
+        self.use_amp = bool(enable_amp) and loaded.device.startswith("cuda")
+        self.stats = ForwardStats()
+
+    @property
+    def precision(self) -> str:
+        return "fp16-autocast" if self.use_amp else "fp32"
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        """One forward pass; the seam where tests inject faults."""
+        import torch
+
+        device = self.loaded.device
+        tensor = torch.from_numpy(batch).to(device, non_blocking=True)
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else contextlib.nullcontext()
+        with torch.inference_mode(), autocast:
+            out = self.loaded.model(tensor)
+        return out.float().cpu().numpy()
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray | BaseException]:
+        """Embed ``batch``, halving on OOM; returns one embedding or the final error per window."""
+        try:
+            started = time.perf_counter()
+            out = self._forward(batch)
+            self.stats.seconds += time.perf_counter() - started
+            self.stats.windows += len(batch)
+            self.stats.batches += 1
+            self.stats.batch_sizes.append(len(batch))
+            return list(out)
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried, the rest re-raised
+            if not _is_oom(exc):
+                raise
+            self._free_cuda()
+            if len(batch) == 1:
+                logger.warning("CLAP forward pass out of memory on a single window")
+                return [exc]
+            self.stats.oom_retries += 1
+            half = len(batch) // 2
+            logger.warning("CLAP out of memory at batch %d; retrying as %d + %d", len(batch), half, len(batch) - half)
+            return self._run(batch[:half]) + self._run(batch[half:])
+
+    @staticmethod
+    def _free_cuda() -> None:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def embed(self, windows: np.ndarray) -> np.ndarray:
+        """Embeddings ``[shape=(k, 512)]`` of ``windows`` ``[shape=(k, 480000)]``; raises on a failed window."""
+        results: list = []
+        for first in range(0, len(windows), self.max_batch_windows):
+            results += self._run(np.ascontiguousarray(windows[first:first + self.max_batch_windows]))
+        for item in results:
+            if isinstance(item, BaseException):
+                raise item
+        return np.stack(results)
+
+    def embed_stream(self, items: Iterable[tuple[Hashable, np.ndarray]]
+                     ) -> Iterator[tuple[Hashable, np.ndarray | BaseException]]:
+        """Micro-batch the windows of many files.
+
+        ``items`` yields ``(file_id, windows [shape=(k, 480000)])``; the generator yields ``(file_id,
+        embeddings [shape=(k, 512)])`` as soon as all of a file's windows are done, or ``(file_id, error)`` when
+        one of its windows failed even alone. Windows are consumed lazily, so a producer thread can decode the
+        next files while a batch runs.
+        """
+        pending: deque[tuple[Hashable, int, np.ndarray]] = deque()  # (file, window index, samples)
+        parts: dict[Hashable, list] = {}
+        failed: dict[Hashable, BaseException] = {}
+        order: deque[Hashable] = deque()
+
+        def flush(limit: int):
+            while len(pending) >= limit and pending:
+                take = [pending.popleft() for _ in range(min(self.max_batch_windows, len(pending)))]
+                outputs = self._run(np.stack([w for _, _, w in take]))
+                for (file_id, index, _), output in zip(take, outputs):
+                    if isinstance(output, BaseException):
+                        failed.setdefault(file_id, output)
+                    else:
+                        parts[file_id][index] = output
+                while order and (order[0] in failed or all(p is not None for p in parts[order[0]])):
+                    done = order.popleft()
+                    if done in failed:
+                        parts.pop(done)
+                        yield done, failed.pop(done)
+                    else:
+                        yield done, np.stack(parts.pop(done))
+                if limit == 0 and not pending:
+                    break
+
+        for file_id, windows in items:
+            parts[file_id] = [None] * len(windows)
+            order.append(file_id)
+            for index in range(len(windows)):
+                pending.append((file_id, index, windows[index]))
+            yield from flush(self.max_batch_windows)
+        yield from flush(0)

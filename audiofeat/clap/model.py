@@ -1,0 +1,271 @@
+"""LAION CLAP's audio tower (HTSAT + audio projection), built from laion-clap's own module code.
+
+``import laion_clap`` loads text tokenizers from the model hub at import time, and ``CLAP_Module`` builds the text
+tower from the hub. We need neither: the ``laion_clap/clap_module`` folder is mounted under a private package name
+(without running laion-clap's ``__init__`` files) so that ``htsat.py`` and its relatives import offline.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import pickle
+import sys
+import threading
+import time
+import types
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+MODEL_SAMPLE_RATE = 48000
+MODEL_INPUT_SAMPLES = 480000  # 10 s: HTSAT's clip_samples
+AUDIO_KEY_PREFIXES = ("audio_branch.", "audio_projection.")
+RANDOM_WEIGHTS_SEED = 0
+
+# LAION's published non-fusion checkpoints, one per audio tower (github.com/LAION-AI/CLAP, "pretrained models").
+PUBLISHED_CHECKPOINTS = {
+    "HTSAT-tiny": ("https://huggingface.co/lukewys/laion_clap/resolve/main/630k-audioset-best.pt",
+                   "630k-audioset-best.pt"),
+    "HTSAT-base": ("https://huggingface.co/lukewys/laion_clap/resolve/main/music_audioset_epoch_15_esc_90.14.pt",
+                   "music_audioset_epoch_15_esc_90.14.pt"),
+}
+
+_PRIVATE_PACKAGE = "_audiofeat_laion_clap"
+
+
+class CheckpointError(RuntimeError):
+    """A CLAP checkpoint cannot be used; the message names the file and what to do."""
+
+
+def _clap_module_dir() -> Path:
+    spec = importlib.util.find_spec("laion_clap")  # locates the package without executing it
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("laion-clap is not installed (pip install laion-clap)")
+    return Path(list(spec.submodule_search_locations)[0]) / "clap_module"
+
+
+def laion_module(name: str) -> types.ModuleType:
+    """Import ``laion_clap.clap_module.<name>`` offline, under a private package name."""
+    package = f"{_PRIVATE_PACKAGE}.clap_module"
+    if package not in sys.modules:
+        root = types.ModuleType(_PRIVATE_PACKAGE)
+        root.__path__ = []
+        sub = types.ModuleType(package)
+        sub.__path__ = [str(_clap_module_dir())]
+        sys.modules.setdefault(_PRIVATE_PACKAGE, root)
+        sys.modules.setdefault(package, sub)
+    return importlib.import_module(f"{package}.{name}")
+
+
+def audio_config(model_name: str) -> dict:
+    """``audio_cfg`` and ``embed_dim`` of a laion-clap model config (``HTSAT-tiny``, ``HTSAT-base``)."""
+    path = _clap_module_dir() / "model_configs" / f"{model_name}.json"
+    if not path.exists():
+        raise ValueError(f"unknown CLAP model {model_name!r}")
+    return json.loads(path.read_text())
+
+
+def build_audio_tower(model_name: str):
+    """Seeded-free construction of the HTSAT audio branch and projection (random init, eval mode)."""
+    import torch
+    from torch import nn
+
+    cfg = audio_config(model_name)
+    audio_cfg = laion_module("model").CLAPAudioCfp(**cfg["audio_cfg"])
+    htsat = laion_module("htsat")
+
+    class ClapAudioTower(nn.Module):
+        """``forward(waveform [shape=(batch, 480000)]) -> unit embeddings [shape=(batch, 512)]``."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.audio_branch = htsat.create_htsat_model(audio_cfg, enable_fusion=False, fusion_type="None")
+            self.audio_projection = nn.Sequential(nn.Linear(cfg["embed_dim"], 512), nn.ReLU(), nn.Linear(512, 512))
+
+        def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+            return nn.functional.normalize(self.audio_projection(htsat_embedding(self.audio_branch, waveform)), dim=-1)
+
+    return ClapAudioTower().eval()
+
+
+def htsat_embedding(branch, waveform):
+    """HTSAT's clip ``embedding`` for non-fusion inference, as ``HTSAT_Swin_Transformer.forward`` computes it,
+    without the frame-wise and class heads (``tscam_conv``, interpolations) whose outputs CLAP never uses."""
+    import torch
+
+    x = branch.spectrogram_extractor(waveform)
+    x = branch.logmel_extractor(x)
+    x = branch.bn0(x.transpose(1, 3)).transpose(1, 3)
+    x = branch.reshape_wav2img(x)
+    frames_num = x.shape[2]
+    x = branch.patch_embed(x, longer_idx=None)
+    if branch.ape:
+        x = x + branch.absolute_pos_embed
+    x = branch.pos_drop(x)
+    for layer in branch.layers:
+        x, _ = layer(x)
+    x = branch.norm(x)
+    batch, _, channels = x.shape
+    sf = frames_num // (2 ** (len(branch.depths) - 1)) // branch.patch_stride[0]
+    st = frames_num // (2 ** (len(branch.depths) - 1)) // branch.patch_stride[1]
+    x = x.permute(0, 2, 1).contiguous().reshape(batch, channels, sf, st)
+    c_freq_bin = sf // branch.freq_ratio
+    x = x.reshape(batch, channels, sf // c_freq_bin, c_freq_bin, st)
+    x = x.permute(0, 1, 3, 2, 4).contiguous().reshape(batch, channels, c_freq_bin, -1)
+    return torch.flatten(branch.avgpool(torch.flatten(x, 2)), 1)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_audio_state(path: str | os.PathLike) -> dict:
+    """Audio-tower tensors of a LAION checkpoint (``{"state_dict": {"module.<key>": tensor}}`` or a bare
+    state dict), loaded with ``weights_only=True``: a pickle that carries code is refused."""
+    import torch
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"CLAP checkpoint {path}: refused, not a plain tensor checkpoint "
+                              f"(torch.load weights_only=True: {first})") from None
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"CLAP checkpoint {path}: no state_dict inside")
+    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    return {k: v for k, v in state.items() if k.startswith(AUDIO_KEY_PREFIXES)}
+
+
+def load_audio_weights(model, path: str | os.PathLike) -> None:
+    """Load the audio keys of ``path`` into ``model``; every audio key must match, in name and shape."""
+    state = read_audio_state(path)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        def show(keys):
+            return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+        parts = ([f"missing audio keys: {show(missing)}"] if missing else []) + \
+                ([f"unexpected audio keys: {show(unexpected)}"] if unexpected else [])
+        raise CheckpointError(f"CLAP checkpoint {path} does not fit this audio tower: " + "; ".join(parts)
+                              + " (is clap.model right?)")
+    bad_shapes = [k for k in expected if tuple(expected[k].shape) != tuple(state[k].shape)]
+    if bad_shapes:
+        raise CheckpointError(f"CLAP checkpoint {path}: shape mismatch for {', '.join(bad_shapes[:5])} "
+                              "(is clap.model right?)")
+    model.load_state_dict(state, strict=True)
+
+
+def fetch_published_checkpoint(model_name: str, cache_dir: str | os.PathLike, timeout_s: float = 10.0) -> Path:
+    """LAION's published checkpoint for ``model_name``, downloaded once into ``cache_dir/checkpoints``.
+
+    The sha256 of the first download is written beside it and checked on every later use, so a file damaged
+    in the cache is caught.
+    """
+    url, name = PUBLISHED_CHECKPOINTS[model_name]
+    target = Path(cache_dir) / "checkpoints" / name
+    digest_file = target.with_name(name + ".sha256")
+    if target.exists() and digest_file.exists():
+        if sha256_file(target) == digest_file.read_text().strip():
+            return target
+        logger.warning("cached checkpoint %s does not match its recorded sha256; downloading again", target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response, open(partial, "wb") as out:
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        partial.unlink(missing_ok=True)
+        reason = getattr(exc, "reason", exc)
+        raise CheckpointError(
+            f"clap.checkpoint=auto could not download {url} ({reason}); set clap.checkpoint to a local LAION "
+            "checkpoint file, or clap.allow_random_weights: true for a seeded random model") from None
+    os.replace(partial, target)
+    digest_file.write_text(sha256_file(target) + "\n")
+    return target
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A ready audio tower, and what manifests record about its weights."""
+
+    model: object
+    model_name: str
+    weights: str  # "laion:<sha256>" or "random(seed=0)"
+    device: str
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda:N`` is checked to exist."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"perf.device={device} but torch sees no CUDA device")
+    return device
+
+
+def resolve_weights(checkpoint: str, *, allow_random_weights: bool, model_name: str,
+                    cache_dir: str | os.PathLike) -> tuple[str | None, str]:
+    """``(checkpoint path or None, weights identity)`` for the config's ``clap.checkpoint``.
+
+    The identity (``laion:sha256:<hex>`` or ``random(seed=0)``) goes into manifests and artifact keys.
+    """
+    if checkpoint == "auto":
+        checkpoint = str(fetch_published_checkpoint(model_name, cache_dir))
+    if not checkpoint:
+        if not allow_random_weights:
+            raise CheckpointError("no CLAP weights: set clap.checkpoint to a LAION checkpoint file (or 'auto'), "
+                                  "or clap.allow_random_weights: true for a seeded random model")
+        return None, f"random(seed={RANDOM_WEIGHTS_SEED})"
+    if not os.path.exists(checkpoint):
+        raise CheckpointError(f"clap.checkpoint {checkpoint!r} does not exist")
+    return checkpoint, f"laion:sha256:{sha256_file(checkpoint)}"
+
+
+_models: dict[tuple, LoadedModel] = {}
+_models_lock = threading.Lock()
+
+
+def get_model(model_name: str, checkpoint_path: str | None, weights: str, *, device: str,
+              warm_up: bool = True) -> LoadedModel:
+    """The process's one model for these settings: built, loaded, moved and warmed up on first request.
+
+    ``checkpoint_path`` and ``weights`` come from :func:`resolve_weights` (None means the seeded random model). Thread-safe: concurrent callers wait for the
+    first and get the same object.
+    """
+    import torch
+
+    key = (model_name, checkpoint_path, device)
+    with _models_lock:
+        if key in _models:
+            return _models[key]
+        started = time.perf_counter()
+        resolved = resolve_device(device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            model = build_audio_tower(model_name)
+        if checkpoint_path is not None:
+            load_audio_weights(model, checkpoint_path)
+        model = model.to(resolved)
+        if warm_up:
+            with torch.inference_mode():
+                model(torch.zeros(1, MODEL_INPUT_SAMPLES, device=resolved))
+        loaded = _models[key] = LoadedModel(model, model_name, weights, resolved)
+        logger.info("CLAP %s (%s) ready on %s in %.2f s", model_name, weights, resolved,
+                    time.perf_counter() - started)
+        return loaded

@@ -1,0 +1,120 @@
+"""``audio_manifest_v1``: one record per input, as plain dataclasses that serialise to JSON.
+
+The JSON Schema every produced manifest passes is ``workflow/schemas/manifest.schema.json``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_NAME = "audio_manifest_v1"
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "manifest.schema.json"
+
+
+@dataclass(frozen=True)
+class Source:
+    path: str
+    content_key: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    duration_s: float
+    sample_rate: int
+    channels: int
+    codec: str
+    container: str
+    target_sr: int
+    wav: str
+
+
+@dataclass(frozen=True)
+class FeaturesBlock:
+    params: dict
+    mfcc: dict
+    mel: dict
+    n_frames: int
+
+
+@dataclass(frozen=True)
+class ClapBlock:
+    model: str
+    weights: str
+    embedding: list
+    segments: list  # [{"start_s", "end_s"}], one per window
+    aggregate_strategy: dict
+    precision: str
+    segments_artifact: str | None = None
+
+
+@dataclass(frozen=True)
+class AudioManifest:
+    source: Source
+    status: str  # "ok" or "error"
+    audiofeat_version: str
+    error: str | None = None
+    audio: AudioInfo | None = None
+    features: FeaturesBlock | None = None
+    clap: ClapBlock | None = None
+    extractors: dict = field(default_factory=dict)  # name -> {"version", "params_hash"}
+    timings: dict = field(default_factory=dict)  # stage -> seconds
+    schema: str = SCHEMA_NAME
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict without ``None`` fields; raises if any float is NaN or infinite."""
+        data = _drop_none(asdict(self))
+        _check_finite(data, "manifest")
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AudioManifest":
+        if data.get("schema") != SCHEMA_NAME:
+            raise ValueError(f"not an {SCHEMA_NAME} record: schema={data.get('schema')!r}")
+        return cls(
+            source=Source(**data["source"]),
+            status=data["status"],
+            audiofeat_version=data["audiofeat_version"],
+            error=data.get("error"),
+            audio=AudioInfo(**data["audio"]) if "audio" in data else None,
+            features=FeaturesBlock(**data["features"]) if "features" in data else None,
+            clap=ClapBlock(**data["clap"]) if "clap" in data else None,
+            extractors=data.get("extractors", {}),
+            timings=data.get("timings", {}),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True, allow_nan=False)
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+def _check_finite(value: Any, where: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where} is {value}: manifests hold finite numbers only")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_finite(item, f"{where}[{index}]")
+
+
+def load_schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def validate_manifest(data: dict) -> None:
+    """Raise ``jsonschema.ValidationError`` unless ``data`` is a valid ``audio_manifest_v1`` record."""
+    import jsonschema
+
+    jsonschema.Draft202012Validator(load_schema()).validate(data)

@@ -1,0 +1,151 @@
+"""Run report: ``timings.tsv`` and a self-contained ``index.html`` with embedded matplotlib plots."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from .store import atomic_write_text
+
+STAGES = ("ingest", "features", "clap")
+
+
+def load_profiles(paths: list[str]) -> list[dict]:
+    return [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
+
+
+def stage_totals(profiles: list[dict]) -> dict[str, dict]:
+    """Per stage: job wall seconds, files, audio seconds, cache hits/misses, and the split of its seconds."""
+    totals: dict[str, dict] = {}
+    for p in profiles:
+        t = totals.setdefault(p["stage"], {"jobs": 0, "wall_s": 0.0, "files": 0, "failed": 0, "audio_s": 0.0,
+                                           "cache_hits": 0, "cache_misses": 0, "seconds": defaultdict(float),
+                                           "peak_rss_mb": 0.0, "peak_gpu_mb": None})
+        t["jobs"] += 1
+        for key in ("wall_s", "files", "failed", "audio_s", "cache_hits", "cache_misses"):
+            t[key] += p[key]
+        for name, value in p["seconds"].items():
+            t["seconds"][name] += value
+        t["peak_rss_mb"] = max(t["peak_rss_mb"], p["peak_rss_mb"])
+        if p.get("peak_gpu_mb") is not None:
+            t["peak_gpu_mb"] = max(t["peak_gpu_mb"] or 0.0, p["peak_gpu_mb"])
+    return totals
+
+
+def model_busy_fraction(totals: dict[str, dict]) -> float | None:
+    """Time in the CLAP forward pass / wall time of the CLAP jobs (None when no forward pass ran)."""
+    clap = totals.get("clap")
+    if not clap or not clap["seconds"].get("clap_forward") or clap["wall_s"] <= 0:
+        return None
+    return clap["seconds"]["clap_forward"] / clap["wall_s"]
+
+
+def timings_rows(totals: dict[str, dict]) -> list[dict]:
+    rows = []
+    for stage in STAGES:
+        if stage not in totals:
+            continue
+        t = totals[stage]
+        lookups = t["cache_hits"] + t["cache_misses"]
+        rows.append({"stage": stage, "jobs": t["jobs"], "files": t["files"], "failed": t["failed"],
+                     "wall_s": round(t["wall_s"], 3), "audio_s": round(t["audio_s"], 3),
+                     "x_realtime": round(t["audio_s"] / t["wall_s"], 1) if t["wall_s"] > 0 else "",
+                     "cache_hit_rate": round(t["cache_hits"] / lookups, 4) if lookups else "",
+                     "peak_rss_mb": t["peak_rss_mb"],
+                     "peak_gpu_mb": "" if t["peak_gpu_mb"] is None else t["peak_gpu_mb"],
+                     **{f"{k}_s": round(v, 3) for k, v in sorted(t["seconds"].items())}})
+    return rows
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _plots(totals: dict[str, dict], per_file: list[tuple[str, float]]) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots = []
+    fig, ax = plt.subplots(figsize=(6, 2.6))
+    names = [s for s in STAGES if s in totals]
+    ax.barh(names, [totals[s]["wall_s"] for s in names], color=["#4c72b0", "#55a868", "#c44e52"][: len(names)])
+    ax.set_xlabel("seconds (sum of job wall times)")
+    ax.set_title("Time per stage")
+    plots.append(("Time per stage", _png(fig)))
+    plt.close(fig)
+    if per_file:
+        fig, ax = plt.subplots(figsize=(6, 2.6))
+        ax.hist([cost for _, cost in per_file], bins=min(40, max(5, len(per_file) // 2)), color="#4c72b0")
+        ax.set_xlabel("seconds per file (decode + features + CLAP share)")
+        ax.set_ylabel("files")
+        ax.set_title("Per-file cost")
+        plots.append(("Per-file cost", _png(fig)))
+        plt.close(fig)
+    return plots
+
+
+def _table(rows: list[dict]) -> str:
+    if not rows:
+        return "<p>none</p>"
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(row.get(c, '')))}</td>" for c in columns) + "</tr>"
+                   for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def write_report(profile_paths: list[str], summary_path: str, manifest_jsonl: str, config: dict,
+                 html_path: str, tsv_path: str, *, wall_s: float | None = None) -> dict:
+    """Write the run's ``timings.tsv`` and ``index.html``; returns the numbers shown."""
+    profiles = load_profiles(profile_paths)
+    totals = stage_totals(profiles)
+    rows = timings_rows(totals)
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    tsv = "\t".join(columns) + "\n" + "".join("\t".join(str(r.get(c, "")) for c in columns) + "\n" for r in rows)
+    atomic_write_text(tsv_path, tsv)
+
+    summary = json.loads(Path(summary_path).read_text(encoding="utf-8"))
+    per_file = []
+    with open(manifest_jsonl, encoding="utf-8") as handle:
+        for line in handle:
+            record = json.loads(line)
+            per_file.append((record["source"]["path"], sum(record.get("timings", {}).values())))
+    slowest = sorted(per_file, key=lambda item: -item[1])[:10]
+    busy = model_busy_fraction(totals)
+    clap_profiles = [p for p in profiles if p["stage"] == "clap" and "device" in p]
+    settings = {"threads per job": config["perf"]["threads"] or "min(8, cores)",
+                "device": clap_profiles[0]["device"] if clap_profiles else config["perf"]["device"],
+                "precision": clap_profiles[0]["precision"] if clap_profiles else "",
+                "max_batch_audio_seconds": config["clap"]["max_batch_audio_seconds"],
+                "segment": json.dumps(config["segment"]), "cache": config["cache"]["dir"]
+                if config["cache"]["enabled"] else "disabled"}
+    numbers = {"stage_wall_s": {r["stage"]: r["wall_s"] for r in rows}, "model_busy_fraction": busy,
+               "ok": summary["ok"], "failed": summary["failed"]}
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>audiofeat run report</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}th{background:#eef}</style></head><body>",
+        "<h1>audiofeat run report</h1>",
+        f"<p><b>{summary['ok']} ok, {summary['failed']} failed</b>. "
+        f"Sum of job wall times: {sum(r['wall_s'] for r in rows):.2f} s"
+        + (f"; run wall time {wall_s:.2f} s" if wall_s else "") + ".</p>",
+        "<p>Model-busy fraction (CLAP forward ÷ CLAP job wall time): "
+        + ("n/a (every embedding came from the cache)" if busy is None else f"<b>{busy:.2f}</b>") + "</p>",
+        "<h2>Stages</h2>", _table(rows),
+    ]
+    for title, data in _plots(totals, per_file):
+        parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='{data}'>")
+    parts += ["<h2>Slowest files</h2>", _table([{"file": p, "seconds": round(s, 4)} for p, s in slowest]),
+              "<h2>Failures by cause</h2>",
+              _table([{"cause": c, "files": n} for c, n in sorted(summary["failures_by_cause"].items())]),
+              "<h2>Settings</h2>", _table([{"setting": k, "value": v} for k, v in settings.items()]),
+              "</body></html>"]
+    atomic_write_text(html_path, "\n".join(parts))
+    return numbers

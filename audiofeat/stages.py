@@ -1,0 +1,367 @@
+"""The workflow's stages as plain functions over shard tables (Snakemake's scripts only call these).
+
+Each shard job reads its shard's table, looks every artifact up in the store, computes only what is missing,
+and writes one JSON line per content key. Per-file failures become ``status: "error"`` lines with a one-line
+reason; the job itself succeeds so that the rest of the run goes on.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from . import __version__
+from .decode import DECODE_VERSION, DecodeError, decode_params, load_audio, read_wav, resample, wav_bytes
+from .inventory import read_tsv
+from .profiling import JobProfile
+from .store import ArtifactKey, ArtifactStore, atomic_write_text, params_hash
+
+logger = logging.getLogger(__name__)
+
+
+def open_store(config: dict) -> ArtifactStore:
+    """The configured store; with ``cache.enabled: false`` a run-private folder that is never read back."""
+    if config["cache"]["enabled"]:
+        return ArtifactStore(config["cache"]["dir"], reuse=True)
+    return ArtifactStore(Path(config["results_dir"]) / "work", reuse=False)
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
+    text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True, allow_nan=False) + "\n" for r in records)
+    atomic_write_text(path, text)
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+# ------------------------------------------------------------------------------------------------ ingest
+def ingest_key(content_key: str, target_sr: int) -> ArtifactKey:
+    return ArtifactKey(content_key, "wav", DECODE_VERSION, params_hash(decode_params(target_sr)), ".wav")
+
+
+def run_ingest(shard_tsv: str, out_jsonl: str, profile_json: str, config: dict) -> JobProfile:
+    """Decode every input of a shard to a mono WAV at ``audio.target_sr`` (or find it in the store)."""
+    store = open_store(config)
+    target_sr, decoder = config["audio"]["target_sr"], config["audio"]["decoder"]
+    profile = JobProfile("ingest", Path(shard_tsv).stem)
+    records = []
+    for row in read_tsv(shard_tsv):
+        key = ingest_key(row["content_key"], target_sr)
+        record = {"content_key": row["content_key"], "path": row["path"]}
+        started = time.perf_counter()
+        found = store.get(key)
+        if found:
+            path, meta = found
+            profile.cache_hits += 1
+        else:
+            profile.cache_misses += 1
+            try:
+                with profile.timer("decode"):
+                    probe, y = load_audio(row["path"], target_sr=target_sr, decoder=decoder)
+                meta = {"probe": probe.__dict__, "samples": int(y.shape[0])}
+                with profile.timer("write"):
+                    path = store.put(key, wav_bytes(y, target_sr), meta)
+            except (DecodeError, OSError, ValueError) as exc:
+                message = str(exc) if isinstance(exc, DecodeError) else one_line(exc)
+                logger.error("ingest: %s: %s", row["path"], message)
+                records.append({**record, "status": "error", "error": f"decode: {message}"})
+                profile.failed += 1
+                profile.files += 1
+                continue
+        probe = meta["probe"]
+        profile.files += 1
+        profile.audio_seconds += probe["duration_s"]
+        records.append({**record, "status": "ok", "wav": str(path), "samples": meta["samples"],
+                        "audio": {**probe, "target_sr": target_sr, "wav": str(path)},
+                        "seconds": round(time.perf_counter() - started, 6), "cache_hit": bool(found),
+                        "extractor": {"version": DECODE_VERSION, "params_hash": key.params_hash}})
+    with profile.timer("write"):
+        write_jsonl(out_jsonl, records)
+    profile.write(profile_json)
+    return profile
+
+
+# ---------------------------------------------------------------------------------------------- features
+def run_features(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict, threads: int) -> JobProfile:
+    """Log-mel/MFCC statistics of every decoded file of a shard, ``threads`` files at a time."""
+    from .features import FEATURES_VERSION, extract_features, features_params
+
+    store = open_store(config)
+    sr = config["audio"]["target_sr"]
+    params = features_params(config["features"], sr)
+    phash = params_hash({**params, "wav": ingest_key("", sr).params_hash})
+    profile = JobProfile("features", Path(ingest_jsonl).stem)
+    lock = threading.Lock()
+
+    def one(row: dict) -> dict:
+        record = {"content_key": row["content_key"]}
+        if row["status"] != "ok":
+            return {**record, "status": "skipped"}
+        key = ArtifactKey(row["content_key"], "features", FEATURES_VERSION, phash, ".json")
+        started = time.perf_counter()
+        found = store.get(key)
+        if found:
+            block = json.loads(found[0].read_text(encoding="utf-8"))
+        else:
+            try:
+                y, _ = read_wav(row["wav"])
+                t0 = time.perf_counter()
+                block = extract_features(y, params)
+                compute = time.perf_counter() - t0
+                store.put(key, json.dumps(block, allow_nan=False).encode(), {})
+            except Exception as exc:  # noqa: BLE001 - one file's failure must not stop the shard
+                logger.error("features: %s: %s", row["path"], one_line(exc))
+                return {**record, "status": "error", "error": f"features: {one_line(exc)}"}
+            with lock:
+                profile.seconds["features"] += compute
+        with lock:
+            profile.audio_seconds += row["audio"]["duration_s"]
+        return {**record, "status": "ok", "features": block, "seconds": round(time.perf_counter() - started, 6),
+                "cache_hit": bool(found), "extractor": {"version": FEATURES_VERSION, "params_hash": phash}}
+
+    rows = read_jsonl(ingest_jsonl)
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        records = list(pool.map(one, rows))
+    profile.files = sum(1 for r in records if r["status"] != "skipped")
+    profile.failed = sum(1 for r in records if r["status"] == "error")
+    profile.cache_hits, profile.cache_misses = store.hits, store.misses
+    with profile.timer("write"):
+        write_jsonl(out_jsonl, records)
+    profile.write(profile_json)
+    return profile
+
+
+# -------------------------------------------------------------------------------------------------- CLAP
+def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict) -> JobProfile:
+    """CLAP embeddings of every decoded file of a shard: cached ones read back, the rest micro-batched while a
+    loader thread prepares the next files' windows."""
+    from .clap import CLAP_VERSION, clap_params
+    from .clap.model import MODEL_INPUT_SAMPLES, MODEL_SAMPLE_RATE, resolve_device, resolve_weights
+    from .clap.windows import active_fraction, aggregate, model_inputs, plan_windows
+
+    store = open_store(config)
+    clap_cfg, seg_cfg = config["clap"], config["segment"]
+    profile = JobProfile("clap", Path(ingest_jsonl).stem)
+    rows = read_jsonl(ingest_jsonl)
+    ok_rows = [r for r in rows if r["status"] == "ok"]
+    with profile.timer("setup"):
+        checkpoint_path, weights = resolve_weights(
+            clap_cfg["checkpoint"], allow_random_weights=clap_cfg["allow_random_weights"],
+            model_name=clap_cfg["model"], cache_dir=config["cache"]["dir"])
+        device = resolve_device(config["perf"]["device"])
+    precision = "fp16-autocast" if clap_cfg["enable_amp"] and device.startswith("cuda") else "fp32"
+    params = clap_params(clap_cfg, seg_cfg, weights=weights, precision=precision)
+    phash = params_hash({**params, "wav": ingest_key("", config["audio"]["target_sr"]).params_hash})
+    window = int(round(seg_cfg["window_seconds"] * MODEL_SAMPLE_RATE))
+    hop = int(round(seg_cfg["hop_seconds"] * MODEL_SAMPLE_RATE))
+    extractor = {"version": CLAP_VERSION, "params_hash": phash}
+
+    results: dict[str, dict] = {}
+    todo = []
+    for row in ok_rows:
+        key = ArtifactKey(row["content_key"], "clap", CLAP_VERSION, phash, ".npz")
+        found = store.get(key)
+        if found:
+            with np.load(found[0]) as data:
+                results[row["content_key"]] = _clap_block(data, clap_cfg["model"], weights, precision, found[1],
+                                                          store, seg_cfg, key)
+            profile.audio_seconds += row["audio"]["duration_s"]
+        else:
+            todo.append((row, key))
+    profile.cache_hits, profile.cache_misses = store.hits, store.misses
+
+    if todo:
+        from .clap.embed import ClapEmbedder, max_batch_windows
+        from .clap.model import get_model
+
+        with profile.timer("setup"):
+            loaded = get_model(clap_cfg["model"], checkpoint_path, weights, device=device)
+        embedder = ClapEmbedder(loaded, max_batch_windows=max_batch_windows(clap_cfg["max_batch_audio_seconds"]),
+                                enable_amp=clap_cfg["enable_amp"])
+        prepared: queue.Queue = queue.Queue(maxsize=2 * embedder.max_batch_windows)
+        plans: dict[str, tuple] = {}
+        load_errors: dict[str, str] = {}
+
+        def loader():
+            # Runs beside the forward passes: torch releases the GIL while the model computes.
+            for row, key in todo:
+                try:
+                    t0 = time.perf_counter()
+                    y, sr = read_wav(row["wav"])
+                    if sr != MODEL_SAMPLE_RATE:  # only when audio.target_sr is not CLAP's 48 kHz
+                        y = resample(y, sr, MODEL_SAMPLE_RATE)
+                    windows = plan_windows(len(y), window, hop, segment=seg_cfg["enabled"])
+                    inputs = model_inputs(y, windows, MODEL_INPUT_SAMPLES)
+                    weights_ = [active_fraction(y, w, window, MODEL_SAMPLE_RATE) for w in windows]
+                    plans[row["content_key"]] = (windows, weights_, key)
+                    profile.seconds["clap_preprocess"] += time.perf_counter() - t0
+                    prepared.put((row["content_key"], inputs))
+                except Exception as exc:  # noqa: BLE001 - recorded per file
+                    load_errors[row["content_key"]] = one_line(exc)
+            prepared.put(None)
+
+        def items():
+            while (item := prepared.get()) is not None:
+                yield item
+
+        thread = threading.Thread(target=loader, name="clap-loader", daemon=True)
+        started = time.perf_counter()
+        thread.start()
+        for content_key, output in embedder.embed_stream(items()):
+            if isinstance(output, BaseException):
+                load_errors[content_key] = f"CLAP forward pass failed: {one_line(output)}"
+                continue
+            windows, weights_, key = plans.pop(content_key)
+            embedding, strategy = aggregate(output, seg_cfg["aggregate_mode"], np.asarray(weights_))
+            segments = np.array([[w.start / MODEL_SAMPLE_RATE, w.end / MODEL_SAMPLE_RATE] for w in windows])
+            buffer = io.BytesIO()
+            np.savez(buffer, embedding=embedding, window_embeddings=output.astype(np.float32), segments=segments,
+                     strategy=np.array(json.dumps(strategy)))
+            with profile.timer("write"):
+                path = store.put(key, buffer.getvalue(), {})
+            with np.load(path) as data:
+                results[content_key] = _clap_block(data, clap_cfg["model"], weights, precision, {}, store,
+                                                   seg_cfg, key)
+        thread.join()
+        profile.seconds["clap_forward"] += embedder.stats.seconds
+        profile.seconds["clap_loop"] += time.perf_counter() - started
+        profile.extra.update({"windows": embedder.stats.windows, "batches": embedder.stats.batches,
+                              "oom_retries": embedder.stats.oom_retries, "device": loaded.device,
+                              "precision": embedder.precision, "max_batch_windows": embedder.max_batch_windows})
+        profile.audio_seconds += sum(row["audio"]["duration_s"] for row, _ in todo if row["content_key"] in results)
+    else:
+        load_errors = {}
+
+    records = []
+    for row in rows:
+        record = {"content_key": row["content_key"]}
+        if row["status"] != "ok":
+            records.append({**record, "status": "skipped"})
+        elif row["content_key"] in results:
+            records.append({**record, "status": "ok", "clap": results[row["content_key"]], "extractor": extractor})
+        else:
+            error = load_errors.get(row["content_key"], "CLAP: no result")
+            logger.error("clap: %s: %s", row["path"], error)
+            records.append({**record, "status": "error", "error": f"clap: {error}"})
+    profile.files = len(ok_rows)
+    profile.failed = sum(1 for r in records if r["status"] == "error")
+    with profile.timer("write"):
+        write_jsonl(out_jsonl, records)
+    profile.write(profile_json)
+    return profile
+
+
+def _clap_block(data, model: str, weights: str, precision: str, meta: dict, store: ArtifactStore,
+                seg_cfg: dict, key: ArtifactKey) -> dict:
+    block = {"model": model, "weights": weights, "precision": precision,
+             "embedding": [float(x) for x in data["embedding"]],
+             "segments": [{"start_s": round(float(a), 6), "end_s": round(float(b), 6)} for a, b in data["segments"]],
+             "aggregate_strategy": json.loads(str(data["strategy"]))}
+    if seg_cfg["save_segments"]:
+        seg_key = ArtifactKey(key.content_key, "clap_segments", key.version, key.params_hash, ".npy")
+        found = store.get(seg_key)
+        if found:
+            path = found[0]
+        else:
+            buffer = io.BytesIO()
+            np.save(buffer, data["window_embeddings"])
+            path = store.put(seg_key, buffer.getvalue(), {})
+        block["segments_artifact"] = str(path)
+    return block
+
+
+# ---------------------------------------------------------------------------------------------- finalize
+def _manifest_relpath(relpath: str) -> str:
+    return relpath + ".json"
+
+
+def build_manifests(files_tsv: str, ingest: list[str], features: list[str], clap: list[str]) -> list[dict]:
+    """One ``audio_manifest_v1`` dict per input path, in the inventory's order."""
+    from .manifest import AudioInfo, AudioManifest, ClapBlock, FeaturesBlock, Source
+
+    by_stage: dict[str, dict[str, dict]] = {}
+    for stage, paths in (("ingest", ingest), ("features", features), ("clap", clap)):
+        table = by_stage[stage] = {}
+        for path in paths:
+            for record in read_jsonl(path):
+                table[record["content_key"]] = record
+    manifests = []
+    for row in read_tsv(files_tsv):
+        source = Source(row["path"], row["content_key"], int(row["size_bytes"]))
+        stages = [by_stage[s].get(row["content_key"]) for s in ("ingest", "features", "clap")]
+        error = row["error"] or next((r["error"] for r in stages if r and r["status"] == "error"), None)
+        if not error and any(r is None for r in stages):
+            error = "not processed (its shard job failed; see the logs)"
+        extractors, timings = {}, {}
+        for name, record in zip(("decode", "features", "clap"), stages):
+            if record and "extractor" in record:
+                extractors[name] = record["extractor"]
+            if record and "seconds" in record:
+                timings[name] = record["seconds"]
+        if error:
+            manifest = AudioManifest(source=source, status="error", audiofeat_version=__version__, error=error,
+                                     extractors=extractors, timings=timings)
+        else:
+            ing, feat, cl = stages
+            manifest = AudioManifest(
+                source=source, status="ok", audiofeat_version=__version__,
+                audio=AudioInfo(**ing["audio"]), features=FeaturesBlock(**feat["features"]),
+                clap=ClapBlock(**cl["clap"]), extractors=extractors, timings=timings)
+        manifests.append({"relpath": row["relpath"], "manifest": manifest.to_dict()})
+    return manifests
+
+
+def run_finalize(files_tsv: str, ingest: list[str], features: list[str], clap: list[str], *,
+                 manifests_dir: str, manifest_jsonl: str, embeddings_npy: str, summary_json: str) -> dict:
+    """Write per-file manifests, the dataset-level JSONL and embedding matrix, and the run summary."""
+    entries = build_manifests(files_tsv, ingest, features, clap)
+    root = Path(manifests_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for entry in entries:
+        text = json.dumps(entry["manifest"], ensure_ascii=False, sort_keys=True, allow_nan=False)
+        atomic_write_text(root / _manifest_relpath(entry["relpath"]), text + "\n")
+        lines.append(text + "\n")
+    atomic_write_text(manifest_jsonl, "".join(lines))
+    dim = next((len(e["manifest"]["clap"]["embedding"]) for e in entries if e["manifest"]["status"] == "ok"), 512)
+    matrix = np.zeros((len(entries), dim), dtype=np.float32)  # rows of failed inputs stay zero
+    for index, entry in enumerate(entries):
+        if entry["manifest"]["status"] == "ok":
+            matrix[index] = entry["manifest"]["clap"]["embedding"]
+    buffer = io.BytesIO()
+    np.save(buffer, matrix)
+    from .store import atomic_write_bytes
+
+    atomic_write_bytes(embeddings_npy, buffer.getvalue())
+    failures: dict[str, int] = {}
+    for entry in entries:
+        if entry["manifest"]["status"] == "error":
+            cause = entry["manifest"]["error"].split(" (")[0]
+            failures[cause] = failures.get(cause, 0) + 1
+    summary = {"ok": sum(1 for e in entries if e["manifest"]["status"] == "ok"),
+               "failed": sum(1 for e in entries if e["manifest"]["status"] == "error"),
+               "failures_by_cause": failures,
+               "failed_files": [e["manifest"]["source"]["path"] for e in entries
+                                if e["manifest"]["status"] == "error"]}
+    atomic_write_text(summary_json, json.dumps(summary, indent=1, ensure_ascii=False))
+    return summary
+
+
+def summary_line(summary: dict) -> str:
+    return f"{summary['ok']} ok, {summary['failed']} failed"

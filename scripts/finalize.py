@@ -1,0 +1,16 @@
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _job import start  # noqa: E402
+
+log = start(snakemake)  # noqa: F821 - injected by Snakemake
+from audiofeat.stages import run_finalize, summary_line  # noqa: E402
+
+out = snakemake.output  # noqa: F821
+summary = run_finalize(snakemake.input.files, snakemake.input.ingest, snakemake.input.features,  # noqa: F821
+                       snakemake.input.clap, manifests_dir=out.manifests, manifest_jsonl=out.jsonl,  # noqa: F821
+                       embeddings_npy=out.embeddings, summary_json=out.summary)
+log.info("%s", summary_line(summary))
+for path in summary["failed_files"]:
+    log.info("failed: %s", path)

@@ -1,0 +1,20 @@
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _job import start  # noqa: E402
+
+log = start(snakemake)  # noqa: F821 - injected by Snakemake
+from audiofeat.inventory import run_inventory  # noqa: E402
+
+config = snakemake.config  # noqa: F821
+index_dir = config["cache"]["dir"] if config["cache"]["enabled"] else os.path.join(config["results_dir"], "work")
+counts = run_inventory(
+    config["input_dir"], config["input_list"], os.path.dirname(snakemake.output.files),  # noqa: F821
+    index_path=os.path.join(index_dir, "stat_index.sqlite"),
+    state_path=os.path.join(config["results_dir"], "inventory.state.json"),
+    target_files=config["shard"]["target_files"], target_audio_seconds=config["shard"]["target_audio_seconds"],
+    threads=snakemake.threads,  # noqa: F821
+)
+log.info("inventory: %(files)d files, %(unique)d unique contents in %(shards)d shards, %(rehashed)d hashed, "
+         "%(unreadable)d unreadable", counts)

@@ -1,0 +1,15 @@
+rule clap_embed:
+    input:
+        table=rules.ingest_decode.output.table,
+    output:
+        table=results("clap/{shard}.jsonl"),
+        profile=results("timings/clap/{shard}.json"),
+    params:
+        version=get_clap_version(),
+    log:
+        results("logs/clap_embed/{shard}.log"),
+    benchmark:
+        results("benchmarks/clap_embed/{shard}.tsv")
+    threads: THREADS
+    script:
+        "../../scripts/clap.py"

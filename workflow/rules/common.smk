@@ -1,0 +1,84 @@
+# Config validation (schema + environment overrides) and the input functions of every rule.
+import json
+import os
+import sys
+
+sys.path.insert(0, workflow.basedir)  # the audiofeat package next to the Snakefile, installed or not
+
+from audiofeat.config import apply_env_overrides, resolve_threads, validate_config
+from audiofeat.decode import DECODE_VERSION, decode_params
+from audiofeat.features import FEATURES_VERSION, features_params
+from audiofeat.clap import CLAP_VERSION
+from audiofeat.inventory import input_fingerprint
+from audiofeat.store import params_hash
+
+# Environment variables (PERF_THREADS, CACHE_DIR, ...) override config/config.yaml; --config wins over both.
+_validated = validate_config(
+    apply_env_overrides(
+        config, os.environ, protected=workflow.config_settings.config or {}
+    )
+)
+config.clear()
+config.update(_validated)
+
+RESULTS = config["results_dir"]
+THREADS = resolve_threads(config["perf"]["threads"])
+
+
+def results(path):
+    return os.path.join(RESULTS, path)
+
+
+def get_inventory_state(wildcards):
+    """Changes whenever a file is added, removed or renamed under the inputs (reruns the inventory)."""
+    return input_fingerprint(config["input_dir"], config["input_list"])
+
+
+def get_shards():
+    """Shard names, known once the inventory checkpoint has run."""
+    shards_dir = checkpoints.inventory.get().output.shards
+    return sorted(name[: -len(".tsv")] for name in os.listdir(shards_dir) if name.endswith(".tsv"))
+
+
+def get_shard_outputs(stage):
+    def inner(wildcards):
+        return [results(f"{stage}/{shard}.jsonl") for shard in get_shards()]
+
+    return inner
+
+
+def get_ingest_version():
+    return f"v{DECODE_VERSION}-{params_hash(decode_params(config['audio']['target_sr']))}"
+
+
+def get_features_version():
+    params = features_params(config["features"], config["audio"]["target_sr"])
+    return f"v{FEATURES_VERSION}-{params_hash(params)}"
+
+
+def get_clap_version():
+    """CLAP version, model, weights source (path, size and mtime of the checkpoint) and segment settings."""
+    ckpt_path = config["clap"]["checkpoint"]
+    stat = ""
+    if ckpt_path not in ("", "auto") and os.path.exists(ckpt_path):
+        st = os.stat(ckpt_path)
+        stat = f"{st.st_size}:{st.st_mtime_ns}"
+    settings = {
+        "clap": {k: v for k, v in config["clap"].items() if k != "max_batch_audio_seconds"},
+        "segment": config["segment"],
+        "checkpoint_stat": stat,
+        "device": config["perf"]["device"],
+    }
+    return f"v{CLAP_VERSION}-{params_hash(settings)}"
+
+
+def get_final_outputs():
+    outputs = [
+        results("manifest.jsonl"),
+        results("embeddings.npy"),
+        results("summary.json"),
+        results("report/index.html"),
+    ]
+    if config["strict"]:
+        outputs.append(results("status/strict_ok"))
+    return outputs

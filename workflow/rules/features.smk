@@ -1,0 +1,15 @@
+rule features_extract:
+    input:
+        table=rules.ingest_decode.output.table,
+    output:
+        table=results("features/{shard}.jsonl"),
+        profile=results("timings/features/{shard}.json"),
+    params:
+        version=get_features_version(),
+    log:
+        results("logs/features_extract/{shard}.log"),
+    benchmark:
+        results("benchmarks/features_extract/{shard}.tsv")
+    threads: THREADS
+    script:
+        "../../scripts/features.py"

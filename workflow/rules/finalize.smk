@@ -1,0 +1,66 @@
+rule finalize_manifests:
+    input:
+        files=rules.inventory.output.files,
+        ingest=get_shard_outputs("ingest"),
+        features=get_shard_outputs("features"),
+        clap=get_shard_outputs("clap"),
+    output:
+        manifests=directory(results("manifests")),
+        jsonl=results("manifest.jsonl"),
+        embeddings=results("embeddings.npy"),
+        summary=results("summary.json"),
+    log:
+        results("logs/finalize_manifests.log"),
+    benchmark:
+        results("benchmarks/finalize_manifests.tsv")
+    localrule: True
+    script:
+        "../../scripts/finalize.py"
+
+
+rule finalize_report:
+    input:
+        summary=rules.finalize_manifests.output.summary,
+        profiles=lambda wildcards: [
+            results(f"timings/{stage}/{shard}.json")
+            for stage in ("ingest", "features", "clap")
+            for shard in get_shards()
+        ],
+    output:
+        html=report(results("report/index.html"), category="Run report"),
+        tsv=results("report/timings.tsv"),
+    log:
+        results("logs/finalize_report.log"),
+    benchmark:
+        results("benchmarks/finalize_report.tsv")
+    localrule: True
+    script:
+        "../../scripts/report.py"
+
+
+rule finalize_strict:
+    input:
+        summary=rules.finalize_manifests.output.summary,
+    output:
+        flag=results("status/strict_ok"),
+    log:
+        results("logs/finalize_strict.log"),
+    localrule: True
+    script:
+        "../../scripts/strict.py"
+
+
+onsuccess:
+    _summary = results("summary.json")
+    if os.path.exists(_summary):
+        with open(_summary) as _handle:
+            _data = json.load(_handle)
+        print(f"audiofeat: {_data['ok']} ok, {_data['failed']} failed; manifests in {results('manifests')}")
+
+
+onerror:
+    _summary = results("summary.json")
+    if os.path.exists(_summary):
+        with open(_summary) as _handle:
+            _data = json.load(_handle)
+        print(f"audiofeat: {_data['ok']} ok, {_data['failed']} failed; manifests in {results('manifests')}")

@@ -1,0 +1,15 @@
+rule ingest_decode:
+    input:
+        shard=results("inventory/shards/{shard}.tsv"),
+    output:
+        table=results("ingest/{shard}.jsonl"),
+        profile=results("timings/ingest/{shard}.json"),
+    params:
+        version=get_ingest_version(),
+    log:
+        results("logs/ingest_decode/{shard}.log"),
+    benchmark:
+        results("benchmarks/ingest_decode/{shard}.tsv")
+    threads: 1
+    script:
+        "../../scripts/ingest.py"

@@ -1,0 +1,15 @@
+checkpoint inventory:
+    output:
+        files=results("inventory/files.tsv"),
+        shards=directory(results("inventory/shards")),
+    params:
+        input_state=get_inventory_state,
+        shard=config["shard"],
+    log:
+        results("logs/inventory.log"),
+    benchmark:
+        results("benchmarks/inventory.tsv")
+    threads: THREADS
+    localrule: True
+    script:
+        "../../scripts/inventory.py"
