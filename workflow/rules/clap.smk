@@ -6,6 +6,8 @@ rule clap_embed:
         profile=results("timings/clap/{shard}.json"),
     params:
         version=get_clap_version(),
+    conda:
+        "../../environment.yaml"
     log:
         results("logs/clap_embed/{shard}.log"),
     benchmark:

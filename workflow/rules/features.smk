@@ -6,6 +6,8 @@ rule features_extract:
         profile=results("timings/features/{shard}.json"),
     params:
         version=get_features_version(),
+    conda:
+        "../../environment.yaml"
     log:
         results("logs/features_extract/{shard}.log"),
     benchmark:

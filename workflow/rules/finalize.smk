@@ -9,6 +9,8 @@ rule finalize_manifests:
         jsonl=results("manifest.jsonl"),
         embeddings=results("embeddings.npy"),
         summary=results("summary.json"),
+    conda:
+        "../../environment.yaml"
     log:
         results("logs/finalize_manifests.log"),
     benchmark:
@@ -29,6 +31,8 @@ rule finalize_report:
     output:
         html=report(results("report/index.html"), category="Run report"),
         tsv=results("report/timings.tsv"),
+    conda:
+        "../../environment.yaml"
     log:
         results("logs/finalize_report.log"),
     benchmark:
@@ -43,6 +47,8 @@ rule finalize_strict:
         summary=rules.finalize_manifests.output.summary,
     output:
         flag=results("status/strict_ok"),
+    conda:
+        "../../environment.yaml"
     log:
         results("logs/finalize_strict.log"),
     localrule: True

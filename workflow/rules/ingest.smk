@@ -6,6 +6,8 @@ rule ingest_decode:
         profile=results("timings/ingest/{shard}.json"),
     params:
         version=get_ingest_version(),
+    conda:
+        "../../environment.yaml"
     log:
         results("logs/ingest_decode/{shard}.log"),
     benchmark:

@@ -5,6 +5,8 @@ checkpoint inventory:
     params:
         input_state=get_inventory_state,
         shard=config["shard"],
+    conda:
+        "../../environment.yaml"
     log:
         results("logs/inventory.log"),
     benchmark:
