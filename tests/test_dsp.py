@@ -1,0 +1,151 @@
+"""The feature core against librosa (the reference) and against its own plain-numpy kernels."""
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiofeat import dsp
+from audiofeat.dsp import _kernels
+
+PARAM_SETS = [
+    pytest.param(dict(dsp.PRESETS["librosa"]), id="librosa-mfcc-defaults"),
+    pytest.param(dict(dsp.PRESETS["clap"]), id="clap-htsat"),
+    pytest.param(dict(n_fft=512, hop_length=160, n_mels=40, n_mfcc=13, fmin=20.0, fmax=7600.0), id="speech-512"),
+    pytest.param(dict(n_fft=400, hop_length=100, n_mels=80, n_mfcc=30, fmin=0.0, fmax=None), id="odd-n_fft-400"),
+]
+
+
+def _load(path, sr=48000):
+    y, _ = librosa.load(str(path), sr=sr, mono=True)
+    return y.astype(np.float32)
+
+
+def _signals(real_recordings, espeak_wav, rng):
+    sr = 48000
+    t = np.arange(int(1.5 * sr)) / sr
+    yield "speech", _load(espeak_wav)
+    for path in real_recordings[:3]:
+        yield path.name, _load(path)
+    yield "noise", (0.2 * rng.standard_normal(sr)).astype(np.float32)
+    yield "tone", (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    yield "silence", np.zeros(sr // 2, dtype=np.float32)
+    yield "shorter-than-a-frame", (0.1 * rng.standard_normal(300)).astype(np.float32)
+
+
+def _mel_kwargs(params):
+    return {k: params[k] for k in ("n_fft", "hop_length", "n_mels", "fmin", "fmax")}
+
+
+@pytest.mark.parametrize("params", PARAM_SETS)
+def test_logmel_and_mfcc_match_librosa(params, real_recordings, espeak_wav, rng):
+    sr = 48000
+    for name, y in _signals(real_recordings, espeak_wav, rng):
+        expected_mel = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr, **_mel_kwargs(params)))
+        got_mel = dsp.power_to_db(dsp.melspectrogram(y, sr=sr, **_mel_kwargs(params)))
+        assert got_mel.shape == expected_mel.shape, name
+        above_floor = expected_mel > expected_mel.max() - 80.0 + 1e-3
+        if above_floor.any():
+            assert np.abs(got_mel - expected_mel)[above_floor].max() <= 0.01, name
+        assert np.isfinite(got_mel).all(), name
+
+        expected = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=params["n_mfcc"], **_mel_kwargs(params))
+        got = dsp.mfcc(y, sr=sr, n_mfcc=params["n_mfcc"], **_mel_kwargs(params))
+        scale = max(np.abs(expected).max(), 1e-6)
+        assert np.abs(got - expected).max() <= 1e-3 * scale, name
+
+
+@pytest.mark.parametrize("params", PARAM_SETS)
+def test_summary_statistics_equal_numpy_on_librosa_arrays(params, real_recordings, espeak_wav, rng):
+    sr = 48000
+    for name, y in _signals(real_recordings, espeak_wav, rng):
+        S = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr, **_mel_kwargs(params)))
+        M = librosa.feature.mfcc(S=S, n_mfcc=params["n_mfcc"])
+        summary = dsp.feature_summary(y, sr=sr, **params)
+        for block, X in (("mel", S), ("mfcc", M)):
+            tol = 1e-3 * max(np.abs(X).max(), 1e-6) if block == "mfcc" else 0.01
+            reference = {"mean": X.mean(1), "std": X.std(1), "min": X.min(1), "max": X.max(1),
+                         "p10": np.percentile(X, 10, axis=1), "p25": np.percentile(X, 25, axis=1),
+                         "median": np.median(X, axis=1), "p75": np.percentile(X, 75, axis=1),
+                         "p90": np.percentile(X, 90, axis=1)}
+            for stat, values in reference.items():
+                assert np.abs(np.asarray(summary[block][stat]) - values).max() <= tol, (name, block, stat)
+        if M.shape[1] >= 9:
+            delta = librosa.feature.delta(M)
+            assert np.allclose(summary["mfcc"]["delta_mean"], delta.mean(1), atol=1e-3 * np.abs(M).max()), name
+        assert all(np.isfinite(v).all() for blk in ("mel", "mfcc") for v in summary[blk].values())
+
+
+def test_filters_windows_and_options_match_librosa():
+    for kwargs in (dict(htk=True), dict(norm=None), dict(norm=2.0), dict(htk=True, norm=1.0, fmin=100, fmax=8000)):
+        expected = librosa.filters.mel(sr=44100, n_fft=1024, n_mels=60, **kwargs)
+        got = dsp.mel_filters(sr=44100, n_fft=1024, n_mels=60, **kwargs)
+        assert np.allclose(got, expected, rtol=1e-5, atol=1e-8), kwargs
+    y = np.random.default_rng(0).standard_normal(20000).astype(np.float32)
+    for window in ("hann", "hamming", "blackman", "boxcar"):
+        for pad_mode in ("constant", "reflect", "edge"):
+            expected = np.abs(librosa.stft(y, n_fft=1024, hop_length=256, window=window, pad_mode=pad_mode)) ** 2
+            got = dsp.stft_power(y, n_fft=1024, hop_length=256, window=window, pad_mode=pad_mode)
+            assert np.allclose(got, expected, rtol=1e-4, atol=1e-4 * expected.max()), (window, pad_mode)
+    expected = np.abs(librosa.stft(y, n_fft=1024, hop_length=300, win_length=800, center=False))
+    got = dsp.stft_power(y, n_fft=1024, hop_length=300, win_length=800, center=False, power=1.0)
+    assert np.allclose(got, expected, rtol=1e-4, atol=1e-4 * expected.max())
+    S = np.abs(librosa.stft(y)) ** 2
+    for kwargs in (dict(ref=np.max), dict(ref=3.0, amin=1e-5, top_db=None), dict(top_db=40.0)):
+        assert np.allclose(dsp.power_to_db(S, **kwargs), librosa.power_to_db(S, **kwargs), atol=1e-3), kwargs
+
+
+def test_multichannel_input_matches_per_channel():
+    y = np.random.default_rng(1).standard_normal((2, 9000)).astype(np.float32)
+    both = dsp.melspectrogram(y, sr=16000)
+    assert both.shape[0] == 2
+    assert np.array_equal(both[1], dsp.melspectrogram(y[1], sr=16000))
+
+
+def test_kernels_match_their_numpy_references(rng):
+    y = rng.standard_normal(5000).astype(np.float32)
+    window = np.hanning(256).astype(np.float32)
+    out = np.empty((7, 256), np.float32)
+    _kernels._frame_block(y, 3, 7, 100, window, out)
+    assert np.allclose(out, _kernels._frame_block_ref(y, 3, 7, 100, window))
+
+    spectrum = np.fft.rfft(out, axis=1).astype(np.complex64)
+    for power in (1.0, 2.0):
+        dense = np.empty((129, 7), np.float32)
+        _kernels._power_block(spectrum, 7, power, dense, 0)
+        assert np.allclose(dense, _kernels._power_block_ref(spectrum, power), rtol=1e-5)
+        weights, lo, hi = dsp._sparse_filters(16000.0, 256, 20, 0.0, None, False, "slaney")
+        mel = np.empty((20, 7), np.float32)
+        _kernels._power_mel_block(spectrum, 7, power, weights, lo, hi, np.empty(129), mel, 0)
+        assert np.allclose(mel, _kernels._power_mel_block_ref(spectrum, power, weights), rtol=1e-5)
+
+    S = np.abs(rng.standard_normal((5, 40))).astype(np.float32) ** 4
+    for top_db in (80.0, 10.0, -1.0):
+        got = S.copy()
+        _kernels._power_to_db_inplace(got, 0.5, 1e-10, top_db)
+        assert np.allclose(got, _kernels._power_to_db_ref(S, 0.5, 1e-10, top_db if top_db >= 0 else None), atol=1e-4)
+
+    X = rng.standard_normal((4, 101))
+    q = np.array([0.1, 0.5, 0.9])
+    stats = np.empty((4, 7))
+    _kernels._row_stats(X, q, stats)
+    assert np.allclose(stats, _kernels._row_stats_ref(X, q))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_audio_is_a_clear_value_error(bad):
+    y = np.zeros(4000, np.float32)
+    y[1234] = bad
+    with pytest.raises(ValueError, match=r"not finite.*index 1234"):
+        dsp.mfcc(y, sr=16000)
+    with pytest.raises(ValueError, match="not finite"):
+        dsp.feature_summary(y, sr=16000)
+
+
+def test_bad_arguments_name_the_argument():
+    y = np.zeros(4000, np.float32)
+    with pytest.raises(ValueError, match="hop_length=0"):
+        dsp.melspectrogram(y, sr=16000, hop_length=0)
+    with pytest.raises(ValueError, match="win_length=4096 must not exceed n_fft=2048"):
+        dsp.stft_power(y, win_length=4096)
+    with pytest.raises(ValueError, match="must be floating-point"):
+        dsp.mfcc(np.zeros(100, np.int16), sr=16000)
