@@ -110,13 +110,13 @@ def test_kernels_match_their_numpy_references(rng):
 
     spectrum = np.fft.rfft(out, axis=1).astype(np.complex64)
     for power in (1.0, 2.0):
-        dense = np.empty((129, 7), np.float32)
-        _kernels._power_block(spectrum, 7, power, dense, 0)
-        assert np.allclose(dense, _kernels._power_block_ref(spectrum, power), rtol=1e-5)
+        power_t = np.empty((129, 7), np.float32)
+        _kernels._power_transposed(spectrum, 7, power, power_t)
+        assert np.allclose(power_t, _kernels._power_transposed_ref(spectrum, power), rtol=1e-5)
         weights, lo, hi = dsp._sparse_filters(16000.0, 256, 20, 0.0, None, False, "slaney")
         mel = np.empty((20, 7), np.float32)
-        _kernels._power_mel_block(spectrum, 7, power, weights, lo, hi, np.empty(129), mel, 0)
-        assert np.allclose(mel, _kernels._power_mel_block_ref(spectrum, power, weights), rtol=1e-5)
+        _kernels._mel_from_power(7, weights, lo, hi, power_t, np.empty(7, np.float32), mel, 0)
+        assert np.allclose(mel, _kernels._mel_from_power_ref(weights, power_t), rtol=1e-5)
 
     S = np.abs(rng.standard_normal((5, 40))).astype(np.float32) ** 4
     for top_db in (80.0, 10.0, -1.0):
@@ -124,11 +124,14 @@ def test_kernels_match_their_numpy_references(rng):
         _kernels._power_to_db_inplace(got, 0.5, 1e-10, top_db)
         assert np.allclose(got, _kernels._power_to_db_ref(S, 0.5, 1e-10, top_db if top_db >= 0 else None), atol=1e-4)
 
-    X = rng.standard_normal((4, 101))
-    q = np.array([0.1, 0.5, 0.9])
-    stats = np.empty((4, 7))
-    _kernels._row_stats(X, q, stats)
-    assert np.allclose(stats, _kernels._row_stats_ref(X, q))
+    q = np.array([0.1, 0.25, 0.5, 0.75, 0.9])
+    floored = np.maximum(rng.standard_normal((6, 1001)), 0.3)  # most values on a floor, as a top_db'd log-mel
+    floored[1] = 2.5  # a constant row
+    floored[2, ::7] = np.round(floored[2, ::7], 1)  # ties off the floor
+    for X in (rng.standard_normal((4, 101)), floored, floored.astype(np.float32), rng.standard_normal((3, 2))):
+        stats = np.empty((X.shape[0], 9))
+        _kernels._row_stats(X, q, stats)
+        assert np.allclose(stats, _kernels._row_stats_ref(X, q), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

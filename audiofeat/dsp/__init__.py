@@ -36,8 +36,9 @@ def _check_audio(y: np.ndarray) -> np.ndarray:
         raise ParameterError(f"audio must be floating-point, not {y.dtype}")
     if y.ndim == 0:
         raise ParameterError("audio must have at least one dimension")
-    finite = np.isfinite(y)
-    if not finite.all():
+    # A NaN or infinity anywhere makes the float64 sum non-finite: one SIMD pass, then locate only on failure.
+    if not np.isfinite(np.sum(y, dtype=np.float64)):
+        finite = np.isfinite(y)
         bad = int(np.flatnonzero(~finite.reshape(-1))[0])
         kind = "NaN" if np.isnan(y.reshape(-1)[bad]) else "infinite"
         raise ParameterError(f"audio buffer is not finite everywhere: {kind} sample at flat index {bad}")
@@ -121,7 +122,7 @@ def mel_filters(*, sr: float, n_fft: int, n_mels: int = 128, fmin: float = 0.0, 
 @functools.lru_cache(maxsize=32)
 def _sparse_filters(sr, n_fft, n_mels, fmin, fmax, htk, norm):
     weights = mel_filters(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk, norm=norm,
-                          dtype=np.float64)
+                          dtype=np.float32)
     nonzero = weights != 0
     lo = np.where(nonzero.any(axis=1), nonzero.argmax(axis=1), 0).astype(np.int64)
     hi = np.where(nonzero.any(axis=1), weights.shape[1] - nonzero[:, ::-1].argmax(axis=1), 0).astype(np.int64)
@@ -200,8 +201,10 @@ def stft_power(y: np.ndarray, *, n_fft: int = 2048, hop_length: int | None = Non
     def one(channel):
         padded = _padded(channel, n_fft, center, pad_mode)
         out = np.empty((n_fft // 2 + 1, _n_frames(padded.shape[0], n_fft, hop_length)), dtype=np.float32)
+        power_t = np.empty((n_fft // 2 + 1, BLOCK_FRAMES), dtype=np.float32)
         for first, count, spectrum in _stft_blocks(padded, n_fft, hop_length, win):
-            _kernels._power_block(spectrum, count, float(power), out, first)
+            _kernels._power_transposed(spectrum, count, float(power), power_t)
+            out[:, first:first + count] = power_t[:, :count]
         return out
 
     return _map_channels(y, one)
@@ -212,9 +215,11 @@ def _mel_power(channel, sr, n_fft, hop_length, win, center, pad_mode, power, n_m
                                       None if fmax is None else float(fmax), htk, norm)
     padded = _padded(channel, n_fft, center, pad_mode)
     out = np.empty((n_mels, _n_frames(padded.shape[0], n_fft, hop_length)), dtype=np.float32)
-    scratch = np.empty(n_fft // 2 + 1, dtype=np.float64)
+    power_t = np.empty((n_fft // 2 + 1, BLOCK_FRAMES), dtype=np.float32)
+    acc = np.empty(BLOCK_FRAMES, dtype=np.float32)
     for first, count, spectrum in _stft_blocks(padded, n_fft, hop_length, win):
-        _kernels._power_mel_block(spectrum, count, float(power), weights, lo, hi, scratch, out, first)
+        _kernels._power_transposed(spectrum, count, float(power), power_t)
+        _kernels._mel_from_power(count, weights, lo, hi, power_t, acc, out, first)
     return out
 
 

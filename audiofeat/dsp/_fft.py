@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyfftw
 
-BLOCK_FRAMES = 128  # frames per FFT call: the block (<= 1 MiB at n_fft 2048) stays in cache
+BLOCK_FRAMES = 64  # frames per FFT call: block, spectrum and transposed power (~1 MiB at n_fft 2048) stay in L2
 _local = threading.local()
 _wisdom_lock = threading.Lock()
 _wisdom_loaded = False
