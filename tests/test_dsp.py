@@ -81,7 +81,7 @@ def test_filters_windows_and_options_match_librosa():
         got = dsp.mel_filters(sr=44100, n_fft=1024, n_mels=60, **kwargs)
         assert np.allclose(got, expected, rtol=1e-5, atol=1e-8), kwargs
     y = np.random.default_rng(0).standard_normal(20000).astype(np.float32)
-    for window in ("hann", "hamming", "blackman", "boxcar"):
+    for window in ("hann", "hamming", "blackman", "boxcar", "triang"):
         for pad_mode in ("constant", "reflect", "edge"):
             expected = np.abs(librosa.stft(y, n_fft=1024, hop_length=256, window=window, pad_mode=pad_mode)) ** 2
             got = dsp.stft_power(y, n_fft=1024, hop_length=256, window=window, pad_mode=pad_mode)
@@ -92,6 +92,14 @@ def test_filters_windows_and_options_match_librosa():
     S = np.abs(librosa.stft(y)) ** 2
     for kwargs in (dict(ref=np.max), dict(ref=3.0, amin=1e-5, top_db=None), dict(top_db=40.0)):
         assert np.allclose(dsp.power_to_db(S, **kwargs), librosa.power_to_db(S, **kwargs), atol=1e-3), kwargs
+
+
+def test_delta_matches_librosa(rng):
+    X = rng.standard_normal((5, 40)).cumsum(axis=1)
+    for width in (3, 5, 9):
+        assert np.allclose(dsp.delta(X, width=width), librosa.feature.delta(X, width=width), atol=1e-5)
+    assert np.allclose(dsp.delta(X.T, axis=0), librosa.feature.delta(X.T, axis=0), atol=1e-5)
+    assert np.allclose(dsp.delta(X, order=2), librosa.feature.delta(X, order=2), atol=1e-5)
 
 
 def test_multichannel_input_matches_per_channel():

@@ -130,11 +130,25 @@ def _sparse_filters(sr, n_fft, n_mels, fmin, fmax, htk, norm):
 
 
 # -------------------------------------------------------------------------------------------------- STFT
+# Periodic ("fftbins=True") cosine-sum windows, as scipy.signal.get_window builds them; computed here because
+# importing scipy.signal costs about half a second of every job's start-up.
+_COSINE_WINDOWS = {
+    "hann": (0.5, 0.5), "hanning": (0.5, 0.5), "hamming": (0.54, 0.46), "blackman": (0.42, 0.5, 0.08),
+    "boxcar": (1.0,), "rectangular": (1.0,), "ones": (1.0,),
+}
+
+
 @functools.lru_cache(maxsize=32)
 def _window(window: str, win_length: int, n_fft: int) -> np.ndarray:
-    import scipy.signal
+    if window in _COSINE_WINDOWS:
+        phase = 2 * np.pi * np.arange(win_length) / win_length
+        w = sum((-1) ** i * a * np.cos(i * phase) for i, a in enumerate(_COSINE_WINDOWS[window]))
+        w = np.asarray(w, dtype=np.float64) * np.ones(win_length)
+    else:
+        import scipy.signal
 
-    w = scipy.signal.get_window(window, win_length, fftbins=True).astype(np.float32)
+        w = scipy.signal.get_window(window, win_length, fftbins=True)
+    w = w.astype(np.float32)
     if win_length < n_fft:  # centred in the frame, as librosa.util.pad_center
         left = (n_fft - win_length) // 2
         w = np.pad(w, (left, n_fft - win_length - left))
@@ -310,15 +324,35 @@ def mfcc(y: np.ndarray | None = None, *, sr: float = 22050, S: np.ndarray | None
 
 
 def delta(data: np.ndarray, *, width: int = 9, order: int = 1, axis: int = -1, mode: str = "interp") -> np.ndarray:
-    """Local derivative by Savitzky-Golay filtering, as ``librosa.feature.delta``."""
-    import scipy.signal
+    """Local derivative by Savitzky-Golay filtering, as ``librosa.feature.delta``.
 
-    if width < 3 or width % 2 != 1:
+    First-order ``interp`` deltas (librosa's default) are computed here directly: inside, the least-squares
+    slope over ``width`` frames; within ``width // 2`` of either end, the slope of the line fitted to the
+    first (last) ``width`` frames, which is what ``interp`` evaluates there. Other orders and modes use scipy.
+    """
+    if not isinstance(width, (int, np.integer)) or width < 3 or width % 2 != 1:
         raise ParameterError(f"width={width} must be an odd integer >= 3")
+    data = np.asarray(data)
     if mode == "interp" and width > data.shape[axis]:
         raise ParameterError(f"width={width} cannot exceed data.shape[axis]={data.shape[axis]} with mode='interp'")
-    return scipy.signal.savgol_filter(data, width, deriv=order, polyorder=order, axis=axis,
-                                      mode=mode).astype(np.float32)
+    if order != 1 or mode != "interp":
+        import scipy.signal
+
+        return scipy.signal.savgol_filter(data, width, deriv=order, polyorder=order, axis=axis,
+                                          mode=mode).astype(np.float32)
+    x = np.moveaxis(np.asarray(data, dtype=np.float64), axis, -1)
+    half = width // 2
+    denom = 2.0 * sum(j * j for j in range(1, half + 1))
+    out = np.empty_like(x)
+    n = x.shape[-1]
+    inner = np.zeros(x.shape[:-1] + (n - 2 * half,))
+    for j in range(1, half + 1):
+        inner += j * (x[..., half + j:n - half + j] - x[..., half - j:n - half - j])
+    out[..., half:n - half] = inner / denom
+    offsets = np.arange(width) - half
+    out[..., :half] = (x[..., :width] @ offsets / denom)[..., None]
+    out[..., n - half:] = (x[..., n - width:] @ offsets / denom)[..., None]
+    return np.moveaxis(out, -1, axis).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------- the fused summary
