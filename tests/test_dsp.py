@@ -113,8 +113,9 @@ def test_kernels_match_their_numpy_references(rng):
     y = rng.standard_normal(5000).astype(np.float32)
     window = np.hanning(256).astype(np.float32)
     out = np.empty((7, 256), np.float32)
-    _kernels._frame_block(y, 3, 7, 100, window, out)
-    assert np.allclose(out, _kernels._frame_block_ref(y, 3, 7, 100, window))
+    for offset, first in ((0, 3), (128, 0), (128, 45)):  # inside, and frames hanging over either end
+        _kernels._frame_block(y, offset, first, 7, 100, window, out)
+        assert np.allclose(out, _kernels._frame_block_ref(y, offset, first, 7, 100, window))
 
     spectrum = np.fft.rfft(out, axis=1).astype(np.complex64)
     for power in (1.0, 2.0):

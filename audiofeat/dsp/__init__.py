@@ -36,8 +36,9 @@ def _check_audio(y: np.ndarray) -> np.ndarray:
         raise ParameterError(f"audio must be floating-point, not {y.dtype}")
     if y.ndim == 0:
         raise ParameterError("audio must have at least one dimension")
-    # A NaN or infinity anywhere makes the float64 sum non-finite: one SIMD pass, then locate only on failure.
-    if not np.isfinite(np.sum(y, dtype=np.float64)):
+    # A NaN or infinity anywhere makes the sum non-finite: one SIMD pass, then the exact check only when the
+    # sum is not finite (which an overflow of huge but finite samples can also cause).
+    if not np.isfinite(np.sum(y)) and not np.isfinite(y).all():
         finite = np.isfinite(y)
         bad = int(np.flatnonzero(~finite.reshape(-1))[0])
         kind = "NaN" if np.isnan(y.reshape(-1)[bad]) else "infinite"
@@ -156,28 +157,36 @@ def _window(window: str, win_length: int, n_fft: int) -> np.ndarray:
     return w
 
 
-def _padded(y: np.ndarray, n_fft: int, center: bool, pad_mode: str) -> np.ndarray:
+def _framing(y: np.ndarray, n_fft: int, center: bool, pad_mode: str) -> tuple[np.ndarray, int]:
+    """``(signal, offset)`` for :func:`_kernels._frame_block`: frame ``f`` starts at ``f * hop - offset``.
+
+    Centring pads ``n_fft // 2`` on both sides; constant (zero) padding, librosa's default, is done by the
+    kernel without copying the signal, other numpy modes by ``np.pad``.
+    """
     if not center:
         if y.shape[-1] < n_fft:
             raise ParameterError(f"n_fft={n_fft} is too large for input signal of length={y.shape[-1]}")
-        return y
-    if pad_mode not in ("constant", "edge", "linear_ramp", "maximum", "mean", "median", "minimum",
-                        "reflect", "symmetric", "wrap", "empty"):
+        return y, 0
+    if pad_mode == "constant":
+        return y, n_fft // 2
+    if pad_mode not in ("edge", "linear_ramp", "maximum", "mean", "median", "minimum", "reflect", "symmetric",
+                        "wrap", "empty"):
         raise ParameterError(f"pad_mode={pad_mode!r} is not a numpy padding mode")
-    return np.pad(y, (n_fft // 2, n_fft // 2), mode=pad_mode)
+    return np.pad(y, (n_fft // 2, n_fft // 2), mode=pad_mode), 0
 
 
-def _n_frames(n_padded: int, n_fft: int, hop_length: int) -> int:
-    return 1 + (n_padded - n_fft) // hop_length
+def _n_frames(n: int, offset: int, n_fft: int, hop_length: int) -> int:
+    """Frames of a signal of ``n`` samples, padded by ``offset`` on both sides."""
+    return 1 + (n + 2 * offset - n_fft) // hop_length
 
 
-def _stft_blocks(y_padded: np.ndarray, n_fft: int, hop_length: int, window: np.ndarray):
+def _stft_blocks(signal: np.ndarray, offset: int, n_fft: int, hop_length: int, window: np.ndarray):
     """Yield ``(first_frame, n_frames, spectrum)`` per block of frames; ``spectrum`` is reused between blocks."""
     block = rfft_block(n_fft)
-    total = _n_frames(y_padded.shape[0], n_fft, hop_length)
+    total = _n_frames(signal.shape[0], offset, n_fft, hop_length)
     for first in range(0, total, BLOCK_FRAMES):
         count = min(BLOCK_FRAMES, total - first)
-        _kernels._frame_block(y_padded, first, count, hop_length, window, block.frames)
+        _kernels._frame_block(signal, offset, first, count, hop_length, window, block.frames)
         yield first, count, block.execute()
 
 
@@ -213,10 +222,10 @@ def stft_power(y: np.ndarray, *, n_fft: int = 2048, hop_length: int | None = Non
     n_fft, hop_length, win = _stft_args(n_fft, hop_length, win_length, window)
 
     def one(channel):
-        padded = _padded(channel, n_fft, center, pad_mode)
-        out = np.empty((n_fft // 2 + 1, _n_frames(padded.shape[0], n_fft, hop_length)), dtype=np.float32)
+        signal, offset = _framing(channel, n_fft, center, pad_mode)
+        out = np.empty((n_fft // 2 + 1, _n_frames(signal.shape[0], offset, n_fft, hop_length)), dtype=np.float32)
         power_t = np.empty((n_fft // 2 + 1, BLOCK_FRAMES), dtype=np.float32)
-        for first, count, spectrum in _stft_blocks(padded, n_fft, hop_length, win):
+        for first, count, spectrum in _stft_blocks(signal, offset, n_fft, hop_length, win):
             _kernels._power_transposed(spectrum, count, float(power), power_t)
             out[:, first:first + count] = power_t[:, :count]
         return out
@@ -227,11 +236,11 @@ def stft_power(y: np.ndarray, *, n_fft: int = 2048, hop_length: int | None = Non
 def _mel_power(channel, sr, n_fft, hop_length, win, center, pad_mode, power, n_mels, fmin, fmax, htk, norm):
     weights, lo, hi = _sparse_filters(float(sr), n_fft, n_mels, float(fmin),
                                       None if fmax is None else float(fmax), htk, norm)
-    padded = _padded(channel, n_fft, center, pad_mode)
-    out = np.empty((n_mels, _n_frames(padded.shape[0], n_fft, hop_length)), dtype=np.float32)
+    signal, offset = _framing(channel, n_fft, center, pad_mode)
+    out = np.empty((n_mels, _n_frames(signal.shape[0], offset, n_fft, hop_length)), dtype=np.float32)
     power_t = np.empty((n_fft // 2 + 1, BLOCK_FRAMES), dtype=np.float32)
     acc = np.empty(BLOCK_FRAMES, dtype=np.float32)
-    for first, count, spectrum in _stft_blocks(padded, n_fft, hop_length, win):
+    for first, count, spectrum in _stft_blocks(signal, offset, n_fft, hop_length, win):
         _kernels._power_transposed(spectrum, count, float(power), power_t)
         _kernels._mel_from_power(count, weights, lo, hi, power_t, acc, out, first)
     return out

@@ -12,22 +12,33 @@ _JIT = dict(nopython=True, cache=True, nogil=True, fastmath=False)
 
 
 @numba.jit(nopython=True, cache=True, nogil=True, fastmath=True)
-def _frame_block(y_padded, first_frame, n_frames, hop_length, window, out):
-    """Copy ``n_frames`` windowed frames starting at frame ``first_frame`` into ``out[:n_frames]``."""
+def _frame_block(y, offset, first_frame, n_frames, hop_length, window, out):
+    """Copy ``n_frames`` windowed frames starting at frame ``first_frame`` into ``out[:n_frames]``.
+
+    Frame ``f`` covers ``y[f * hop_length - offset:][:n_fft]``; samples outside ``y`` read as zero, which is
+    centring with ``pad_mode='constant'`` (``offset = n_fft // 2``) without copying the signal.
+    """
     n_fft = window.shape[0]
+    n = y.shape[0]
     for i in range(n_frames):
-        start = (first_frame + i) * hop_length
-        # Row and segment views let LLVM see two non-overlapping unit-stride arrays and vectorise.
-        segment = y_padded[start:start + n_fft]
+        start = (first_frame + i) * hop_length - offset
         row = out[i]
-        for j in range(n_fft):
-            row[j] = segment[j] * window[j]
+        if start >= 0 and start + n_fft <= n:
+            # Row and segment views let LLVM see two non-overlapping unit-stride arrays and vectorise.
+            segment = y[start:start + n_fft]
+            for j in range(n_fft):
+                row[j] = segment[j] * window[j]
+        else:
+            for j in range(n_fft):
+                t = start + j
+                row[j] = y[t] * window[j] if 0 <= t < n else 0.0
 
 
-def _frame_block_ref(y_padded, first_frame, n_frames, hop_length, window):
+def _frame_block_ref(y, offset, first_frame, n_frames, hop_length, window):
     n_fft = window.shape[0]
+    padded = np.pad(y, (offset, n_fft))
     idx = (first_frame + np.arange(n_frames))[:, None] * hop_length + np.arange(n_fft)[None, :]
-    return y_padded[idx] * window[None, :]
+    return padded[idx] * window[None, :]
 
 
 @numba.jit(nopython=True, cache=True, nogil=True, fastmath=True)
