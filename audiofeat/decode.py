@@ -67,6 +67,10 @@ def _check_readable(path: str) -> None:
 
 
 def _first_line(exc: BaseException) -> str:
+    """FFmpeg's own wording of an error (``strerror``, without errno and path), else the first line."""
+    reason = getattr(exc, "strerror", None)
+    if reason:
+        return str(reason)
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
@@ -109,6 +113,11 @@ def decode_pyav(path: str) -> tuple[Probe, np.ndarray]:
     if not chunks or sum(c.shape[1] for c in chunks) == 0:
         raise DecodeError("no audio samples decoded")
     samples = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
+    # Codecs with fixed frames (AAC, Opus, ...) decode the encoder's tail padding too; the ffmpeg command line
+    # trims it to the stream's declared length, and so do we (only an overshoot shorter than two frames).
+    declared_samples = int(round(declared * sample_rate))
+    if 0 < declared_samples < samples.shape[1] <= declared_samples + 2 * max(c.shape[1] for c in chunks):
+        samples = samples[:, :declared_samples]
     channels = samples.shape[0]
     probe = Probe(declared or samples.shape[1] / sample_rate, sample_rate, channels, codec_name, fmt)
     return probe, samples

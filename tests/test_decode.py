@@ -1,0 +1,115 @@
+"""Decoding: real ffmpeg-made media through both decoders, probe facts, bad inputs, awkward names."""
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiofeat.decode import DecodeError, load_audio, read_wav, wav_bytes
+from audiofeat.testmedia import make_audio, make_video, run_ffmpeg
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    d = tmp_path_factory.mktemp("media")
+    return {
+        "wav_8k_mono": make_audio(d / "a.wav", seconds=1.0, sr=8000, frequency=300),
+        "flac_96k_stereo": make_audio(d / "b.flac", seconds=1.0, sr=96000, channels=2, frequency=1000),
+        "mp3_44k_stereo": make_audio(d / "c.mp3", seconds=1.5, sr=44100, channels=2, source="noise"),
+        "ogg_48k": make_audio(d / "d.ogg", seconds=1.0, sr=48000, source="chirp", codec_args=("-c:a", "libvorbis")),
+        "mp4_video": make_video(d / "e.mp4", seconds=2.0, sr=44100, channels=2),
+        "mkv_video": make_video(d / "f.mkv", seconds=1.0, sr=32000, channels=1),
+    }
+
+
+@pytest.mark.parametrize("name", ["wav_8k_mono", "flac_96k_stereo", "mp3_44k_stereo", "ogg_48k", "mp4_video",
+                                  "mkv_video"])
+def test_pyav_and_ffmpeg_decoders_agree(media, name):
+    probe_a, a = load_audio(str(media[name]), target_sr=48000, decoder="pyav")
+    probe_b, b = load_audio(str(media[name]), target_sr=48000, decoder="ffmpeg")
+    assert probe_a == probe_b
+    n = min(len(a), len(b))
+    assert abs(len(a) - len(b)) <= 2
+    # Same native samples, same single soxr resample: equal within float rounding of the decoders.
+    assert np.max(np.abs(a[:n] - b[:n])) < 1e-4
+    assert a.dtype == np.float32 and np.isfinite(a).all()
+
+
+def test_probe_reports_source_facts(media):
+    probe, y = load_audio(str(media["flac_96k_stereo"]), target_sr=48000)
+    assert (probe.sample_rate, probe.channels, probe.codec, probe.container) == (96000, 2, "flac", "flac")
+    assert probe.duration_s == pytest.approx(1.0, abs=1e-3)
+    assert len(y) == 48000
+    probe, _ = load_audio(str(media["mp4_video"]))
+    assert probe.codec == "aac" and probe.container == "mov" and probe.channels == 2
+    assert probe.duration_s == pytest.approx(2.0, abs=0.05)
+
+
+def test_one_resample_to_target_keeps_a_tone(media):
+    probe, y = load_audio(str(media["wav_8k_mono"]), target_sr=48000)
+    spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y))))
+    assert np.argmax(spectrum) * 48000 / len(y) == pytest.approx(300, abs=2)
+    _, y16 = load_audio(str(media["wav_8k_mono"]), target_sr=16000)
+    assert len(y16) == 16000
+
+
+def test_stereo_is_downmixed_by_channel_mean(tmp_path):
+    left = 0.5 * np.sin(2 * np.pi * 440 * np.arange(48000) / 48000)
+    stereo = np.stack([left, -0.25 * np.ones(48000)], axis=1).astype(np.float32)
+    path = tmp_path / "s.wav"
+    sf.write(path, stereo, 48000, subtype="FLOAT")
+    _, y = load_audio(str(path), target_sr=48000)
+    assert np.allclose(y, stereo.mean(axis=1), atol=1e-6)
+
+
+def _truncated(tmp_path, media):
+    data = media["mp3_44k_stereo"].read_bytes()
+    path = tmp_path / "truncated.wav"
+    wav = wav_bytes(np.zeros(48000 * 4, np.float32), 48000)
+    path.write_bytes(wav[: len(wav) // 4])
+    return path, data
+
+
+def test_bad_inputs_raise_one_line_errors(tmp_path, media):
+    empty = tmp_path / "empty.mp3"
+    empty.write_bytes(b"")
+    text = tmp_path / "text.wav"
+    text.write_text("not audio at all\n" * 20)
+    silent_video = make_video(tmp_path / "no_audio.mp4", seconds=1.0, with_audio=False)
+    truncated, _ = _truncated(tmp_path, media)
+    cases = {empty: "empty file", text: "not a media file", silent_video: "no audio stream",
+             truncated: "truncated", tmp_path / "missing.wav": "cannot read file"}
+    for decoder in ("pyav", "ffmpeg"):
+        for path, cause in cases.items():
+            with pytest.raises(DecodeError) as info:
+                load_audio(str(path), decoder=decoder)
+            message = str(info.value)
+            assert cause in message, (decoder, path.name, message)
+            assert "\n" not in message
+
+
+def test_awkward_file_names_are_never_shell_parsed(tmp_path):
+    for name in ("with space.wav", "quote'd \"x\".wav", "$(touch pwned).wav", "ünïcødé-日本.wav", "-dash.wav"):
+        path = make_audio(tmp_path / name, seconds=0.5, sr=16000)
+        for decoder in ("pyav", "ffmpeg"):
+            probe, y = load_audio(str(path), target_sr=16000, decoder=decoder)
+            assert len(y) == 8000 and probe.sample_rate == 16000
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_wav_artifact_round_trip(tmp_path, rng):
+    y = rng.standard_normal(1234).astype(np.float32) * 0.1
+    path = tmp_path / "x.wav"
+    path.write_bytes(wav_bytes(y, 48000))
+    back, sr = read_wav(path)
+    assert sr == 48000 and np.array_equal(back, y)
+
+
+def test_short_clip_of_20_ms(tmp_path):
+    path = make_audio(tmp_path / "short.wav", seconds=0.02, sr=44100)
+    probe, y = load_audio(str(path), target_sr=48000)
+    assert probe.duration_s == pytest.approx(0.02, abs=1e-3)
+    assert abs(len(y) - 960) <= 1
+
+
+def test_lavfi_helper_reports_ffmpeg_errors(tmp_path):
+    with pytest.raises(RuntimeError, match="ffmpeg"):
+        run_ffmpeg("-i", str(tmp_path / "nope.wav"), str(tmp_path / "out.wav"))
