@@ -1,0 +1,251 @@
+"""CLAP: parity with laion-clap's own code, exact micro-batching, deterministic windows, aggregation,
+checkpoint checks and the out-of-memory fall-back."""
+import os
+import threading
+import time
+
+import librosa
+import numpy as np
+import pytest
+import torch
+
+from audiofeat.clap import model as clap_model
+from audiofeat.clap.embed import ClapEmbedder, max_batch_windows
+from audiofeat.clap.windows import (Window, active_fraction, aggregate, geometric_median, int16_round_trip,
+                                    model_inputs, plan_windows)
+
+SR = 48000
+L = clap_model.MODEL_INPUT_SAMPLES
+
+
+@pytest.fixture(scope="module")
+def laion_reference(tmp_path_factory):
+    """laion-clap's own CLAP model (audio tower + a local transformer text tower, seeded), and the same weights
+    saved as a LAION-format checkpoint: ``{"state_dict": {"module.<key>": tensor}}``."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from laion_clap.clap_module.model import CLAP
+
+    cfg = clap_model.audio_config("HTSAT-tiny")
+    torch.manual_seed(7)
+    text_cfg = dict(context_length=77, vocab_size=49408, width=512, heads=8, layers=2, model_type="transformer")
+    reference = CLAP(embed_dim=cfg["embed_dim"], audio_cfg=cfg["audio_cfg"], text_cfg=text_cfg).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "630k-test.pt"
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in reference.state_dict().items()}}, path)
+    return reference, cfg, path
+
+
+@pytest.fixture(scope="module")
+def loaded(laion_reference):
+    _, _, path = laion_reference
+    checkpoint, weights = clap_model.resolve_weights(str(path), allow_random_weights=False,
+                                                     model_name="HTSAT-tiny", cache_dir="unused")
+    return clap_model.get_model("HTSAT-tiny", checkpoint, weights, device="cpu")
+
+
+def _clips(real_recordings, espeak_wav, rng):
+    clips = [librosa.load(str(p), sr=SR)[0] for p in (*real_recordings[:3], espeak_wav)]
+    t = np.arange(int(2.5 * SR)) / SR
+    clips += [(0.4 * np.sin(2 * np.pi * 523 * t)).astype(np.float32),
+              (0.1 * rng.standard_normal(7 * SR)).astype(np.float32),
+              (0.2 * rng.standard_normal(L)).astype(np.float32)]  # exactly 10 s
+    return clips
+
+
+def test_parity_with_laion_preprocessing_and_forward(laion_reference, loaded, real_recordings, espeak_wav, rng):
+    from laion_clap.training.data import float32_to_int16, get_audio_features, int16_to_float32
+
+    reference, cfg, _ = laion_reference
+    assert loaded.weights.startswith("laion:sha256:")
+    for clip in _clips(real_recordings, espeak_wav, rng):
+        wave = torch.from_numpy(int16_to_float32(float32_to_int16(clip))).float()
+        features = get_audio_features({}, wave, L, data_truncating="rand_trunc", data_filling="repeatpad",
+                                      audio_cfg=cfg["audio_cfg"])
+        with torch.no_grad():
+            expected = reference.get_audio_embedding([features]).numpy()[0]
+            got = loaded.model(torch.from_numpy(model_inputs(clip, plan_windows(len(clip), L, L // 2), L)))
+        cosine = float(np.dot(expected, got.numpy()[0]))
+        assert cosine >= 0.9999, cosine
+
+
+def test_micro_batching_equals_one_window_at_a_time(loaded, rng):
+    windows = (0.2 * rng.standard_normal((5, L))).astype(np.float32)
+    one_by_one = ClapEmbedder(loaded, max_batch_windows=1).embed(windows)
+    batched = ClapEmbedder(loaded, max_batch_windows=4).embed(windows)
+    assert np.abs(one_by_one - batched).max() <= 1e-5
+    # Across files: the stream regroups windows of many files and hands each file its own rows back.
+    files = [("a", windows[:2]), ("b", windows[2:3]), ("c", windows[3:])]
+    streamed = dict(ClapEmbedder(loaded, max_batch_windows=4).embed_stream(iter(files)))
+    assert list(streamed) == ["a", "b", "c"]
+    assert np.abs(np.concatenate([streamed[k] for k in "abc"]) - one_by_one).max() <= 1e-5
+    assert np.allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
+
+
+def test_same_long_file_twice_gives_identical_embeddings(loaded, rng):
+    y = (0.1 * rng.standard_normal(23 * SR)).astype(np.float32)
+    windows = plan_windows(len(y), L, L // 2)
+    embedder = ClapEmbedder(loaded, max_batch_windows=3)
+    first = embedder.embed(model_inputs(y, windows, L))
+    second = embedder.embed(model_inputs(y, windows, L))
+    assert np.array_equal(first, second)
+
+
+def test_window_boundaries_around_the_hop_grid():
+    W, H = 10 * SR, 5 * SR
+    assert plan_windows(W, W, H) == [Window(0, W)]
+    assert plan_windows(3 * SR, W, H) == [Window(0, 3 * SR)]
+    # On the grid: 20 s -> 0-10, 5-15, 10-20, and no duplicated tail window.
+    assert plan_windows(20 * SR, W, H) == [Window(0, W), Window(H, H + W), Window(2 * H, 2 * H + W)]
+    # Just under: the last grid window 5-15 misses the tail, so one window is aligned to the end.
+    assert plan_windows(20 * SR - 1, W, H) == [Window(0, W), Window(H, H + W), Window(20 * SR - 1 - W, 20 * SR - 1)]
+    # Just over: 0-10, 5-15, 10-20, then the end-aligned window.
+    assert plan_windows(20 * SR + 1, W, H)[-2:] == [Window(2 * H, 2 * H + W), Window(20 * SR + 1 - W, 20 * SR + 1)]
+    for n in (W + 1, 17 * SR + 3, 61 * SR):
+        windows = plan_windows(n, W, H)
+        assert windows[0].start == 0 and windows[-1].end == n
+        assert all(w.end - w.start == W for w in windows)
+        assert len({(w.start, w.end) for w in windows}) == len(windows)
+        assert all(b.start - a.start <= H for a, b in zip(windows, windows[1:]))
+    # Segmentation off: the one centred window.
+    assert plan_windows(30 * SR, W, H, segment=False) == [Window(10 * SR, 20 * SR)]
+
+
+def test_short_clips_are_prepared_as_laion_does():
+    y = np.linspace(-1.2, 1.2, 3 * SR).astype(np.float32)
+    prepared = model_inputs(y, [Window(0, len(y))], L)[0]
+    quantised = int16_round_trip(y)
+    assert np.array_equal(prepared[: 3 * len(y)], np.tile(quantised, 3))  # repeated floor(10 / 3) = 3 times
+    assert not prepared[3 * len(y):].any()  # then zero-padded
+    assert quantised.max() <= 1.0 and quantised.min() >= -1.0
+
+
+def test_aggregates_are_unit_vectors_and_behave_as_documented(rng):
+    base = rng.standard_normal(512)
+    windows = np.stack([base + 0.05 * rng.standard_normal(512) for _ in range(6)])
+    windows /= np.linalg.norm(windows, axis=1, keepdims=True)
+    outlier = -base / np.linalg.norm(base)
+    with_outlier = np.vstack([windows, outlier])
+    for mode in ("mean", "weighted", "robust"):
+        vector, strategy = aggregate(with_outlier, mode, np.ones(len(with_outlier)))
+        assert abs(np.linalg.norm(vector) - 1) < 1e-5 and strategy["mode"] == mode
+    clean = aggregate(windows, "mean")[0]
+    robust = aggregate(with_outlier, "robust")[0]
+    mean = aggregate(with_outlier, "mean")[0]
+    assert np.dot(robust, clean) > np.dot(mean, clean)  # the outlier pulls the mean, not the median
+    assert np.dot(robust, clean) > 0.999
+    # weighted: a silent window counts for nothing
+    weighted, strategy = aggregate(with_outlier, "weighted", np.r_[np.ones(6), 0.0])
+    assert np.allclose(weighted, clean, atol=1e-6) and strategy["weights"][-1] == 0.0
+    assert np.allclose(geometric_median(np.array([[0.0, 0], [1, 0], [0, 1], [10, 10]])), [0.2, 0.2], atol=0.3)
+
+
+def test_weighted_mode_ignores_a_silent_half(loaded, rng):
+    sound = (0.3 * rng.standard_normal(10 * SR)).astype(np.float32)
+    y = np.concatenate([sound, np.zeros(10 * SR, np.float32)])
+    windows = plan_windows(len(y), L, L // 2)
+    weights = np.array([active_fraction(y, w, L, SR) for w in windows])
+    assert weights.tolist() == pytest.approx([1.0, 0.5, 0.0], abs=0.01)
+    embeddings = ClapEmbedder(loaded, max_batch_windows=4).embed(model_inputs(y, windows, L))
+    weighted = aggregate(embeddings, "weighted", weights)[0]
+    mean = aggregate(embeddings, "mean")[0]
+    sound_only = embeddings[0]
+    assert np.dot(weighted, sound_only) > np.dot(mean, sound_only)
+
+
+def test_checkpoint_with_a_missing_audio_key_is_refused(laion_reference, tmp_path):
+    reference, _, _ = laion_reference
+    state = {f"module.{k}": v for k, v in reference.state_dict().items()
+             if k != "audio_branch.patch_embed.proj.weight"}
+    state["module.audio_branch.extra_head.weight"] = torch.zeros(3)
+    bad = tmp_path / "bad.pt"
+    torch.save({"state_dict": state}, bad)
+    tower = clap_model.build_audio_tower("HTSAT-tiny")
+    with pytest.raises(clap_model.CheckpointError) as info:
+        clap_model.load_audio_weights(tower, bad)
+    message = str(info.value)
+    assert "missing audio keys: audio_branch.patch_embed.proj.weight" in message
+    assert "unexpected audio keys: audio_branch.extra_head.weight" in message
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/audiofeat-pwned",))
+
+
+def test_checkpoint_with_a_pickled_payload_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"module.audio_projection.0.weight": torch.zeros(1)}, "trap": _Payload()}, path)
+    with pytest.raises(clap_model.CheckpointError, match="refused"):
+        clap_model.read_audio_state(path)
+    assert not os.path.exists("/tmp/audiofeat-pwned")
+
+
+def test_no_weights_and_auto_without_network_fail_fast_naming_the_keys(tmp_path):
+    with pytest.raises(clap_model.CheckpointError, match="clap.allow_random_weights"):
+        clap_model.resolve_weights("", allow_random_weights=False, model_name="HTSAT-tiny", cache_dir=tmp_path)
+    started = time.monotonic()
+    with pytest.raises(clap_model.CheckpointError) as info:
+        clap_model.resolve_weights("auto", allow_random_weights=False, model_name="HTSAT-tiny", cache_dir=tmp_path)
+    assert time.monotonic() - started < 30
+    assert "clap.checkpoint" in str(info.value) and "clap.allow_random_weights" in str(info.value)
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_the_numbers(loaded, rng):
+    windows = (0.2 * rng.standard_normal((5, L))).astype(np.float32)
+    expected = ClapEmbedder(loaded, max_batch_windows=5).embed(windows)
+
+    class FaultyEmbedder(ClapEmbedder):
+        def _forward(self, batch):
+            if len(batch) > 2:  # an injected CUDA out-of-memory for any batch above two windows
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return super()._forward(batch)
+
+    faulty = FaultyEmbedder(loaded, max_batch_windows=5)
+    assert np.abs(faulty.embed(windows) - expected).max() <= 1e-5
+    assert faulty.stats.oom_retries >= 2 and max(faulty.stats.batch_sizes) <= 2
+
+    class AlwaysOOM(ClapEmbedder):
+        def _forward(self, batch):
+            if any(np.array_equal(w, windows[1]) for w in batch):
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+            return super()._forward(batch)
+
+    files = [("ok1", windows[:1]), ("bad", windows[1:3]), ("ok2", windows[3:])]
+    results = dict(AlwaysOOM(loaded, max_batch_windows=4).embed_stream(iter(files)))
+    assert isinstance(results["bad"], torch.cuda.OutOfMemoryError)
+    assert np.abs(results["ok1"] - expected[:1]).max() <= 1e-5
+    assert np.abs(results["ok2"] - expected[3:]).max() <= 1e-5
+
+
+def test_model_is_created_once_per_process_even_from_two_threads():
+    got = []
+    barrier = threading.Barrier(2)
+
+    def ask():
+        barrier.wait()
+        got.append(clap_model.get_model("HTSAT-tiny", None, "random(seed=0)", device="cpu", warm_up=False))
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got[0] is got[1] and got[0].weights == "random(seed=0)"
+
+
+def test_seeded_random_model_is_the_same_in_every_build():
+    first = clap_model.build_audio_tower("HTSAT-tiny")
+    a = {k: v.clone() for k, v in first.state_dict().items()}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(clap_model.RANDOM_WEIGHTS_SEED)
+        b = clap_model.build_audio_tower("HTSAT-tiny").state_dict()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(clap_model.RANDOM_WEIGHTS_SEED)
+        c = clap_model.build_audio_tower("HTSAT-tiny").state_dict()
+    assert all(torch.equal(b[k], c[k]) for k in b)
+    assert len(a) == len(b)
+
+
+def test_batch_limit_counts_windows_at_model_input_length():
+    assert max_batch_windows(160) == 16
+    assert max_batch_windows(5) == 1
+    assert max_batch_windows(25) == 2

@@ -1,0 +1,61 @@
+"""Config: schema defaults, errors that name the key, environment overrides and their precedence."""
+import pytest
+
+from audiofeat.config import ConfigError, apply_env_overrides, resolve_threads, validate_config
+
+
+def test_defaults_are_filled_from_the_schema():
+    config = validate_config({"input_dir": "x"})
+    assert config["audio"]["target_sr"] == 48000
+    assert config["segment"] == {"enabled": True, "window_seconds": 10, "hop_seconds": 5, "aggregate_mode": "mean",
+                                 "save_segments": False}
+    assert config["cache"]["enabled"] is True and config["perf"]["device"] == "auto"
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"segment": {"aggregate_mode": "median"}}, ["segment.aggregate_mode", "mean, weighted, robust"]),
+    ({"audio": {"target_sr": "fast"}}, ["audio.target_sr"]),
+    ({"perf": {"device": "tpu"}}, ["perf.device"]),
+    ({"clap": {"modle": "HTSAT-tiny"}}, ["modle", "allowed keys", "checkpoint"]),
+    ({"segment": {"window_seconds": 20}}, ["segment.window_seconds"]),
+    ({"segment": {"window_seconds": 4, "hop_seconds": 5}}, ["segment.hop_seconds"]),
+])
+def test_errors_name_the_key_and_allowed_values(bad, words):
+    with pytest.raises(ConfigError) as info:
+        validate_config({"input_dir": "x", **bad})
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_inputs_are_required():
+    with pytest.raises(ConfigError, match="input_dir and/or input_list"):
+        validate_config({})
+
+
+def test_environment_overrides_and_command_line_precedence():
+    env = {"PERF_THREADS": "3", "AUDIO_TARGET_SR": "16000", "CLAP_ENABLE_AMP": "false",
+           "CLAP_MAX_BATCH_AUDIO_SECONDS": "40", "SEGMENT_WINDOW_SECONDS": "8", "SEGMENT_HOP_SECONDS": "4",
+           "SEGMENT_AGGREGATE_MODE": "robust", "CACHE_DIR": "/tmp/c", "CACHE_TTL_HOURS": "12",
+           "CACHE_ENABLED": "0"}
+    config = validate_config(apply_env_overrides({"input_dir": "x"}, env))
+    assert config["perf"]["threads"] == 3 and config["audio"]["target_sr"] == 16000
+    assert config["clap"]["enable_amp"] is False and config["clap"]["max_batch_audio_seconds"] == 40
+    assert config["segment"]["window_seconds"] == 8 and config["segment"]["aggregate_mode"] == "robust"
+    assert config["cache"] == {"dir": "/tmp/c", "ttl_hours": 12, "enabled": False, "max_gb": 0}
+    # A key given with --config wins over the environment.
+    protected = {"audio": {"target_sr": 44100}}
+    config = validate_config(apply_env_overrides({"input_dir": "x", **protected}, env, protected=protected))
+    assert config["audio"]["target_sr"] == 44100 and config["perf"]["threads"] == 3
+
+
+def test_bad_environment_values_are_named():
+    with pytest.raises(ConfigError, match="CACHE_ENABLED='maybe'"):
+        apply_env_overrides({}, {"CACHE_ENABLED": "maybe"})
+    with pytest.raises(ConfigError, match="PERF_THREADS='many'"):
+        apply_env_overrides({}, {"PERF_THREADS": "many"})
+
+
+def test_thread_default_is_min_8_cores():
+    assert resolve_threads(0, cpu_count=2) == 2
+    assert resolve_threads(0, cpu_count=64) == 8
+    assert resolve_threads(5, cpu_count=2) == 5

@@ -1,0 +1,95 @@
+"""The artifact store: keys, atomic writes, corruption detection, concurrency, garbage collection."""
+import multiprocessing
+import os
+import time
+
+import pytest
+
+from audiofeat.store import ArtifactKey, ArtifactStore, params_hash
+
+
+def key(content="ab" * 16, extractor="features", version="1", params=None, suffix=".json"):
+    return ArtifactKey(content, extractor, version, params_hash(params or {"n_mfcc": 20}), suffix)
+
+
+def test_reuse_if_and_only_if_content_version_and_params_match(tmp_path):
+    store = ArtifactStore(tmp_path)
+    store.put(key(), b"payload", {"x": 1})
+    path, meta = store.get(key())
+    assert path.read_bytes() == b"payload" and meta == {"x": 1}
+    assert store.get(key(content="cd" * 16)) is None
+    assert store.get(key(version="2")) is None
+    assert store.get(key(params={"n_mfcc": 13})) is None
+    assert store.get(key(extractor="clap")) is None
+    assert (store.hits, store.misses) == (1, 4)
+
+
+def test_params_hash_is_order_independent_and_value_sensitive():
+    assert params_hash({"a": 1, "b": 2}) == params_hash({"b": 2, "a": 1})
+    assert params_hash({"a": 1}) != params_hash({"a": 1.5})
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete_sidecar", "garbage_sidecar"])
+def test_corrupt_artifacts_are_discarded_not_fatal(tmp_path, damage):
+    store = ArtifactStore(tmp_path)
+    path = store.put(key(), b"0123456789" * 100)
+    sidecar = path.with_name(path.name + ".meta.json")
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:500])
+    elif damage == "flip":
+        data = bytearray(path.read_bytes())
+        data[10] ^= 0xFF
+        path.write_bytes(bytes(data))
+    elif damage == "delete_sidecar":
+        sidecar.unlink()
+    else:
+        sidecar.write_text("{not json")
+    assert store.get(key()) is None
+    assert not (path.exists() and sidecar.exists())  # removed, to be recomputed
+    store.put(key(), b"fresh")
+    assert store.get(key())[0].read_bytes() == b"fresh"
+
+
+def test_disabled_store_never_returns_artifacts(tmp_path):
+    ArtifactStore(tmp_path).put(key(), b"x")
+    store = ArtifactStore(tmp_path, reuse=False)
+    assert store.get(key()) is None and store.misses == 1
+
+
+def _writer(root, n, payload):
+    store = ArtifactStore(root)
+    for i in range(n):
+        store.put(key(content=f"{i:032x}"), payload * 2000)
+        assert store.get(key(content=f"{i:032x}")) is not None
+
+
+def test_two_processes_writing_the_same_store(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(tmp_path, 40, b"same")) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    store = ArtifactStore(tmp_path)
+    for i in range(40):
+        assert store.get(key(content=f"{i:032x}"))[0].read_bytes() == b"same" * 2000
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_gc_by_ttl_and_size_keeps_protected_and_recent(tmp_path):
+    store = ArtifactStore(tmp_path)
+    now = time.time()
+    paths = []
+    for i in range(6):
+        path = store.put(key(content=f"{i:032x}"), b"x" * 1000)
+        os.utime(path, (now - (6 - i) * 3600, now - (6 - i) * 3600))  # artifact 0 is the oldest
+        paths.append(path)
+    removed = store.collect_garbage(ttl_hours=4.5, protect={str(paths[0])}, now=now)
+    assert removed["removed_files"] == 1  # artifact 1 (5 h old); artifact 0 is protected
+    assert paths[0].exists() and not paths[1].exists()
+    removed = store.collect_garbage(max_gb=3.5e-6, now=now)  # room for 3 of the 5 left
+    assert removed["removed_files"] == 2
+    assert [p.exists() for p in paths] == [False, False, False, True, True, True]
+    stats = store.stats()
+    assert stats["total_files"] == 3 and stats["extractors"]["features"]["bytes"] == 3000
