@@ -1,8 +1,7 @@
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _job import start  # noqa: E402
+from _job import start  # scripts/ is on sys.path: Snakemake adds each script's folder
 
 log = start(snakemake)  # noqa: F821 - injected by Snakemake
 from audiofeat.inventory import run_inventory  # noqa: E402

@@ -55,13 +55,18 @@ def write_config(path: Path, **overrides) -> Path:
     return path
 
 
-def run_snakemake(configfile: Path, *extra: str, env: dict | None = None, check: bool = True,
-                  timeout: float = 600) -> subprocess.CompletedProcess:
-    """Real `snakemake` on the repository's workflow, from the repository root."""
-    cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/local", "--cores", "2",
-           "--configfile", str(configfile), *extra]
+def run_snakemake(workdir: Path, configfile: Path, *extra: str, env: dict | None = None, check: bool = True,
+                  timeout: float = 600, snakefile: Path = REPO / "Snakefile") -> subprocess.CompletedProcess:
+    """Real `snakemake` on the repository's workflow, in its own working directory (its own .snakemake)."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(workdir),
+           "--profile", str(REPO / "profiles" / "local"), "--cores", "2", "--configfile", str(configfile), *extra]
     run_env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **(env or {})}
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=run_env, timeout=timeout)
+    for name in ("PERF_THREADS", "AUDIO_TARGET_SR", "CLAP_ENABLE_AMP", "CLAP_MAX_BATCH_AUDIO_SECONDS",
+                 "SEGMENT_WINDOW_SECONDS", "SEGMENT_HOP_SECONDS", "SEGMENT_AGGREGATE_MODE", "CACHE_DIR",
+                 "CACHE_TTL_HOURS", "CACHE_ENABLED"):
+        if name not in (env or {}):
+            run_env.pop(name, None)  # the caller's shell must not change what a test runs
+    done = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=run_env, timeout=timeout)
     if check and done.returncode != 0:
         raise AssertionError(f"snakemake failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-6000:]}")
     return done

@@ -233,8 +233,6 @@ def test_model_is_created_once_per_process_even_from_two_threads():
 
 
 def test_seeded_random_model_is_the_same_in_every_build():
-    first = clap_model.build_audio_tower("HTSAT-tiny")
-    a = {k: v.clone() for k, v in first.state_dict().items()}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(clap_model.RANDOM_WEIGHTS_SEED)
         b = clap_model.build_audio_tower("HTSAT-tiny").state_dict()
@@ -242,7 +240,6 @@ def test_seeded_random_model_is_the_same_in_every_build():
         torch.manual_seed(clap_model.RANDOM_WEIGHTS_SEED)
         c = clap_model.build_audio_tower("HTSAT-tiny").state_dict()
     assert all(torch.equal(b[k], c[k]) for k in b)
-    assert len(a) == len(b)
 
 
 def test_batch_limit_counts_windows_at_model_input_length():

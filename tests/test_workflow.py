@@ -1,0 +1,165 @@
+"""End to end: real Snakemake over ffmpeg-made media, every manifest checked against the schema and the facts."""
+import json
+import shutil
+import subprocess
+import sys
+
+import jsonschema
+import numpy as np
+import pytest
+
+from audiofeat.manifest import AudioManifest, load_schema
+from audiofeat.testmedia import make_audio, make_video
+
+from conftest import REPO, read_jsonl, run_snakemake, write_config
+
+# name -> (builder, expected status, duration s, source sample rate, channels)
+GOOD = {
+    "audio/tone 8k mono.wav": (lambda p: make_audio(p, seconds=1.0, sr=8000), 1.0, 8000, 1),
+    "audio/noise_96k_stereo.flac": (lambda p: make_audio(p, seconds=1.5, sr=96000, channels=2, source="noise"),
+                                    1.5, 96000, 2),
+    "audio/chirp_44k.mp3": (lambda p: make_audio(p, seconds=2.0, sr=44100, source="chirp"), 2.0, 44100, 1),
+    "audio/ünïcødé 'quoted' $(touch pwned).ogg": (
+        lambda p: make_audio(p, seconds=1.0, sr=22050, codec_args=("-c:a", "libvorbis")), 1.0, 22050, 1),
+    "audio/silence.wav": (lambda p: make_audio(p, seconds=1.0, sr=16000, source="silence"), 1.0, 16000, 1),
+    "audio/blip_20ms.wav": (lambda p: make_audio(p, seconds=0.02, sr=48000), 0.02, 48000, 1),
+    "long/three_minutes.m4a": (lambda p: make_audio(p, seconds=180, sr=24000, source="chirp"), 180.0, 24000, 1),
+    "video/clip.mp4": (lambda p: make_video(p, seconds=2.0, sr=44100, channels=2), 2.0, 44100, 2),
+    "video/clip.webm": (lambda p: make_video(p, seconds=1.0, sr=48000, channels=1,
+                                             codec_args=("-c:a", "libopus")), 1.0, 48000, 1),
+}
+BAD = {
+    "bad/empty.wav": "empty file",
+    "bad/not_media.mp3": "not a media file",
+    "bad/no_audio.mp4": "no audio stream",
+    "bad/truncated.flac": "truncated",
+}
+
+
+def _make_bad(root):
+    (root / "bad").mkdir(parents=True)
+    (root / "bad/empty.wav").write_bytes(b"")
+    (root / "bad/not_media.mp3").write_text("plain text\n" * 50)
+    make_video(root / "bad/no_audio.mp4", seconds=1.0, with_audio=False)
+    full = make_audio(root / "bad/full.flac", seconds=8.0, sr=44100, source="noise").read_bytes()
+    (root / "bad/full.flac").unlink()
+    (root / "bad/truncated.flac").write_bytes(full[: len(full) // 3])
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("e2e")
+    media = work / "media"
+    for name, (build, *_rest) in GOOD.items():
+        (media / name).parent.mkdir(parents=True, exist_ok=True)
+        build(media / name)
+    _make_bad(media)
+    config = write_config(work / "config.yaml", input_dir=str(media), results_dir="results",
+                          cache={"dir": str(work / "cache")})
+    done = run_snakemake(work, config)
+    return work, media, config, done
+
+
+def test_every_manifest_passes_the_schema_and_the_facts(finished_run):
+    work, media, _, done = finished_run
+    results = work / "results"
+    validator = jsonschema.Draft202012Validator(load_schema())
+    lines = read_jsonl(results / "manifest.jsonl")
+    assert len(lines) == len(GOOD) + len(BAD)
+    by_path = {line["source"]["path"]: line for line in lines}
+    for name, (_build, duration, sr, channels) in GOOD.items():
+        record = by_path[str(media / name)]
+        validator.validate(record)
+        assert record["status"] == "ok", (name, record.get("error"))
+        audio = record["audio"]
+        assert audio["duration_s"] == pytest.approx(duration, abs=0.03), name
+        assert (audio["sample_rate"], audio["channels"], audio["target_sr"]) == (sr, channels, 48000), name
+        embedding = np.asarray(record["clap"]["embedding"])
+        assert embedding.shape == (512,) and abs(np.linalg.norm(embedding) - 1) < 1e-4
+        assert record["clap"]["weights"] == "random(seed=0)"
+        assert len(record["features"]["mfcc"]["mean"]) == 20 and len(record["features"]["mel"]["p90"]) == 128
+        assert set(record["extractors"]) == {"decode", "features", "clap"}
+        per_file = results / "manifests" / (name + ".json")
+        assert json.loads(per_file.read_text(encoding="utf-8")) == record
+        assert AudioManifest.from_dict(record).to_dict() == record
+    long = by_path[str(media / "long/three_minutes.m4a")]
+    assert len(long["clap"]["segments"]) == 35  # 0-10, 5-15, ..., 170-180
+    assert long["clap"]["segments"][-1]["end_s"] == pytest.approx(180.0, abs=0.01)
+    for name, cause in BAD.items():
+        record = by_path[str(media / name)]
+        validator.validate(record)
+        assert record["status"] == "error" and cause in record["error"], (name, record.get("error"))
+        assert "\n" not in record["error"]
+    assert not (work / "pwned").exists() and not (REPO / "pwned").exists()
+
+
+def test_dataset_outputs_and_summary(finished_run):
+    work, media, _, done = finished_run
+    lines = read_jsonl(work / "results" / "manifest.jsonl")
+    matrix = np.load(work / "results" / "embeddings.npy")
+    assert matrix.shape == (len(lines), 512)
+    for row, line in zip(matrix, lines):
+        if line["status"] == "ok":
+            assert np.allclose(row, line["clap"]["embedding"])
+        else:
+            assert not row.any()
+    summary = json.loads((work / "results" / "summary.json").read_text())
+    assert (summary["ok"], summary["failed"]) == (len(GOOD), len(BAD))
+    assert f"{len(GOOD)} ok, {len(BAD)} failed" in done.stdout + done.stderr
+    assert (work / "results" / "report" / "index.html").stat().st_size > 10_000
+    timings = (work / "results" / "report" / "timings.tsv").read_text().splitlines()
+    assert timings[0].startswith("stage") and len(timings) == 4
+    for rule in ("inventory", "ingest_decode", "features_extract", "clap_embed", "finalize_manifests"):
+        assert list((work / "results" / "benchmarks").rglob(f"{rule}*")) or \
+            list((work / "results" / "benchmarks" / rule).glob("*.tsv")), rule
+
+
+def test_strict_mode_fails_after_finishing_everything(finished_run):
+    work, media, config, _ = finished_run
+    strict = write_config(work / "strict.yaml", input_dir=str(media), results_dir="results",
+                          cache={"dir": str(work / "cache")}, strict=True)
+    done = run_snakemake(work, strict, check=False)
+    assert done.returncode != 0
+    assert "strict: 4 inputs failed" in done.stderr
+    assert len(read_jsonl(work / "results" / "manifest.jsonl")) == len(GOOD) + len(BAD)
+
+
+def test_input_list_and_identical_contents(tmp_path):
+    media = tmp_path / "m"
+    first = make_audio(media / "a.wav", seconds=0.5, sr=16000)
+    shutil.copy(first, media / "copy of a.wav")
+    other = make_audio(tmp_path / "elsewhere" / "b.flac", seconds=0.5, sr=16000, source="noise")
+    listing = media / "list.txt"
+    listing.write_text(f"a.wav\n# a comment\n\ncopy of a.wav\n{other}\n")
+    config = write_config(tmp_path / "c.yaml", input_dir="", input_list=str(listing), results_dir="out",
+                          cache={"dir": str(tmp_path / "cache")})
+    run_snakemake(tmp_path, config)
+    lines = read_jsonl(tmp_path / "out" / "manifest.jsonl")
+    assert [line["status"] for line in lines] == ["ok"] * 3
+    key = next(line["source"]["content_key"] for line in lines if line["source"]["path"] == str(first))
+    same = [line for line in lines if line["source"]["content_key"] == key]
+    assert len(same) == 2 and same[0]["clap"] == same[1]["clap"]
+    clap_artifacts = list((tmp_path / "cache" / "artifacts" / "clap").rglob("*.npz"))
+    assert len(clap_artifacts) == 2  # identical contents processed once
+
+
+def test_config_errors_stop_the_run_naming_the_key(tmp_path):
+    config = write_config(tmp_path / "bad.yaml", input_dir=str(tmp_path), segment={"aggregate_mode": "median"})
+    done = run_snakemake(tmp_path, config, check=False)
+    assert done.returncode != 0
+    assert "segment.aggregate_mode" in done.stderr and "mean, weighted, robust" in done.stderr
+
+
+def test_lint_and_slurm_dry_run_resolve_resources(finished_run):
+    work, media, config, _ = finished_run
+    lint = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--configfile", str(config),
+                           "--directory", str(work), "--snakefile", str(REPO / "Snakefile")],
+                          capture_output=True, text=True, cwd=work)
+    assert lint.returncode == 0 and "in a good condition" in lint.stdout + lint.stderr
+    dry = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--profile", str(REPO / "profiles/slurm"),
+                          "--forcerun", "clap_embed", "--configfile", str(config), "--directory", str(work),
+                          "--snakefile", str(REPO / "Snakefile")], capture_output=True, text=True, cwd=work)
+    out = dry.stdout + dry.stderr
+    assert dry.returncode == 0, out[-3000:]
+    clap_jobs = out.split("rule clap_embed:")[1:]
+    assert clap_jobs and all("gpu=1" in job.split("rule ")[0] for job in clap_jobs)
