@@ -117,14 +117,15 @@ def run_features(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: d
         started = time.perf_counter()
         found = store.get(key)
         if found:
-            block = json.loads(found[0].read_text(encoding="utf-8"))
+            artifact = found[0]
+            block = json.loads(artifact.read_text(encoding="utf-8"))
         else:
             try:
                 y, _ = read_wav(row["wav"])
                 t0 = time.perf_counter()
                 block = extract_features(y, params)
                 compute = time.perf_counter() - t0
-                store.put(key, json.dumps(block, allow_nan=False).encode(), {})
+                artifact = store.put(key, json.dumps(block, allow_nan=False).encode(), {})
             except Exception as exc:  # noqa: BLE001 - one file's failure must not stop the shard
                 logger.error("features: %s: %s", row["path"], one_line(exc))
                 return {**record, "status": "error", "error": f"features: {one_line(exc)}"}
@@ -133,7 +134,8 @@ def run_features(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: d
         with lock:
             profile.audio_seconds += row["audio"]["duration_s"]
         return {**record, "status": "ok", "features": block, "seconds": round(time.perf_counter() - started, 6),
-                "cache_hit": bool(found), "extractor": {"version": FEATURES_VERSION, "params_hash": phash}}
+                "cache_hit": bool(found), "artifact": str(artifact),
+                "extractor": {"version": FEATURES_VERSION, "params_hash": phash}}
 
     rows = read_jsonl(ingest_jsonl)
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
@@ -173,14 +175,17 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict)
     extractor = {"version": CLAP_VERSION, "params_hash": phash}
 
     results: dict[str, dict] = {}
+    artifacts: dict[str, str] = {}
+    clap_seconds: dict[str, float] = {}  # a file's share of the forward passes, by its windows
     todo = []
     for row in ok_rows:
         key = ArtifactKey(row["content_key"], "clap", CLAP_VERSION, phash, ".npz")
         found = store.get(key)
         if found:
             with np.load(found[0]) as data:
-                results[row["content_key"]] = _clap_block(data, clap_cfg["model"], weights, precision, found[1],
-                                                          store, seg_cfg, key)
+                results[row["content_key"]] = _clap_block(data, clap_cfg["model"], weights, precision, store,
+                                                          seg_cfg, key)
+            artifacts[row["content_key"]] = str(found[0])
             profile.audio_seconds += row["audio"]["duration_s"]
         else:
             todo.append((row, key))
@@ -236,8 +241,10 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict)
             with profile.timer("write"):
                 path = store.put(key, buffer.getvalue(), {})
             with np.load(path) as data:
-                results[content_key] = _clap_block(data, clap_cfg["model"], weights, precision, {}, store,
-                                                   seg_cfg, key)
+                results[content_key] = _clap_block(data, clap_cfg["model"], weights, precision, store, seg_cfg, key)
+            artifacts[content_key] = str(path)
+            seconds_per_window = embedder.stats.seconds / max(1, embedder.stats.windows)
+            clap_seconds[content_key] = round(len(windows) * seconds_per_window, 6)
         thread.join()
         profile.seconds["clap_forward"] += embedder.stats.seconds
         profile.seconds["clap_loop"] += time.perf_counter() - started
@@ -254,7 +261,9 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict)
         if row["status"] != "ok":
             records.append({**record, "status": "skipped"})
         elif row["content_key"] in results:
-            records.append({**record, "status": "ok", "clap": results[row["content_key"]], "extractor": extractor})
+            records.append({**record, "status": "ok", "clap": results[row["content_key"]], "extractor": extractor,
+                            "artifact": artifacts[row["content_key"]],
+                            "seconds": clap_seconds.get(row["content_key"], 0.0)})
         else:
             error = load_errors.get(row["content_key"], "CLAP: no result")
             logger.error("clap: %s: %s", row["path"], error)
@@ -267,8 +276,8 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict)
     return profile
 
 
-def _clap_block(data, model: str, weights: str, precision: str, meta: dict, store: ArtifactStore,
-                seg_cfg: dict, key: ArtifactKey) -> dict:
+def _clap_block(data, model: str, weights: str, precision: str, store: ArtifactStore, seg_cfg: dict,
+                key: ArtifactKey) -> dict:
     block = {"model": model, "weights": weights, "precision": precision,
              "embedding": [float(x) for x in data["embedding"]],
              "segments": [{"start_s": round(float(a), 6), "end_s": round(float(b), 6)} for a, b in data["segments"]],
@@ -327,9 +336,24 @@ def build_manifests(files_tsv: str, ingest: list[str], features: list[str], clap
     return manifests
 
 
+def artifacts_in_use(ingest: list[str], features: list[str], clap: list[str]) -> set[str]:
+    """Store paths the current run's shard tables refer to (garbage collection never removes these)."""
+    used: set[str] = set()
+    for path in (*ingest, *features, *clap):
+        for record in read_jsonl(path):
+            for field in ("wav", "artifact"):
+                if record.get(field):
+                    used.add(record[field])
+            if record.get("clap", {}).get("segments_artifact"):
+                used.add(record["clap"]["segments_artifact"])
+    return used
+
+
 def run_finalize(files_tsv: str, ingest: list[str], features: list[str], clap: list[str], *,
-                 manifests_dir: str, manifest_jsonl: str, embeddings_npy: str, summary_json: str) -> dict:
-    """Write per-file manifests, the dataset-level JSONL and embedding matrix, and the run summary."""
+                 manifests_dir: str, manifest_jsonl: str, embeddings_npy: str, summary_json: str,
+                 config: dict) -> dict:
+    """Write per-file manifests, the dataset-level JSONL and embedding matrix and the run summary, then bound
+    the store (``cache.ttl_hours``, ``cache.max_gb``) without touching what this run uses."""
     entries = build_manifests(files_tsv, ingest, features, clap)
     root = Path(manifests_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -359,6 +383,11 @@ def run_finalize(files_tsv: str, ingest: list[str], features: list[str], clap: l
                "failures_by_cause": failures,
                "failed_files": [e["manifest"]["source"]["path"] for e in entries
                                 if e["manifest"]["status"] == "error"]}
+    cache = config["cache"]
+    if cache["enabled"] and (cache["ttl_hours"] or cache["max_gb"]):
+        summary["cache_gc"] = ArtifactStore(cache["dir"]).collect_garbage(
+            ttl_hours=cache["ttl_hours"], max_gb=cache["max_gb"],
+            protect=artifacts_in_use(ingest, features, clap))
     atomic_write_text(summary_json, json.dumps(summary, indent=1, ensure_ascii=False))
     return summary
 

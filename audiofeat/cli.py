@@ -1,0 +1,91 @@
+"""The ``audiofeat`` console script: ``audiofeat cache stats`` and ``audiofeat cache gc``."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .store import ArtifactStore
+
+
+def _cache_settings(args: argparse.Namespace) -> dict:
+    """cache.* from ``--config`` (default ``config/config.yaml`` when present), then CACHE_* variables, then flags."""
+    settings = {"dir": ".cache/audiofeat", "ttl_hours": 0.0, "max_gb": 0.0}
+    config_path = Path(args.config) if args.config else Path("config/config.yaml")
+    if config_path.exists():
+        import yaml
+
+        settings.update((yaml.safe_load(config_path.read_text()) or {}).get("cache", {}))
+    elif args.config:
+        sys.exit(f"audiofeat: config file {args.config} does not exist")
+    if os.environ.get("CACHE_DIR"):
+        settings["dir"] = os.environ["CACHE_DIR"]
+    if os.environ.get("CACHE_TTL_HOURS"):
+        settings["ttl_hours"] = float(os.environ["CACHE_TTL_HOURS"])
+    for key in ("dir", "ttl_hours", "max_gb"):
+        if getattr(args, key, None) is not None:
+            settings[key] = getattr(args, key)
+    return settings
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return str(n)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    settings = _cache_settings(args)
+    stats = ArtifactStore(settings["dir"]).stats()
+    if args.json:
+        print(json.dumps(stats, indent=1))
+        return 0
+    print(f"cache {stats['root']}: {stats['total_files']} artifacts, {_human(stats['total_bytes'])}")
+    for extractor, entry in sorted(stats["extractors"].items()):
+        print(f"  {extractor:<14} {entry['files']:>8} files  {_human(entry['bytes']):>10}")
+    limits = f"ttl_hours={settings['ttl_hours'] or 'none'}, max_gb={settings['max_gb'] or 'none'}"
+    print(f"limits: {limits}")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    settings = _cache_settings(args)
+    store = ArtifactStore(settings["dir"])
+    result = store.collect_garbage(ttl_hours=float(settings["ttl_hours"]), max_gb=float(settings["max_gb"]))
+    print(f"cache {store.root}: removed {result['removed_files']} artifacts ({_human(result['removed_bytes'])})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="audiofeat", description="audiofeat tools (the workflow runs with "
+                                     "snakemake; see README.md)")
+    sub = parser.add_subparsers(dest="group", required=True)
+    cache = sub.add_parser("cache", help="inspect and bound the artifact store")
+    cache_sub = cache.add_subparsers(dest="command", required=True)
+    for name, handler, text in (("stats", cmd_stats, "artifacts and bytes per extractor"),
+                                ("gc", cmd_gc, "remove expired and least-recently-used artifacts")):
+        p = cache_sub.add_parser(name, help=text)
+        p.add_argument("--config", help="workflow config to read cache.* from (default: config/config.yaml)")
+        p.add_argument("--dir", help="store folder (overrides cache.dir and CACHE_DIR)")
+        if name == "gc":
+            p.add_argument("--ttl-hours", dest="ttl_hours", type=float, help="remove artifacts unused this long")
+            p.add_argument("--max-gb", dest="max_gb", type=float, help="then shrink the store to this size")
+        else:
+            p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(handler=handler)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""What a change recomputes, counted in the store: real Snakemake runs over small media."""
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiofeat.testmedia import make_audio
+
+from conftest import REPO, created_since, read_jsonl, run_snakemake, write_config
+
+
+def _write_clips(folder, count, seed=0, seconds=0.4, sr=16000):
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        t = np.arange(int(seconds * sr)) / sr
+        y = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 4000) * t) + 0.05 * rng.standard_normal(len(t))
+        sf.write(folder / f"clip_{seed}_{i:03d}.wav", y.astype(np.float32), sr, subtype="PCM_16")
+
+
+def _manifests(results):
+    return {line["source"]["path"]: line for line in read_jsonl(results / "manifest.jsonl")}
+
+
+def _comparable(record, cache_dir):
+    """A manifest without what legitimately differs between two runs: timings and the store's location."""
+    record = json.loads(json.dumps(record))
+    record.pop("timings", None)
+    if "audio" in record:
+        record["audio"]["wav"] = os.path.relpath(record["audio"]["wav"], cache_dir)
+    if "clap" in record:
+        record["clap"]["embedding"] = np.round(record["clap"]["embedding"], 4).tolist()
+    return record
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """Twelve short clips and a 23 s one, run once; each test below changes one thing and counts."""
+    work = tmp_path_factory.mktemp("reruns")
+    media = work / "media"
+    _write_clips(media, 12)
+    make_audio(media / "long" / "sweep.flac", seconds=23, sr=44100, source="chirp")
+    cache = work / "cache"
+    base = dict(input_dir=str(media), results_dir="results", cache={"dir": str(cache)})
+    config = write_config(work / "base.yaml", **base)
+    run_snakemake(work, config)
+    return work, media, cache, base
+
+
+def _run_and_count(work, cache, name, **settings):
+    config = write_config(work / f"{name}.yaml", **settings)
+    started = time.time()
+    done = run_snakemake(work, config)
+    return created_since(cache, started), done
+
+
+def test_rerun_of_a_finished_run_recomputes_nothing(small_run):
+    work, media, cache, base = small_run
+    created, done = _run_and_count(work, cache, "again", **base)
+    assert created == {}
+    assert "Nothing to be done" in done.stdout + done.stderr
+
+
+def test_features_parameter_change_recomputes_only_features(small_run):
+    work, media, cache, base = small_run
+    created, _ = _run_and_count(work, cache, "mfcc13", **base, features={"n_mfcc": 13})
+    assert created == {"features": 13}
+    assert all(len(m["features"]["mfcc"]["mean"]) == 13 for m in _manifests(work / "results").values())
+    created, _ = _run_and_count(work, cache, "mfcc20", **base)  # back: everything is in the store
+    assert created == {}
+
+
+def test_features_version_bump_recomputes_only_features(small_run, tmp_path):
+    work, media, cache, base = small_run
+    copy = tmp_path / "audiofeat-bumped"
+    for part in ("Snakefile", "workflow", "scripts", "audiofeat", "config", "profiles", "environment.yaml"):
+        source = REPO / part
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, copy / part,
+                                                             **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                                                if source.is_dir() else {}))
+    module = copy / "audiofeat" / "features.py"
+    module.write_text(module.read_text().replace('FEATURES_VERSION = "1"', 'FEATURES_VERSION = "2"'))
+    config = write_config(work / "bumped.yaml", **base)
+    started = time.time()
+    env = {"PYTHONPATH": str(copy)}  # the bumped package, in the jobs as in the Snakefile
+    run_snakemake(work, config, snakefile=copy / "Snakefile", env=env)
+    assert created_since(cache, started) == {"features": 13}
+    versions = {m["extractors"]["features"]["version"] for m in _manifests(work / "results").values()}
+    assert versions == {"2"}
+    created, _ = _run_and_count(work, cache, "unbumped", **base)  # version 1 artifacts are still there
+    assert created == {}
+
+
+def test_clap_settings_change_recomputes_only_clap(small_run):
+    work, media, cache, base = small_run
+    created, _ = _run_and_count(work, cache, "robust", **base, segment={"aggregate_mode": "robust"})
+    assert created == {"clap": 13}
+    long = _manifests(work / "results")[str(media / "long" / "sweep.flac")]
+    assert long["clap"]["aggregate_strategy"]["mode"] == "robust" and len(long["clap"]["segments"]) == 4
+    created, _ = _run_and_count(work, cache, "hop4", **base, segment={"hop_seconds": 4})
+    assert created == {"clap": 13}
+
+
+def test_checkpoint_change_recomputes_only_clap(small_run):
+    import torch
+
+    from audiofeat.clap.model import build_audio_tower
+
+    work, media, cache, base = small_run
+    torch.manual_seed(3)
+    tower = build_audio_tower("HTSAT-tiny")
+    checkpoint = work / "630k-other.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in tower.state_dict().items()}}, checkpoint)
+    created, _ = _run_and_count(work, cache, "ckpt", **{**base, "clap": {"checkpoint": str(checkpoint),
+                                                                         "allow_random_weights": False}})
+    assert created == {"clap": 13}
+    weights = {m["clap"]["weights"] for m in _manifests(work / "results").values() if m["status"] == "ok"}
+    assert len(weights) == 1 and weights.pop().startswith("laion:sha256:")
+
+
+def test_target_rate_change_recomputes_everything_after_decoding(small_run):
+    work, media, cache, base = small_run
+    created, _ = _run_and_count(work, cache, "sr32k", **base, audio={"target_sr": 32000})
+    assert created == {"wav": 13, "features": 13, "clap": 13}
+    assert {m["audio"]["target_sr"] for m in _manifests(work / "results").values()} == {32000}
+
+
+def test_moved_input_folder_recomputes_nothing(small_run):
+    work, media, cache, base = small_run
+    moved = work / "media-moved"
+    media.rename(moved)
+    try:
+        created, _ = _run_and_count(work, cache, "moved", **{**base, "input_dir": str(moved)})
+        assert created == {}
+        paths = set(_manifests(work / "results"))
+        assert paths == {str(p) for p in moved.rglob("*") if p.is_file()}
+        assert (work / "results" / "manifests" / "long" / "sweep.flac.json").exists()
+    finally:
+        moved.rename(media)
+
+
+def test_corrupt_artifact_is_recomputed_not_fatal(small_run):
+    work, media, cache, base = small_run
+    config = write_config(work / "force.yaml", **base)
+    run_snakemake(work, config)
+    victim = next((cache / "artifacts" / "features").rglob("*.json"))
+    victim.write_bytes(victim.read_bytes()[:40])  # a truncated artifact, as after a disk error
+    started = time.time()
+    run_snakemake(work, config, "--forcerun", "features_extract")
+    assert created_since(cache, started) == {"features": 1}
+    assert all(m["status"] == "ok" for m in _manifests(work / "results").values())
+
+
+def test_cache_disabled_reads_and_writes_nothing_in_the_store(tmp_path):
+    media = tmp_path / "media"
+    _write_clips(media, 3, seed=5)
+    cache = tmp_path / "cache"
+    config = write_config(tmp_path / "off.yaml", input_dir=str(media), results_dir="out",
+                          cache={"dir": str(cache)})
+    run_snakemake(tmp_path, config, env={"CACHE_ENABLED": "false"})
+    assert not cache.exists()
+    assert all(m["status"] == "ok" for m in _manifests(tmp_path / "out").values())
+
+
+def test_one_file_added_to_a_finished_200_file_run(tmp_path):
+    media = tmp_path / "media"
+    _write_clips(media, 200, seed=1, seconds=0.2)
+    cache = tmp_path / "cache"
+    config = write_config(tmp_path / "c.yaml", input_dir=str(media), results_dir="out", cache={"dir": str(cache)},
+                          shard={"target_files": 64})
+    run_snakemake(tmp_path, config)
+    _write_clips(media / "new", 1, seed=2, seconds=0.2)
+    started = time.time()
+    done = run_snakemake(tmp_path, config)
+    assert created_since(cache, started) == {"wav": 1, "features": 1, "clap": 1}
+    assert len(read_jsonl(tmp_path / "out" / "manifest.jsonl")) == 201
+    # Four shards: only the new file's shard reran its three jobs.
+    assert (done.stdout + done.stderr).count("rule ingest_decode:") == 1
+
+
+def test_sigkill_at_a_random_point_then_rerun_equals_a_clean_run(tmp_path):
+    media = tmp_path / "media"
+    _write_clips(media, 30, seed=4, seconds=0.3)
+    make_audio(media / "long.m4a", seconds=40, sr=22050, source="noise")
+    clean_dir, killed_dir = tmp_path / "clean", tmp_path / "killed"
+    for d in (clean_dir, killed_dir):
+        d.mkdir()
+    settings = dict(input_dir=str(media), results_dir="out", shard={"target_files": 8})
+    clean_cfg = write_config(clean_dir / "c.yaml", **settings, cache={"dir": str(clean_dir / "cache")})
+    killed_cfg = write_config(killed_dir / "c.yaml", **settings, cache={"dir": str(killed_dir / "cache")})
+    started = time.time()
+    run_snakemake(clean_dir, clean_cfg)
+    clean_seconds = time.time() - started
+
+    delay = random.Random(os.environ.get("AUDIOFEAT_KILL_SEED", "0")).uniform(0.2, 0.8) * clean_seconds
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(killed_dir),
+           "--profile", str(REPO / "profiles" / "local"), "--cores", "2", "--configfile", str(killed_cfg)]
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    proc = subprocess.Popen(cmd, cwd=killed_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    time.sleep(delay)
+    os.killpg(proc.pid, signal.SIGKILL)  # snakemake and every job it started
+    proc.wait()
+    run_snakemake(killed_dir, killed_cfg, "--unlock")
+    run_snakemake(killed_dir, killed_cfg)
+
+    clean = _manifests(clean_dir / "out")
+    killed = _manifests(killed_dir / "out")
+    assert clean.keys() == killed.keys()
+    for path in clean:
+        assert _comparable(killed[path], killed_dir / "cache") == _comparable(clean[path], clean_dir / "cache"), path
+    assert np.abs(np.load(clean_dir / "out" / "embeddings.npy") - np.load(killed_dir / "out" / "embeddings.npy")).max() \
+        <= 1e-5
+
+
+def test_cache_console_script_stats_and_gc(small_run):
+    work, media, cache, base = small_run
+    stats = subprocess.run([sys.executable, "-m", "audiofeat.cli", "cache", "stats", "--dir", str(cache), "--json"],
+                           capture_output=True, text=True, check=True)
+    data = json.loads(stats.stdout)
+    assert data["extractors"]["wav"]["files"] >= 13 and data["total_bytes"] > 0
+    gc = subprocess.run([sys.executable, "-m", "audiofeat.cli", "cache", "gc", "--dir", str(cache), "--max-gb",
+                         "0.000001"], capture_output=True, text=True, check=True)
+    assert "removed" in gc.stdout
+    assert json.loads(subprocess.run([sys.executable, "-m", "audiofeat.cli", "cache", "stats", "--dir", str(cache),
+                                      "--json"], capture_output=True, text=True, check=True).stdout)[
+        "total_bytes"] <= 1000
+
+
+def test_run_ends_with_gc_that_spares_what_the_run_uses(tmp_path):
+    media = tmp_path / "media"
+    _write_clips(media, 4, seed=9)
+    cache = tmp_path / "cache"
+    base = dict(input_dir=str(media), results_dir="out", cache={"dir": str(cache)})
+    run_snakemake(tmp_path, write_config(tmp_path / "a.yaml", **base, features={"n_mfcc": 13}))
+    everything = [p for p in (cache / "artifacts").rglob("*") if p.is_file() and not p.name.endswith(".meta.json")]
+    for path in everything:  # all of the first run's artifacts are two hours old now
+        os.utime(path, (time.time() - 7200, time.time() - 7200))
+    stale = list((cache / "artifacts" / "features").rglob("*.json"))
+    run_snakemake(tmp_path, write_config(tmp_path / "b.yaml", **{**base, "cache": {"dir": str(cache),
+                                                                                     "ttl_hours": 1}}))
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["cache_gc"]["removed_files"] == len(stale) == 4  # the n_mfcc=13 features, no longer used
+    assert not any(p.exists() for p in stale)
+    # Just as old, but this run's WAVs and embeddings (its jobs did not rerun): kept.
+    assert all(p.exists() for p in everything if p not in stale)
