@@ -137,10 +137,3 @@ def set_thread_env(threads: int) -> None:
     """Export thread counts for OpenMP/MKL/OpenBLAS/numba; call before importing numpy-heavy or torch modules."""
     for name in THREAD_ENV_VARS:
         os.environ[name] = str(threads)
-
-
-def apply_torch_threads(threads: int) -> None:
-    """Set torch's intra-op threads (torch reads the environment only at import, so set it explicitly too)."""
-    import torch
-
-    torch.set_num_threads(threads)

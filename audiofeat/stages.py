@@ -150,9 +150,10 @@ def run_features(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: d
 
 
 # -------------------------------------------------------------------------------------------------- CLAP
-def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict) -> JobProfile:
+def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict, threads: int = 1) -> JobProfile:
     """CLAP embeddings of every decoded file of a shard: cached ones read back, the rest micro-batched while a
-    loader thread prepares the next files' windows."""
+    loader thread prepares the next files' windows. On CPU, ``threads`` single-threaded forward passes run at
+    once; on CUDA one stream gets ``threads`` CPU threads."""
     from .clap import CLAP_VERSION, clap_params
     from .clap.model import MODEL_INPUT_SAMPLES, MODEL_SAMPLE_RATE, resolve_device, resolve_weights
     from .clap.windows import active_fraction, aggregate, model_inputs, plan_windows
@@ -195,10 +196,14 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict)
         from .clap.embed import ClapEmbedder, max_batch_windows
         from .clap.model import get_model
 
+        import torch
+
+        workers = 1 if device.startswith("cuda") else max(1, threads)
+        torch.set_num_threads(max(1, threads // workers))
         with profile.timer("setup"):
             loaded = get_model(clap_cfg["model"], checkpoint_path, weights, device=device)
         embedder = ClapEmbedder(loaded, max_batch_windows=max_batch_windows(clap_cfg["max_batch_audio_seconds"]),
-                                enable_amp=clap_cfg["enable_amp"])
+                                enable_amp=clap_cfg["enable_amp"], workers=workers)
         prepared: queue.Queue = queue.Queue(maxsize=2 * embedder.max_batch_windows)
         plans: dict[str, tuple] = {}
         load_errors: dict[str, str] = {}
@@ -250,7 +255,8 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict)
         profile.seconds["clap_loop"] += time.perf_counter() - started
         profile.extra.update({"windows": embedder.stats.windows, "batches": embedder.stats.batches,
                               "oom_retries": embedder.stats.oom_retries, "device": loaded.device,
-                              "precision": embedder.precision, "max_batch_windows": embedder.max_batch_windows})
+                              "precision": embedder.precision, "max_batch_windows": embedder.max_batch_windows,
+                              "workers": embedder.workers})
         profile.audio_seconds += sum(row["audio"]["duration_s"] for row, _ in todo if row["content_key"] in results)
     else:
         load_errors = {}

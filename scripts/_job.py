@@ -3,15 +3,14 @@ import logging
 import os
 import sys
 
-_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
-
 
 def start(snakemake) -> logging.Logger:
     """Call first in every rule script: pins threads, sends logging and stderr to ``snakemake.log[0]``."""
-    for name in _THREAD_VARS:
-        os.environ[name] = str(snakemake.threads)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in a job may wait on the model hub
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    from audiofeat.config import set_thread_env  # light: no numpy or torch behind it
+
+    set_thread_env(snakemake.threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in a job may wait on the model hub
     handle = open(snakemake.log[0], "w", buffering=1, encoding="utf-8")
     sys.stderr = handle
     logging.basicConfig(stream=handle, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -4,10 +4,8 @@ import sys
 from _job import start  # scripts/ is on sys.path: Snakemake adds each script's folder
 
 log = start(snakemake)  # noqa: F821 - injected by Snakemake
-from audiofeat.config import apply_torch_threads  # noqa: E402
 from audiofeat.stages import run_clap  # noqa: E402
 
-apply_torch_threads(snakemake.threads)  # noqa: F821
 profile = run_clap(snakemake.input.table, snakemake.output.table, snakemake.output.profile,  # noqa: F821
-                   snakemake.config)  # noqa: F821
+                   snakemake.config, threads=snakemake.threads)  # noqa: F821
 log.info(profile.log_line())

@@ -74,9 +74,10 @@ def test_micro_batching_equals_one_window_at_a_time(loaded, rng):
     assert np.abs(one_by_one - batched).max() <= 1e-5
     # Across files: the stream regroups windows of many files and hands each file its own rows back.
     files = [("a", windows[:2]), ("b", windows[2:3]), ("c", windows[3:])]
-    streamed = dict(ClapEmbedder(loaded, max_batch_windows=4).embed_stream(iter(files)))
-    assert list(streamed) == ["a", "b", "c"]
-    assert np.abs(np.concatenate([streamed[k] for k in "abc"]) - one_by_one).max() <= 1e-5
+    for workers in (1, 2):
+        streamed = dict(ClapEmbedder(loaded, max_batch_windows=2, workers=workers).embed_stream(iter(files)))
+        assert list(streamed) == ["a", "b", "c"]
+        assert np.abs(np.concatenate([streamed[k] for k in "abc"]) - one_by_one).max() <= 1e-5
     assert np.allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
 
 
