@@ -193,7 +193,7 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
     profile.cache_hits, profile.cache_misses = store.hits, store.misses
 
     if todo:
-        from .clap.embed import ClapEmbedder, max_batch_windows
+        from .clap.embed import ClapEmbedder, max_batch_windows, ordered_prefetch
         from .clap.model import get_model
 
         import torch
@@ -208,22 +208,32 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
         plans: dict[str, tuple] = {}
         load_errors: dict[str, str] = {}
 
+        def prepare(job):
+            row, key = job
+            try:
+                t0 = time.perf_counter()
+                y, sr = read_wav(row["wav"])
+                if sr != MODEL_SAMPLE_RATE:  # only when audio.target_sr is not CLAP's 48 kHz
+                    y = resample(y, sr, MODEL_SAMPLE_RATE)
+                windows = plan_windows(len(y), window, hop, segment=seg_cfg["enabled"])
+                inputs = model_inputs(y, windows, MODEL_INPUT_SAMPLES)
+                weights_ = [active_fraction(y, w, window, MODEL_SAMPLE_RATE) for w in windows]
+                return row, key, (windows, weights_), inputs, time.perf_counter() - t0, None
+            except Exception as exc:  # noqa: BLE001 - recorded per file
+                return row, key, None, None, 0.0, one_line(exc)
+
         def loader():
-            # Runs beside the forward passes: torch releases the GIL while the model computes.
-            for row, key in todo:
-                try:
-                    t0 = time.perf_counter()
-                    y, sr = read_wav(row["wav"])
-                    if sr != MODEL_SAMPLE_RATE:  # only when audio.target_sr is not CLAP's 48 kHz
-                        y = resample(y, sr, MODEL_SAMPLE_RATE)
-                    windows = plan_windows(len(y), window, hop, segment=seg_cfg["enabled"])
-                    inputs = model_inputs(y, windows, MODEL_INPUT_SAMPLES)
-                    weights_ = [active_fraction(y, w, window, MODEL_SAMPLE_RATE) for w in windows]
-                    plans[row["content_key"]] = (windows, weights_, key)
-                    profile.seconds["clap_preprocess"] += time.perf_counter() - t0
+            # Runs beside the forward passes (torch releases the GIL while the model computes); on CUDA with one
+            # preparing thread per CPU thread of the job, so that the GPU is not starved.
+            loaders = max(1, threads) if device.startswith("cuda") else 1  # on CPU the forward needs the cores
+            for row, key, plan, inputs, seconds, error in ordered_prefetch(
+                    prepare, todo, workers=loaders, depth=2 * loaders):
+                profile.seconds["clap_preprocess"] += seconds
+                if error:
+                    load_errors[row["content_key"]] = error
+                else:
+                    plans[row["content_key"]] = (*plan, key)
                     prepared.put((row["content_key"], inputs))
-                except Exception as exc:  # noqa: BLE001 - recorded per file
-                    load_errors[row["content_key"]] = one_line(exc)
             prepared.put(None)
 
         def items():
@@ -233,23 +243,34 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
         thread = threading.Thread(target=loader, name="clap-loader", daemon=True)
         started = time.perf_counter()
         thread.start()
-        for content_key, output in embedder.embed_stream(items()):
-            if isinstance(output, BaseException):
-                load_errors[content_key] = f"CLAP forward pass failed: {one_line(output)}"
-                continue
-            windows, weights_, key = plans.pop(content_key)
+        def finish(content_key, output, windows, weights_, key):
             embedding, strategy = aggregate(output, seg_cfg["aggregate_mode"], np.asarray(weights_))
             segments = np.array([[w.start / MODEL_SAMPLE_RATE, w.end / MODEL_SAMPLE_RATE] for w in windows])
             buffer = io.BytesIO()
             np.savez(buffer, embedding=embedding, window_embeddings=output.astype(np.float32), segments=segments,
                      strategy=np.array(json.dumps(strategy)))
-            with profile.timer("write"):
-                path = store.put(key, buffer.getvalue(), {})
+            t0 = time.perf_counter()
+            path = store.put(key, buffer.getvalue(), {})
             with np.load(path) as data:
-                results[content_key] = _clap_block(data, clap_cfg["model"], weights, precision, store, seg_cfg, key)
-            artifacts[content_key] = str(path)
+                block = _clap_block(data, clap_cfg["model"], weights, precision, store, seg_cfg, key)
+            return content_key, block, path, len(windows), time.perf_counter() - t0
+
+        # Artifacts are written (fsync included) by a pool, so the device never waits for the disk.
+        with ThreadPoolExecutor(max(2, threads), thread_name_prefix="clap-writer") as writer:
+            written = []
+            for content_key, output in embedder.embed_stream(items()):
+                if isinstance(output, BaseException):
+                    load_errors[content_key] = f"CLAP forward pass failed: {one_line(output)}"
+                    continue
+                windows, weights_, key = plans.pop(content_key)
+                written.append(writer.submit(finish, content_key, output, windows, weights_, key))
             seconds_per_window = embedder.stats.seconds / max(1, embedder.stats.windows)
-            clap_seconds[content_key] = round(len(windows) * seconds_per_window, 6)
+            for future in written:
+                content_key, block, path, n_windows, write_seconds = future.result()
+                results[content_key] = block
+                artifacts[content_key] = str(path)
+                clap_seconds[content_key] = round(n_windows * seconds_per_window, 6)
+                profile.seconds["write"] += write_seconds
         thread.join()
         profile.seconds["clap_forward"] += embedder.stats.seconds
         profile.seconds["clap_loop"] += time.perf_counter() - started

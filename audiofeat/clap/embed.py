@@ -15,13 +15,31 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Hashable, Iterable, Iterator
+from typing import Callable, Hashable, Iterable, Iterator
 
 import numpy as np
 
 from .model import MODEL_INPUT_SAMPLES, MODEL_SAMPLE_RATE, LoadedModel
 
 logger = logging.getLogger(__name__)
+
+
+def ordered_prefetch(fn: Callable, items: Iterable, *, workers: int, depth: int) -> Iterator:
+    """``map(fn, items)`` computed by ``workers`` threads, at most ``depth`` results ahead, in input order.
+
+    Decoding and window preparation release the GIL for most of their time, so a few threads keep a GPU fed.
+    """
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="clap-loader") as pool:
+        window: deque[Future] = deque()
+        for item in items:
+            window.append(pool.submit(fn, item))
+            if len(window) >= depth:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
 
 
 def max_batch_windows(max_batch_audio_seconds: float) -> int:
@@ -138,18 +156,19 @@ class ClapEmbedder:
         failed: dict[Hashable, BaseException] = {}
         order: deque[Hashable] = deque()
         inflight: deque[tuple[list, Future]] = deque()
-        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="clap-forward") if self.workers > 1 else None
+        # Forward passes run in pool threads, one batch queued beyond the running ones, so the caller's thread
+        # distributes (and writes) results while the model already computes the next batch.
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="clap-forward")
+
+        # Several CPU workers each take an equal share of the batch limit; at the end of the stream what is
+        # left is split evenly, so no worker idles while another runs a long tail batch.
+        share = max(1, -(-self.max_batch_windows // self.workers))
 
         def launch(limit: int) -> None:
             while len(pending) >= limit and pending:
-                take = [pending.popleft() for _ in range(min(self.max_batch_windows, len(pending)))]
-                batch = np.stack([w for _, _, w in take])
-                if pool is None:
-                    future: Future = Future()
-                    future.set_result(self._run(batch))
-                else:
-                    future = pool.submit(self._run, batch)
-                inflight.append((take, future))
+                size = share if limit else min(share, max(1, -(-len(pending) // self.workers)))
+                take = [pending.popleft() for _ in range(min(size, len(pending)))]
+                inflight.append((take, pool.submit(self._run, np.stack([w for _, _, w in take]))))
                 if limit == 0 and not pending:
                     return
 
@@ -172,10 +191,9 @@ class ClapEmbedder:
                 order.append(file_id)
                 for index in range(len(windows)):
                     pending.append((file_id, index, windows[index]))
-                launch(self.max_batch_windows)
-                yield from collect(self.workers - 1)  # keep the other workers busy meanwhile
+                launch(share)
+                yield from collect(self.workers)  # keep every worker busy, and one batch queued
             launch(0)
             yield from collect(0)
         finally:
-            if pool is not None:
-                pool.shutdown(wait=True)
+            pool.shutdown(wait=True)

@@ -1,0 +1,256 @@
+"""Benchmark CLAP embedding: what a user writes with laion-clap against ours, same weights, same windows.
+
+(a) laion-clap as users write it: one file at a time, ``librosa.load(sr=48000)``, LAION's int16 round trip and
+    ``get_audio_features`` (repeat-pad), ``CLAP.get_audio_embedding`` per window, batch 1.
+(b) ours, one window at a time: PyAV decode + soxr, our windows, batch 1.
+(c) ours, micro-batched: a loader thread decodes while batches of ``--batch`` windows run (on CPU, one
+    single-threaded forward worker per core; on CUDA one stream, AMP on and off).
+
+Both sets are built from the machine's real recordings (Debian's alsa and freedesktop sounds, espeak-ng speech)
+where present, else from ffmpeg-made tones and noise: a short set (clips <= 15 s) and a long set (>= 2 min).
+The weights are a seeded random LAION-format checkpoint (the published ones cannot be downloaded here); speed
+does not depend on the values. Prints windows/s, x realtime, speed-ups, peak GPU memory and the cosine between
+(a) and (c).
+
+Usage: python scripts/bench_clap.py [--device cpu|cuda] [--short 24] [--long 2] [--batch 16] [--json FILE]
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from queue import Queue
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+import torch  # noqa: E402
+
+from audiofeat.clap import model as clap_model  # noqa: E402
+from audiofeat.clap.embed import ClapEmbedder, ordered_prefetch  # noqa: E402
+from audiofeat.clap.windows import model_inputs, plan_windows  # noqa: E402
+
+SR = 48000
+L = clap_model.MODEL_INPUT_SAMPLES
+W, H = 10 * SR, 5 * SR
+
+
+def real_sounds() -> list[np.ndarray]:
+    """Mono float32 recordings at 48 kHz from the machine (empty list when none are installed)."""
+    import soxr
+
+    sounds = []
+    for path in sorted(Path("/usr/share/sounds").rglob("*")):
+        if path.suffix in (".wav", ".oga", ".ogg") and path.is_file():
+            try:
+                y, sr = sf.read(path, dtype="float32", always_2d=True)
+            except RuntimeError:
+                continue
+            y = y.mean(axis=1)
+            sounds.append(soxr.resample(y, sr, SR).astype(np.float32) if sr != SR else y)
+    espeak = shutil.which("espeak-ng")
+    if espeak:
+        with tempfile.TemporaryDirectory() as tmp:
+            for i, text in enumerate(("The quick brown fox jumps over the lazy dog.",
+                                      "Audio features and embeddings for a million clips, on one laptop.",
+                                      "Every artifact is stored under its content hash.")):
+                out = Path(tmp) / f"s{i}.wav"
+                subprocess.run([espeak, "-w", str(out), text], check=True)
+                y, sr = sf.read(out, dtype="float32")
+                import soxr
+
+                sounds.append(soxr.resample(y, sr, SR).astype(np.float32))
+    return [s for s in sounds if len(s) > SR // 10]
+
+
+def build_sets(folder: Path, n_short: int, n_long: int) -> tuple[list[Path], list[Path]]:
+    rng = np.random.default_rng(0)
+    sounds = real_sounds() or [(0.3 * np.sin(2 * np.pi * f * np.arange(3 * SR) / SR)).astype(np.float32)
+                               for f in (220, 440, 880)]
+    folder.mkdir(parents=True, exist_ok=True)
+    short, long = [], []
+    for i in range(n_short):
+        seconds = rng.uniform(1.0, 15.0)
+        parts, total = [], 0
+        while total < seconds * SR:
+            s = sounds[rng.integers(len(sounds))]
+            parts.append(s)
+            total += len(s)
+        y = np.concatenate(parts)[: int(seconds * SR)] + 0.01 * rng.standard_normal(int(seconds * SR))
+        path = folder / f"short_{i:03d}.wav"
+        sf.write(path, np.clip(y, -1, 1).astype(np.float32), SR)
+        short.append(path)
+    for i in range(n_long):
+        seconds = 130 + 20 * i
+        parts, total = [], 0
+        while total < seconds * SR:
+            s = sounds[rng.integers(len(sounds))]
+            gap = np.zeros(int(rng.uniform(0, 1.5) * SR), np.float32)
+            parts += [s, gap]
+            total += len(s) + len(gap)
+        y = np.concatenate(parts)[: seconds * SR] + 0.01 * rng.standard_normal(seconds * SR)
+        path = folder / f"long_{i:03d}.wav"
+        sf.write(path, np.clip(y, -1, 1).astype(np.float32), SR)
+        long.append(path)
+    return short, long
+
+
+def laion_reference(checkpoint: Path, device: str):
+    """laion-clap's CLAP (audio tower + a small local text tower) with the checkpoint's weights."""
+    from laion_clap.clap_module.model import CLAP
+
+    cfg = clap_model.audio_config("HTSAT-tiny")
+    text_cfg = dict(context_length=77, vocab_size=49408, width=512, heads=8, layers=2, model_type="transformer")
+    model = CLAP(embed_dim=cfg["embed_dim"], audio_cfg=cfg["audio_cfg"], text_cfg=text_cfg)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    model.load_state_dict({k[len("module."):]: v for k, v in state.items()}, strict=False)
+    return model.eval().to(device), cfg
+
+
+def run_laion_loop(files, model, cfg, device) -> tuple[float, int, list]:
+    import librosa
+    from laion_clap.training.data import float32_to_int16, get_audio_features, int16_to_float32
+
+    embeddings, windows = [], 0
+    started = time.perf_counter()
+    for path in files:
+        y, _ = librosa.load(str(path), sr=SR)
+        y = int16_to_float32(float32_to_int16(y))
+        for w in plan_windows(len(y), W, H):
+            features = get_audio_features({}, torch.from_numpy(y[w.start:w.end]).float(), L,
+                                          data_truncating="rand_trunc", data_filling="repeatpad",
+                                          audio_cfg=cfg["audio_cfg"])
+            with torch.no_grad():
+                embeddings.append(model.get_audio_embedding([features]).cpu().numpy()[0])
+            windows += 1
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - started, windows, embeddings
+
+
+def run_ours(files, loaded, *, batch: int, workers: int, amp: bool, loaders: int) -> tuple[float, int, list, float]:
+    from audiofeat.decode import load_audio
+
+    embedder = ClapEmbedder(loaded, max_batch_windows=batch, enable_amp=amp, workers=workers)
+    prepared: Queue = Queue(maxsize=2 * batch)
+
+    def prepare(item):
+        i, path = item
+        _, y = load_audio(str(path), target_sr=SR)
+        return i, model_inputs(y, plan_windows(len(y), W, H), L)
+
+    def loader():
+        for item in ordered_prefetch(prepare, enumerate(files), workers=loaders, depth=2 * loaders):
+            prepared.put(item)
+        prepared.put(None)
+
+    def items():
+        while (item := prepared.get()) is not None:
+            yield item
+
+    if loaded.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    thread = threading.Thread(target=loader, daemon=True)
+    thread.start()
+    embeddings = []
+    for _, result in embedder.embed_stream(items()):
+        embeddings.extend(result)
+    thread.join()
+    peak = torch.cuda.max_memory_allocated() / 2**20 if loaded.device.startswith("cuda") else float("nan")
+    return time.perf_counter() - started, len(embeddings), embeddings, peak
+
+
+def audio_seconds(files) -> float:
+    return sum(sf.info(str(f)).duration for f in files)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--short", type=int, default=24)
+    parser.add_argument("--long", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    device = args.device
+    cpu = not device.startswith("cuda")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        short, long = build_sets(tmp / "media", args.short, args.long)
+        torch.manual_seed(0)
+        tower = clap_model.build_audio_tower("HTSAT-tiny")
+        checkpoint = tmp / "630k-bench.pt"
+        # The LAION side also needs text keys: save a full CLAP state dict with this audio tower inside.
+        reference, cfg = laion_reference_from_tower(tower, checkpoint, device)
+        path, weights = clap_model.resolve_weights(str(checkpoint), allow_random_weights=False,
+                                                   model_name="HTSAT-tiny", cache_dir=tmp)
+        loaded = clap_model.get_model("HTSAT-tiny", path, weights, device=device)
+        rows, results = [], {"device": device, "torch": torch.__version__, "threads": args.threads}
+        for set_name, files in (("short", short), ("long", long)):
+            seconds = audio_seconds(files)
+            torch.set_num_threads(args.threads)
+            run_laion_loop(files[:1], reference, cfg, device)  # warm
+            t_a, n_a, e_a = run_laion_loop(files, reference, cfg, device)
+            variants = [("(a) laion-clap loop", t_a, n_a, float("nan"), None)]
+            torch.set_num_threads(args.threads)
+            t_b, n_b, e_b, peak_b = run_ours(files, loaded, batch=1, workers=1, amp=False, loaders=1)
+            variants.append(("(b) ours, 1 window at a time", t_b, n_b, peak_b, e_b))
+            if cpu:
+                t_c, n_c, e_c, peak_c = run_ours(files, loaded, batch=args.batch, workers=1, amp=False,
+                                                 loaders=args.threads)
+                variants.append((f"(c) ours, micro-batched ({args.batch}), 1 worker x {args.threads} threads",
+                                 t_c, n_c, peak_c, e_c))
+                torch.set_num_threads(1)
+                t_c, n_c, e_c, peak_c = run_ours(files, loaded, batch=args.batch, workers=args.threads, amp=False,
+                                                 loaders=args.threads)
+                variants.append((f"(c) ours, micro-batched ({args.batch}), {args.threads} workers x 1 thread", t_c, n_c,
+                                 peak_c, e_c))
+                torch.set_num_threads(args.threads)
+            else:
+                t_c, n_c, e_c, peak_c = run_ours(files, loaded, batch=args.batch, workers=1, amp=False,
+                                                 loaders=args.threads)
+                variants.append((f"(c) ours, micro-batched ({args.batch}), fp32", t_c, n_c, peak_c, e_c))
+                t_d, n_d, e_d, peak_d = run_ours(files, loaded, batch=args.batch, workers=1, amp=True,
+                                                 loaders=args.threads)
+                variants.append((f"(c) ours, micro-batched ({args.batch}), AMP fp16", t_d, n_d, peak_d, e_d))
+            for name, t, n, peak, emb in variants:
+                cos = float(np.min(np.sum(np.asarray(emb) * np.asarray(e_a), axis=1))) if emb is not None else 1.0
+                rows.append((set_name, name, n, n / t, seconds / t, t_a / t, peak, cos))
+        results["rows"] = [dict(zip(("set", "variant", "windows", "windows_per_s", "x_realtime", "speedup_vs_a",
+                                     "peak_gpu_mib", "min_cosine_vs_a"), r)) for r in rows]
+    print(f"device {device}, torch {torch.__version__}, {args.threads} threads; weights: seeded random, LAION format")
+    print("| set | variant | windows | windows/s | x realtime | vs (a) | peak GPU MiB | min cosine vs (a) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for set_name, name, n, wps, xrt, speedup, peak, cos in rows:
+        peak_text = "-" if np.isnan(peak) else f"{peak:,.0f}"
+        print(f"| {set_name} | {name} | {n} | {wps:,.1f} | {xrt:,.1f} | {speedup:.2f}x | {peak_text} | {cos:.5f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=float))
+
+
+def laion_reference_from_tower(tower, checkpoint: Path, device: str):
+    """Save ``tower`` inside a full LAION-format CLAP checkpoint, and build laion-clap's model from it."""
+    from laion_clap.clap_module.model import CLAP
+
+    cfg = clap_model.audio_config("HTSAT-tiny")
+    text_cfg = dict(context_length=77, vocab_size=49408, width=512, heads=8, layers=2, model_type="transformer")
+    full = CLAP(embed_dim=cfg["embed_dim"], audio_cfg=cfg["audio_cfg"], text_cfg=text_cfg)
+    state = full.state_dict()
+    state.update(tower.state_dict())
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, checkpoint)
+    return laion_reference(checkpoint, device)
+
+
+if __name__ == "__main__":
+    main()
