@@ -72,3 +72,72 @@ def make_demo_set(out_dir: str | os.PathLike) -> list[Path]:
         bad.write_text("this is a text file with a media extension\n")
     made.append(bad)
     return made
+
+
+def real_sounds(sr: int = 48000) -> list:
+    """Mono float32 recordings at ``sr`` from the machine: Debian's alsa and freedesktop sounds and espeak-ng
+    speech (an empty list when none are installed)."""
+    import shutil
+    import tempfile
+
+    import numpy as np
+    import soundfile as sf
+    import soxr
+
+    def at_rate(y, rate):
+        return soxr.resample(y, rate, sr).astype(np.float32) if rate != sr else y.astype(np.float32)
+
+    sounds = []
+    for path in sorted(Path("/usr/share/sounds").rglob("*")):
+        if path.suffix in (".wav", ".oga", ".ogg") and path.is_file():
+            try:
+                y, rate = sf.read(path, dtype="float32", always_2d=True)
+            except RuntimeError:
+                continue
+            sounds.append(at_rate(y.mean(axis=1), rate))
+    espeak = shutil.which("espeak-ng")
+    if espeak:
+        with tempfile.TemporaryDirectory() as tmp:
+            for i, text in enumerate(("The quick brown fox jumps over the lazy dog.",
+                                      "Audio features and embeddings for a million clips, on one laptop.",
+                                      "Every artifact is stored under its content hash.")):
+                out = Path(tmp) / f"s{i}.wav"
+                subprocess.run([espeak, "-w", str(out), text], check=True)
+                y, rate = sf.read(out, dtype="float32")
+                sounds.append(at_rate(y, rate))
+    return [s for s in sounds if len(s) > sr // 10]
+
+
+def benchmark_sets(folder: str | os.PathLike, n_short: int, n_long: int,
+                   sr: int = 48000) -> tuple[list[Path], list[Path]]:
+    """A short set (clips of 1 to 15 s) and a long set (130 s and longer) of WAVs at ``sr``, stitched from the
+    machine's real recordings (with gaps and a little noise), or from tones where none are installed."""
+    import numpy as np
+    import soundfile as sf
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    sounds = real_sounds(sr) or [(0.3 * np.sin(2 * np.pi * f * np.arange(3 * sr) / sr)).astype(np.float32)
+                                 for f in (220, 440, 880)]
+
+    def stitched(n_samples, gaps):
+        parts, total = [], 0
+        while total < n_samples:
+            parts.append(sounds[rng.integers(len(sounds))])
+            if gaps:
+                parts.append(np.zeros(int(rng.uniform(0, 1.5) * sr), np.float32))
+            total = sum(len(p) for p in parts)
+        y = np.concatenate(parts)[:n_samples] + 0.01 * rng.standard_normal(n_samples)
+        return np.clip(y, -1, 1).astype(np.float32)
+
+    short, long = [], []
+    for i in range(n_short):
+        path = folder / f"short_{i:04d}.wav"
+        sf.write(path, stitched(int(rng.uniform(1.0, 15.0) * sr), gaps=False), sr)
+        short.append(path)
+    for i in range(n_long):
+        path = folder / f"long_{i:03d}.wav"
+        sf.write(path, stitched((130 + 20 * i) * sr, gaps=True), sr)
+        long.append(path)
+    return short, long

@@ -17,8 +17,6 @@ Usage: python scripts/bench_clap.py [--device cpu|cuda] [--short 24] [--long 2] 
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,70 +35,11 @@ import torch  # noqa: E402
 from audiofeat.clap import model as clap_model  # noqa: E402
 from audiofeat.clap.embed import ClapEmbedder, ordered_prefetch  # noqa: E402
 from audiofeat.clap.windows import model_inputs, plan_windows  # noqa: E402
+from audiofeat.testmedia import benchmark_sets  # noqa: E402
 
 SR = 48000
 L = clap_model.MODEL_INPUT_SAMPLES
 W, H = 10 * SR, 5 * SR
-
-
-def real_sounds() -> list[np.ndarray]:
-    """Mono float32 recordings at 48 kHz from the machine (empty list when none are installed)."""
-    import soxr
-
-    sounds = []
-    for path in sorted(Path("/usr/share/sounds").rglob("*")):
-        if path.suffix in (".wav", ".oga", ".ogg") and path.is_file():
-            try:
-                y, sr = sf.read(path, dtype="float32", always_2d=True)
-            except RuntimeError:
-                continue
-            y = y.mean(axis=1)
-            sounds.append(soxr.resample(y, sr, SR).astype(np.float32) if sr != SR else y)
-    espeak = shutil.which("espeak-ng")
-    if espeak:
-        with tempfile.TemporaryDirectory() as tmp:
-            for i, text in enumerate(("The quick brown fox jumps over the lazy dog.",
-                                      "Audio features and embeddings for a million clips, on one laptop.",
-                                      "Every artifact is stored under its content hash.")):
-                out = Path(tmp) / f"s{i}.wav"
-                subprocess.run([espeak, "-w", str(out), text], check=True)
-                y, sr = sf.read(out, dtype="float32")
-                import soxr
-
-                sounds.append(soxr.resample(y, sr, SR).astype(np.float32))
-    return [s for s in sounds if len(s) > SR // 10]
-
-
-def build_sets(folder: Path, n_short: int, n_long: int) -> tuple[list[Path], list[Path]]:
-    rng = np.random.default_rng(0)
-    sounds = real_sounds() or [(0.3 * np.sin(2 * np.pi * f * np.arange(3 * SR) / SR)).astype(np.float32)
-                               for f in (220, 440, 880)]
-    folder.mkdir(parents=True, exist_ok=True)
-    short, long = [], []
-    for i in range(n_short):
-        seconds = rng.uniform(1.0, 15.0)
-        parts, total = [], 0
-        while total < seconds * SR:
-            s = sounds[rng.integers(len(sounds))]
-            parts.append(s)
-            total += len(s)
-        y = np.concatenate(parts)[: int(seconds * SR)] + 0.01 * rng.standard_normal(int(seconds * SR))
-        path = folder / f"short_{i:03d}.wav"
-        sf.write(path, np.clip(y, -1, 1).astype(np.float32), SR)
-        short.append(path)
-    for i in range(n_long):
-        seconds = 130 + 20 * i
-        parts, total = [], 0
-        while total < seconds * SR:
-            s = sounds[rng.integers(len(sounds))]
-            gap = np.zeros(int(rng.uniform(0, 1.5) * SR), np.float32)
-            parts += [s, gap]
-            total += len(s) + len(gap)
-        y = np.concatenate(parts)[: seconds * SR] + 0.01 * rng.standard_normal(seconds * SR)
-        path = folder / f"long_{i:03d}.wav"
-        sf.write(path, np.clip(y, -1, 1).astype(np.float32), SR)
-        long.append(path)
-    return short, long
 
 
 def laion_reference(checkpoint: Path, device: str):
@@ -187,7 +126,7 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        short, long = build_sets(tmp / "media", args.short, args.long)
+        short, long = benchmark_sets(tmp / "media", args.short, args.long)
         torch.manual_seed(0)
         tower = clap_model.build_audio_tower("HTSAT-tiny")
         checkpoint = tmp / "630k-bench.pt"
