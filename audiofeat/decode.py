@@ -81,7 +81,7 @@ def decode_pyav(path: str) -> tuple[Probe, np.ndarray]:
 
     _check_readable(path)
     try:
-        container = av.open(path, metadata_errors="ignore")
+        container = av.open(path)
     except av.FFmpegError as exc:
         raise DecodeError(f"not a media file FFmpeg can read ({_first_line(exc)})") from None
     with container:
@@ -162,7 +162,7 @@ def _probe_only(path: str) -> tuple[Probe, None]:
     import av
 
     try:
-        with av.open(path, metadata_errors="ignore") as container:
+        with av.open(path) as container:
             stream = next((s for s in container.streams if s.type == "audio"), None)
             if stream is None:
                 raise DecodeError("no audio stream")

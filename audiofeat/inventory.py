@@ -127,7 +127,7 @@ def declared_duration(path: str) -> float:
     import av
 
     try:
-        with av.open(path, metadata_errors="ignore") as container:
+        with av.open(path) as container:
             audio = next((s for s in container.streams if s.type == "audio"), None)
             if audio is not None and audio.duration is not None and audio.time_base is not None:
                 return float(audio.duration * audio.time_base)

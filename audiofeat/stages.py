@@ -226,15 +226,17 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
             # Runs beside the forward passes (torch releases the GIL while the model computes); on CUDA with one
             # preparing thread per CPU thread of the job, so that the GPU is not starved.
             loaders = max(1, threads) if device.startswith("cuda") else 1  # on CPU the forward needs the cores
-            for row, key, plan, inputs, seconds, error in ordered_prefetch(
-                    prepare, todo, workers=loaders, depth=2 * loaders):
-                profile.seconds["clap_preprocess"] += seconds
-                if error:
-                    load_errors[row["content_key"]] = error
-                else:
-                    plans[row["content_key"]] = (*plan, key)
-                    prepared.put((row["content_key"], inputs))
-            prepared.put(None)
+            try:
+                for row, key, plan, inputs, seconds, error in ordered_prefetch(
+                        prepare, todo, workers=loaders, depth=2 * loaders):
+                    profile.seconds["clap_preprocess"] += seconds
+                    if error:
+                        load_errors[row["content_key"]] = error
+                    else:
+                        plans[row["content_key"]] = (*plan, key)
+                        prepared.put((row["content_key"], inputs))
+            finally:
+                prepared.put(None)  # the forward loop must never wait on a loader that died
 
         def items():
             while (item := prepared.get()) is not None:

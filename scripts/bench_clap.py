@@ -87,9 +87,11 @@ def run_ours(files, loaded, *, batch: int, workers: int, amp: bool, loaders: int
         return i, model_inputs(y, plan_windows(len(y), W, H), L)
 
     def loader():
-        for item in ordered_prefetch(prepare, enumerate(files), workers=loaders, depth=2 * loaders):
-            prepared.put(item)
-        prepared.put(None)
+        try:
+            for item in ordered_prefetch(prepare, enumerate(files), workers=loaders, depth=2 * loaders):
+                prepared.put(item)
+        finally:
+            prepared.put(None)  # the consumer must never wait forever on a loader that failed
 
     def items():
         while (item := prepared.get()) is not None:
