@@ -1,0 +1,65 @@
+"""Benchmark reruns: a cold run over N short files, a rerun with nothing to do, and a rerun after adding one file.
+
+Each is a real `snakemake --profile profiles/local` run (start-up included), in one fresh working folder with
+its own store. Prints wall seconds and each rerun as a share of the cold run.
+
+Usage: python scripts/bench_cache.py [--files 1000] [--workdir DIR]
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_clips(folder: Path, count: int, seed: int, seconds: float = 1.0, sr: int = 16000) -> None:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        t = np.arange(int(seconds * sr)) / sr
+        y = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 4000) * t) + 0.05 * rng.standard_normal(len(t))
+        sf.write(folder / f"clip_{seed}_{i:05d}.wav", y.astype(np.float32), sr, subtype="PCM_16")
+
+
+def snakemake(workdir: Path, config: Path) -> float:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--profile", str(REPO / "profiles" / "local"), "--configfile", str(config)]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    started = time.perf_counter()
+    subprocess.run(cmd, cwd=workdir, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=1000)
+    parser.add_argument("--workdir")
+    args = parser.parse_args()
+    root = Path(args.workdir or tempfile.mkdtemp(prefix="audiofeat-cache-bench-"))
+    media = root / "media"
+    write_clips(media, args.files, seed=0)
+    config = root / "config.yaml"
+    config.write_text(yaml.safe_dump({"input_dir": str(media), "results_dir": "results",
+                                      "cache": {"dir": str(root / "cache")},
+                                      "clap": {"checkpoint": "", "allow_random_weights": True}}))
+    cold = snakemake(root, config)
+    noop = snakemake(root, config)
+    write_clips(media / "added", 1, seed=1)
+    added = snakemake(root, config)
+    print(f"{args.files} short files (1 s each), {os.cpu_count()} cores, `snakemake --profile profiles/local`:")
+    print("| run | wall s | share of cold |")
+    print("|---|---|---|")
+    for label, seconds in (("cold", cold), ("rerun, nothing to do", noop), ("rerun after adding 1 file", added)):
+        print(f"| {label} | {seconds:.1f} | {seconds / cold:.1%} |")
+
+
+if __name__ == "__main__":
+    main()
