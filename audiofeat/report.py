@@ -23,8 +23,9 @@ def stage_totals(profiles: list[dict]) -> dict[str, dict]:
     for p in profiles:
         t = totals.setdefault(p["stage"], {"jobs": 0, "wall_s": 0.0, "files": 0, "failed": 0, "audio_s": 0.0,
                                            "cache_hits": 0, "cache_misses": 0, "seconds": defaultdict(float),
-                                           "peak_rss_mb": 0.0, "peak_gpu_mb": None})
+                                           "peak_rss_mb": 0.0, "peak_gpu_mb": None, "worker_s": 0.0})
         t["jobs"] += 1
+        t["worker_s"] += p["wall_s"] * p.get("workers", 1)  # what the forward workers could have used
         for key in ("wall_s", "files", "failed", "audio_s", "cache_hits", "cache_misses"):
             t[key] += p[key]
         for name, value in p["seconds"].items():
@@ -36,11 +37,12 @@ def stage_totals(profiles: list[dict]) -> dict[str, dict]:
 
 
 def model_busy_fraction(totals: dict[str, dict]) -> float | None:
-    """Time in the CLAP forward pass / wall time of the CLAP jobs (None when no forward pass ran)."""
+    """Time in the CLAP forward pass / wall time of the CLAP jobs, per forward worker (None when no forward
+    pass ran). Near 1: the model is the bottleneck; low: it waits for decoding, loading or writing."""
     clap = totals.get("clap")
-    if not clap or not clap["seconds"].get("clap_forward") or clap["wall_s"] <= 0:
+    if not clap or not clap["seconds"].get("clap_forward") or clap["worker_s"] <= 0:
         return None
-    return clap["seconds"]["clap_forward"] / clap["wall_s"]
+    return clap["seconds"]["clap_forward"] / clap["worker_s"]
 
 
 def timings_rows(totals: dict[str, dict]) -> list[dict]:

@@ -387,10 +387,22 @@ def run_finalize(files_tsv: str, ingest: list[str], features: list[str], clap: l
     root = Path(manifests_dir)
     root.mkdir(parents=True, exist_ok=True)
     lines = []
+    current = set()
     for entry in entries:
-        text = json.dumps(entry["manifest"], ensure_ascii=False, sort_keys=True, allow_nan=False)
-        atomic_write_text(root / _manifest_relpath(entry["relpath"]), text + "\n")
-        lines.append(text + "\n")
+        text = json.dumps(entry["manifest"], ensure_ascii=False, sort_keys=True, allow_nan=False) + "\n"
+        path = root / _manifest_relpath(entry["relpath"])
+        current.add(path)
+        # Rewrite only what changed: after adding one file to a large run, one manifest is written, not all.
+        try:
+            unchanged = path.read_text(encoding="utf-8") == text
+        except (FileNotFoundError, UnicodeDecodeError):
+            unchanged = False
+        if not unchanged:
+            atomic_write_text(path, text)
+        lines.append(text)
+    for stale in root.rglob("*.json"):  # manifests of inputs that are gone
+        if stale not in current:
+            stale.unlink()
     atomic_write_text(manifest_jsonl, "".join(lines))
     dim = next((len(e["manifest"]["clap"]["embedding"]) for e in entries if e["manifest"]["status"] == "ok"), 512)
     matrix = np.zeros((len(entries), dim), dtype=np.float32)  # rows of failed inputs stay zero

@@ -1,6 +1,3 @@
-import os
-import sys
-
 from _job import start  # scripts/ is on sys.path: Snakemake adds each script's folder
 
 log = start(snakemake)  # noqa: F821 - injected by Snakemake

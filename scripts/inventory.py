@@ -1,5 +1,4 @@
 import os
-import sys
 
 from _job import start  # scripts/ is on sys.path: Snakemake adds each script's folder
 

@@ -2,7 +2,6 @@
 import librosa
 import numpy as np
 import pytest
-import soundfile as sf
 
 from audiofeat import dsp
 from audiofeat.dsp import _kernels

@@ -163,3 +163,51 @@ def test_lint_and_slurm_dry_run_resolve_resources(finished_run):
     assert dry.returncode == 0, out[-3000:]
     clap_jobs = out.split("rule clap_embed:")[1:]
     assert clap_jobs and all("gpu=1" in job.split("rule ")[0] for job in clap_jobs)
+
+
+def test_report_renders_in_headless_chromium(finished_run, tmp_path):
+    import base64
+    import html.parser
+    import io
+    import shutil
+
+    import matplotlib.image
+
+    work, *_ = finished_run
+    page = work / "results" / "report" / "index.html"
+    text = page.read_text(encoding="utf-8")
+
+    class Collect(html.parser.HTMLParser):
+        images, headings, cells = [], [], []
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                self.images.append(dict(attrs)["src"])
+
+        def handle_data(self, data):
+            if self.lasttag in ("h1", "h2"):
+                self.headings.append(data.strip())
+            elif self.lasttag == "td":
+                self.cells.append(data.strip())
+
+    parsed = Collect()
+    parsed.feed(text)
+    assert {"Stages", "Time per stage", "Per-file cost", "Slowest files", "Failures by cause",
+            "Settings"} <= set(parsed.headings)
+    assert len(parsed.images) == 2 and all(src.startswith("data:image/png;base64,") for src in parsed.images)
+    for src in parsed.images:
+        image = matplotlib.image.imread(io.BytesIO(base64.b64decode(src.split(",", 1)[1])), format="png")
+        assert image.shape[0] > 100 and image.std() > 0.05
+    assert "ingest" in parsed.cells and "clap" in parsed.cells
+    assert "Model-busy fraction" in text and "not a media file" in text
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "chromium missing: run `make test-deps`"
+    shot = tmp_path / "report.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,1600",
+                    page.as_uri()], check=True, capture_output=True, timeout=120)
+    pixels = matplotlib.image.imread(shot)
+    not_white = (pixels[..., :3] < 0.9).any(axis=-1).mean()
+    assert 0.02 < not_white < 0.9, not_white  # text, tables and plots, not a blank page

@@ -73,12 +73,15 @@ def audio_config(model_name: str) -> dict:
 
 
 def build_audio_tower(model_name: str):
-    """Seeded-free construction of the HTSAT audio branch and projection (random init, eval mode)."""
+    """The HTSAT audio branch and projection of ``model_name``, randomly initialised, in eval mode (seed the
+    torch generator first for reproducible weights)."""
     import torch
     from torch import nn
 
     cfg = audio_config(model_name)
-    audio_cfg = laion_module("model").CLAPAudioCfp(**cfg["audio_cfg"])
+    # htsat reads the config's attributes only; laion's CLAPAudioCfp lives in model.py, which imports
+    # transformers (about two seconds), so a namespace with the same fields stands in for it.
+    audio_cfg = types.SimpleNamespace(**cfg["audio_cfg"])
     htsat = laion_module("htsat")
 
     class ClapAudioTower(nn.Module):

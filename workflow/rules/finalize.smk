@@ -5,12 +5,15 @@ rule finalize_manifests:
         features=get_shard_outputs("features"),
         clap=get_shard_outputs("clap"),
     output:
-        manifests=directory(results("manifests")),
         jsonl=results("manifest.jsonl"),
         embeddings=results("embeddings.npy"),
         summary=results("summary.json"),
     conda:
         "../../environment.yaml"
+    params:
+        # Per-file manifests mirror manifest.jsonl; they are not a declared output, so that Snakemake does not
+        # delete them before the job and only changed ones are rewritten.
+        manifests_dir=results("manifests"),
     log:
         results("logs/finalize_manifests.log"),
     benchmark:
