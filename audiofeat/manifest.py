@@ -5,8 +5,7 @@ The JSON Schema every produced manifest passes is ``workflow/schemas/manifest.sc
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +64,9 @@ class AudioManifest:
     schema: str = SCHEMA_NAME
 
     def to_dict(self) -> dict:
-        """JSON-ready dict without ``None`` fields; raises if any float is NaN or infinite."""
-        data = _drop_none(asdict(self))
-        _check_finite(data, "manifest")
-        return data
+        """JSON-ready dict without ``None`` fields (:meth:`to_json` refuses NaN and infinity). Lists and dicts
+        inside are shared with the record, not copied: records are read-only."""
+        return _json_data(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "AudioManifest":
@@ -90,23 +88,10 @@ class AudioManifest:
         return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True, allow_nan=False)
 
 
-def _drop_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_none(v) for v in value]
+def _json_data(value: Any) -> Any:
+    if is_dataclass(value):
+        return {f.name: _json_data(getattr(value, f.name)) for f in fields(value) if getattr(value, f.name) is not None}
     return value
-
-
-def _check_finite(value: Any, where: str) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{where} is {value}: manifests hold finite numbers only")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _check_finite(item, f"{where}.{key}")
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_finite(item, f"{where}[{index}]")
 
 
 def load_schema() -> dict:

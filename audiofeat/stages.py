@@ -389,6 +389,7 @@ def run_finalize(files_tsv: str, ingest: list[str], features: list[str], clap: l
     lines = []
     current = set()
     for entry in entries:
+        # allow_nan=False: a NaN or infinity anywhere fails the run here instead of producing invalid JSON.
         text = json.dumps(entry["manifest"], ensure_ascii=False, sort_keys=True, allow_nan=False) + "\n"
         path = root / _manifest_relpath(entry["relpath"])
         current.add(path)

@@ -211,3 +211,24 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     pixels = matplotlib.image.imread(shot)
     not_white = (pixels[..., :3] < 0.9).any(axis=-1).mean()
     assert 0.02 < not_white < 0.9, not_white  # text, tables and plots, not a blank page
+
+
+def test_manifest_record_round_trip_and_nan_refusal():
+    from audiofeat.manifest import AudioInfo, AudioManifest, ClapBlock, FeaturesBlock, Source
+
+    manifest = AudioManifest(
+        source=Source("/a.wav", "ab" * 16, 10), status="ok", audiofeat_version="0",
+        audio=AudioInfo(1.0, 16000, 1, "pcm_s16le", "wav", 48000, "/store/x.wav"),
+        features=FeaturesBlock({"n_mfcc": 1}, {"mean": [1.0], "std": [0.0], "min": [1.0], "max": [1.0],
+                                               "median": [1.0]},
+                               {"mean": [2.0], "std": [0.0], "min": [2.0], "max": [2.0], "median": [2.0]}, 3),
+        clap=ClapBlock("HTSAT-tiny", "random(seed=0)", [1.0], [{"start_s": 0.0, "end_s": 1.0}], {"mode": "mean"},
+                       "fp32"),
+        extractors={"decode": {"version": "1", "params_hash": "x"}}, timings={"decode": 0.1})
+    data = manifest.to_dict()
+    jsonschema.Draft202012Validator(load_schema()).validate(data)
+    assert AudioManifest.from_dict(json.loads(manifest.to_json())) == manifest
+    broken = AudioManifest(source=manifest.source, status="ok", audiofeat_version="0", audio=manifest.audio,
+                           features=manifest.features, clap=ClapBlock("m", "w", [float("nan")], [], {}, "fp32"))
+    with pytest.raises(ValueError):
+        broken.to_json()
