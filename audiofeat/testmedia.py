@@ -141,3 +141,22 @@ def benchmark_sets(folder: str | os.PathLike, n_short: int, n_long: int,
         sf.write(path, stitched((130 + 20 * i) * sr, gaps=True), sr)
         long.append(path)
     return short, long
+
+
+def write_tone_clips(folder: str | os.PathLike, count: int, *, seed: int = 0, seconds: float = 1.0,
+                     sr: int = 16000) -> list[Path]:
+    """``count`` distinct short 16-bit WAVs (a random tone plus noise each), named ``clip_<seed>_<i>.wav``."""
+    import numpy as np
+    import soundfile as sf
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    paths = []
+    for i in range(count):
+        y = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 4000) * t) + 0.05 * rng.standard_normal(len(t))
+        path = folder / f"clip_{seed}_{i:05d}.wav"
+        sf.write(path, y.astype(np.float32), sr, subtype="PCM_16")
+        paths.append(path)
+    return paths

@@ -13,20 +13,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 
-
-def write_clips(folder: Path, count: int, seed: int, seconds: float = 1.0, sr: int = 16000) -> None:
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        t = np.arange(int(seconds * sr)) / sr
-        y = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 4000) * t) + 0.05 * rng.standard_normal(len(t))
-        sf.write(folder / f"clip_{seed}_{i:05d}.wav", y.astype(np.float32), sr, subtype="PCM_16")
+from audiofeat.testmedia import write_tone_clips  # noqa: E402
 
 
 def snakemake(workdir: Path, config: Path) -> float:
@@ -45,14 +37,14 @@ def main():
     args = parser.parse_args()
     root = Path(args.workdir or tempfile.mkdtemp(prefix="audiofeat-cache-bench-"))
     media = root / "media"
-    write_clips(media, args.files, seed=0)
+    write_tone_clips(media, args.files, seed=0)
     config = root / "config.yaml"
     config.write_text(yaml.safe_dump({"input_dir": str(media), "results_dir": "results",
                                       "cache": {"dir": str(root / "cache")},
                                       "clap": {"checkpoint": "", "allow_random_weights": True}}))
     cold = snakemake(root, config)
     noop = snakemake(root, config)
-    write_clips(media / "added", 1, seed=1)
+    write_tone_clips(media / "added", 1, seed=1)
     added = snakemake(root, config)
     print(f"{args.files} short files (1 s each), {os.cpu_count()} cores, `snakemake --profile profiles/local`:")
     print("| run | wall s | share of cold |")

@@ -10,20 +10,14 @@ import time
 
 import numpy as np
 import pytest
-import soundfile as sf
 
-from audiofeat.testmedia import make_audio
+from audiofeat.testmedia import make_audio, write_tone_clips
 
 from conftest import REPO, created_since, read_jsonl, run_snakemake, write_config
 
 
 def _write_clips(folder, count, seed=0, seconds=0.4, sr=16000):
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        t = np.arange(int(seconds * sr)) / sr
-        y = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 4000) * t) + 0.05 * rng.standard_normal(len(t))
-        sf.write(folder / f"clip_{seed}_{i:03d}.wav", y.astype(np.float32), sr, subtype="PCM_16")
+    write_tone_clips(folder, count, seed=seed, seconds=seconds, sr=sr)
 
 
 def _manifests(results):
