@@ -247,3 +247,17 @@ def test_batch_limit_counts_windows_at_model_input_length():
     assert max_batch_windows(160) == 16
     assert max_batch_windows(5) == 1
     assert max_batch_windows(25) == 2
+
+
+def test_front_end_stays_float32_under_half_precision_autocast(loaded):
+    """A full-scale tone's STFT power (about 256 ** 2) overflows float16; AMP must not turn it into NaN."""
+    t = np.arange(L) / SR
+    tone = np.sin(2 * np.pi * 937.5 * t).astype(np.float32)  # on FFT bin 20 of 1,024 at 48 kHz
+    x = torch.from_numpy(model_inputs(tone, [Window(0, L)], L))
+    with torch.inference_mode():
+        reference = loaded.model(x)
+        with torch.autocast("cpu", dtype=torch.float16):
+            assert not torch.isfinite(loaded.model.audio_branch.spectrogram_extractor(x)).all()  # the hazard
+            half = loaded.model(x)
+    assert torch.isfinite(half).all()
+    assert float((half.float() * reference).sum()) > 0.99

@@ -103,10 +103,13 @@ def htsat_embedding(branch, waveform):
     without the frame-wise and class heads (``tscam_conv``, interpolations) whose outputs CLAP never uses."""
     import torch
 
-    x = branch.spectrogram_extractor(waveform)
-    x = branch.logmel_extractor(x)
-    x = branch.bn0(x.transpose(1, 3)).transpose(1, 3)
-    x = branch.reshape_wav2img(x)
+    # The front end stays in float32 under autocast: a loud clip's STFT power exceeds float16's range (65,504),
+    # which turned whole embeddings into NaN with AMP on an H100.
+    with torch.autocast(device_type=waveform.device.type, enabled=False):
+        x = branch.spectrogram_extractor(waveform.float())
+        x = branch.logmel_extractor(x)
+        x = branch.bn0(x.transpose(1, 3)).transpose(1, 3)
+        x = branch.reshape_wav2img(x)
     frames_num = x.shape[2]
     x = branch.patch_embed(x, longer_idx=None)
     if branch.ape:
