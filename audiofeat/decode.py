@@ -95,14 +95,10 @@ def decode_pyav(path: str) -> tuple[Probe, np.ndarray]:
             declared = float(stream.duration * stream.time_base)
         elif container.duration is not None:
             declared = container.duration / 1_000_000
-        to_float = av.AudioResampler(format="fltp")  # sample format only: rate and layout stay native
         chunks: list[np.ndarray] = []
         try:
             for frame in container.decode(stream):
-                for converted in to_float.resample(frame):
-                    chunks.append(converted.to_ndarray())
-            for converted in to_float.resample(None):
-                chunks.append(converted.to_ndarray())
+                chunks.append(frame_to_float(frame.to_ndarray(), frame.format.name, len(frame.layout.channels)))
         except av.FFmpegError as exc:
             if not chunks:
                 raise DecodeError(f"undecodable audio ({_first_line(exc)})") from None
@@ -121,6 +117,29 @@ def decode_pyav(path: str) -> tuple[Probe, np.ndarray]:
     channels = samples.shape[0]
     probe = Probe(declared or samples.shape[1] / sample_rate, sample_rate, channels, codec_name, fmt)
     return probe, samples
+
+
+_INT_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0}
+
+
+def frame_to_float(data: np.ndarray, sample_format: str, channels: int) -> np.ndarray:
+    """A decoded frame's samples as float32 ``(channels, n)``, scaled as FFmpeg's own s16/s32 -> float.
+
+    ``data`` is PyAV's ``to_ndarray()``: ``(channels, n)`` for planar formats (``fltp``, ``s16p``, ...),
+    ``(1, n * channels)`` interleaved for packed ones. Converting here costs one numpy pass, where a swresample
+    call per frame cost more than the decoding of a short clip.
+    """
+    planar = sample_format.endswith("p")
+    base = sample_format[:-1] if planar else sample_format
+    if not planar:
+        data = data.reshape(-1, channels).T
+    if base in ("flt", "dbl"):
+        return data.astype(np.float32, copy=False)
+    if base == "u8":
+        return ((data.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
+    if base in _INT_SCALE:
+        return (data.astype(np.float64 if base == "s64" else np.float32) / _INT_SCALE[base]).astype(np.float32)
+    raise DecodeError(f"unsupported sample format {sample_format}")
 
 
 def ffmpeg_executable() -> str:
