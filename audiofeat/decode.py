@@ -80,21 +80,14 @@ def decode_pyav(path: str) -> tuple[Probe, np.ndarray]:
     import av
 
     _check_readable(path)
-    try:
-        container = av.open(path)
-    except av.FFmpegError as exc:
-        raise DecodeError(f"not a media file FFmpeg can read ({_first_line(exc)})") from None
+    container = _open_container(path)
     with container:
         stream = next((s for s in container.streams if s.type == "audio"), None)
         if stream is None:
             raise DecodeError("no audio stream")
         codec = stream.codec_context
-        sample_rate, channels = int(codec.sample_rate or 0), int(codec.channels or 0)
-        declared = 0.0
-        if stream.duration is not None and stream.time_base is not None:
-            declared = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            declared = container.duration / 1_000_000
+        sample_rate = int(codec.sample_rate or 0)
+        declared = _declared_seconds(container, stream)
         chunks: list[np.ndarray] = []
         try:
             for frame in container.decode(stream):
@@ -115,8 +108,26 @@ def decode_pyav(path: str) -> tuple[Probe, np.ndarray]:
     if 0 < declared_samples < samples.shape[1] <= declared_samples + 2 * max(c.shape[1] for c in chunks):
         samples = samples[:, :declared_samples]
     channels = samples.shape[0]
-    probe = Probe(declared or samples.shape[1] / sample_rate, sample_rate, channels, codec_name, fmt)
-    return probe, samples
+    return Probe(declared or samples.shape[1] / sample_rate, sample_rate, channels, codec_name, fmt), samples
+
+
+_QUICK_PROBE = {"probesize": "32768"}  # FFmpeg's default (5 MB) spends ~4 ms probing a small WAV
+
+
+def _open_container(path: str):
+    """Open with a small probe; where that finds no complete audio stream (a late stream in a transport
+    stream, say), open again with FFmpeg's default probing."""
+    import av
+
+    try:
+        container = av.open(path, options=_QUICK_PROBE)
+        audio = next((s for s in container.streams if s.type == "audio"), None)
+        if audio is not None and audio.codec_context.sample_rate and audio.codec_context.channels:
+            return container
+        container.close()
+        return av.open(path)
+    except av.FFmpegError as exc:
+        raise DecodeError(f"not a media file FFmpeg can read ({_first_line(exc)})") from None
 
 
 _INT_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0}
@@ -158,9 +169,8 @@ def decode_ffmpeg(path: str) -> tuple[Probe, np.ndarray]:
     """Decode with the ffmpeg command line (arguments passed as a list, never through a shell)."""
     import ffmpeg
 
-    _check_readable(path)
     # The static binary has no ffprobe: the stream facts come from PyAV's header read, the samples from ffmpeg.
-    probe, _ = _probe_only(path)
+    facts = probe(path)
     try:
         out, _err = (
             ffmpeg.input(path)
@@ -173,25 +183,29 @@ def decode_ffmpeg(path: str) -> tuple[Probe, np.ndarray]:
     flat = np.frombuffer(out, dtype="<f4")
     if flat.size == 0:
         raise DecodeError("no audio samples decoded")
-    samples = flat[: flat.size - flat.size % probe.channels].reshape(-1, probe.channels).T
-    return probe, np.ascontiguousarray(samples, dtype=np.float32)
+    samples = flat[: flat.size - flat.size % facts.channels].reshape(-1, facts.channels).T
+    return facts, np.ascontiguousarray(samples, dtype=np.float32)
 
 
-def _probe_only(path: str) -> tuple[Probe, None]:
-    import av
+def _declared_seconds(container, stream) -> float:
+    """Duration the container declares for ``stream`` (seconds); 0 when it declares none."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return 0.0
 
-    try:
-        with av.open(path) as container:
-            stream = next((s for s in container.streams if s.type == "audio"), None)
-            if stream is None:
-                raise DecodeError("no audio stream")
-            codec = stream.codec_context
-            declared = float(stream.duration * stream.time_base) if stream.duration is not None else (
-                container.duration / 1_000_000 if container.duration is not None else 0.0)
-            return Probe(declared, int(codec.sample_rate), int(codec.channels), codec.name,
-                         container.format.name.split(",")[0]), None
-    except av.FFmpegError as exc:
-        raise DecodeError(f"not a media file FFmpeg can read ({_first_line(exc)})") from None
+
+def probe(path: str) -> Probe:
+    """The first audio stream's facts, read from the container's header without decoding."""
+    _check_readable(path)
+    with _open_container(path) as container:
+        stream = next((s for s in container.streams if s.type == "audio"), None)
+        if stream is None:
+            raise DecodeError("no audio stream")
+        codec = stream.codec_context
+        return Probe(_declared_seconds(container, stream), int(codec.sample_rate), int(codec.channels), codec.name,
+                     container.format.name.split(",")[0])
 
 
 DECODERS = {"pyav": decode_pyav, "ffmpeg": decode_ffmpeg}
@@ -216,15 +230,15 @@ def load_audio(path: str, *, target_sr: int = 48000, decoder: str = "pyav") -> t
         decode = DECODERS[decoder]
     except KeyError:
         raise ValueError(f"decoder={decoder!r} must be one of {sorted(DECODERS)}") from None
-    probe, samples = decode(path)
-    decoded_s = samples.shape[1] / probe.sample_rate
+    facts, samples = decode(path)
+    decoded_s = samples.shape[1] / facts.sample_rate
     # A header that promises much more audio than the stream holds means a cut-off file.
-    if probe.duration_s > 1.0 and decoded_s < 0.9 * probe.duration_s - 0.5:
-        raise DecodeError(f"truncated: decoded {decoded_s:.2f} s of the {probe.duration_s:.2f} s the header declares")
-    y = resample(downmix(samples), probe.sample_rate, target_sr)
+    if facts.duration_s > 1.0 and decoded_s < 0.9 * facts.duration_s - 0.5:
+        raise DecodeError(f"truncated: decoded {decoded_s:.2f} s of the {facts.duration_s:.2f} s the header declares")
+    y = resample(downmix(samples), facts.sample_rate, target_sr)
     if not np.isfinite(y).all():
         raise DecodeError("decoded samples contain NaN or infinity")
-    return Probe(round(decoded_s, 6), probe.sample_rate, probe.channels, probe.codec, probe.container), y
+    return Probe(round(decoded_s, 6), facts.sample_rate, facts.channels, facts.codec, facts.container), y
 
 
 def wav_bytes(y: np.ndarray, sr: int) -> bytes:

@@ -123,19 +123,14 @@ class StatIndex:
 
 
 def declared_duration(path: str) -> float:
-    """Duration the container declares (seconds), read from its header with PyAV; 0 when unknown."""
-    import av
+    """Duration the container declares (seconds), from its header; 0 when unknown or unreadable (the ingest
+    stage reports why)."""
+    from .decode import DecodeError, probe
 
     try:
-        with av.open(path) as container:
-            audio = next((s for s in container.streams if s.type == "audio"), None)
-            if audio is not None and audio.duration is not None and audio.time_base is not None:
-                return float(audio.duration * audio.time_base)
-            if container.duration is not None:
-                return container.duration / 1_000_000
-    except Exception:  # noqa: BLE001 - a file PyAV cannot open is reported by the ingest stage
+        return probe(path).duration_s
+    except (DecodeError, OSError, ValueError):
         return 0.0
-    return 0.0
 
 
 def _hash_new(item: tuple[str, str]) -> tuple[InputFile, tuple | None]:

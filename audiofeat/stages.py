@@ -399,7 +399,7 @@ def run_finalize(files_tsv: str, ingest: list[str], features: list[str], clap: l
         except (FileNotFoundError, UnicodeDecodeError):
             unchanged = False
         if not unchanged:
-            atomic_write_text(path, text)
+            atomic_write_text(path, text, durable=False)  # derived from manifest.jsonl: no fsync per file
         lines.append(text)
     for stale in root.rglob("*.json"):  # manifests of inputs that are gone
         if stale not in current:

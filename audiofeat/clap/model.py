@@ -214,8 +214,19 @@ class LoadedModel:
     device: str
 
 
+def _no_cuda_here() -> bool:
+    """True when no NVIDIA device can be visible (no driver device files, or CUDA_VISIBLE_DEVICES empties the
+    list): ``auto`` then means CPU without importing torch, which a job that only reads its cache skips."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return True
+    return not (os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia"))
+
+
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda:N`` is checked to exist."""
+    if device == "cpu" or (device == "auto" and _no_cuda_here()):
+        return "cpu"
     import torch
 
     if device == "auto":
