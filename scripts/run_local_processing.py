@@ -148,6 +148,7 @@ def main():
                "x_realtime": round(data["x_realtime"], 1) if data.get("x_realtime") else "",
                "ingest_s": data["stage_s"].get("ingest", ""), "features_s": data["stage_s"].get("features", ""),
                "clap_s": data["stage_s"].get("clap", ""), "clap_forward_s": data["clap_forward_s"],
+               "clap_setup_s": data.get("clap_setup_s", ""),
                "model_busy": round(data["model_busy"], 2) if data["model_busy"] is not None else "",
                "peak_vram_mb": data["peak_gpu_mb"] or "", "cache_hits": data["cache_hits"],
                "cache_misses": data["cache_misses"], **extra}
@@ -168,7 +169,9 @@ def main():
         record("short: cached (new results folder, filled store)",
                run_workflow(tmp / "cached", {"input_dir": short_dir, "cache": {"dir": str(tmp / "store")}}))
         noop = run_workflow(tmp / "cold", {"input_dir": short_dir, "cache": {"dir": str(tmp / "store")}})
-        record("short: rerun, nothing to do", {**noop, "stage_s": {}, "clap_forward_s": 0, "model_busy": None})
+        record("short: rerun, nothing to do", {**noop, "stage_s": {}, "clap_forward_s": 0, "clap_setup_s": 0,
+                                               "model_busy": None, "peak_gpu_mb": None, "cache_hits": 0,
+                                               "cache_misses": 0})
 
         single = record("short: one window per forward pass", run_workflow(
             tmp / "single", {"input_dir": short_dir, "clap": {"max_batch_audio_seconds": 10}, **nocache}))
