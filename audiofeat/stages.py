@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+import orjson
 
 from . import __version__
 from .decode import DECODE_VERSION, DecodeError, decode_params, load_audio, read_wav, resample, wav_bytes
 from .inventory import read_tsv
 from .profiling import JobProfile
-from .store import ArtifactKey, ArtifactStore, atomic_write_text, params_hash
+from .store import ArtifactKey, ArtifactStore, atomic_write_bytes, atomic_write_text, params_hash
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +37,18 @@ def open_store(config: dict) -> ArtifactStore:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    with open(path, "rb") as handle:
+        return [orjson.loads(line) for line in handle if line.strip()]
+
+
+def json_line(record: dict) -> bytes:
+    """One sorted-key JSON line. orjson: the stdlib encoder spent most of a 2,000-file finalize in float
+    formatting. orjson writes NaN as null, so every stage checks its numbers are finite where it makes them."""
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS) + b"\n"
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
-    text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True, allow_nan=False) + "\n" for r in records)
-    atomic_write_text(path, text)
+    atomic_write_bytes(path, b"".join(json_line(r) for r in records))
 
 
 def one_line(exc: BaseException) -> str:
@@ -118,14 +124,16 @@ def run_features(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: d
         found = store.get(key)
         if found:
             artifact = found[0]
-            block = json.loads(artifact.read_text(encoding="utf-8"))
+            block = orjson.loads(artifact.read_bytes())
         else:
             try:
                 y, _ = read_wav(row["wav"])
                 t0 = time.perf_counter()
                 block = extract_features(y, params)
                 compute = time.perf_counter() - t0
-                artifact = store.put(key, json.dumps(block, allow_nan=False).encode(), {})
+                if not all(np.isfinite(v).all() for part in ("mel", "mfcc") for v in block[part].values()):
+                    raise ValueError("non-finite statistics")
+                artifact = store.put(key, orjson.dumps(block), {})
             except Exception as exc:  # noqa: BLE001 - one file's failure must not stop the shard
                 logger.error("features: %s: %s", row["path"], one_line(exc))
                 return {**record, "status": "error", "error": f"features: {one_line(exc)}"}
@@ -265,6 +273,9 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
                     load_errors[content_key] = f"CLAP forward pass failed: {one_line(output)}"
                     continue
                 windows, weights_, key = plans.pop(content_key)
+                if not np.isfinite(output).all():
+                    load_errors[content_key] = "CLAP produced a non-finite embedding"
+                    continue
                 written.append(writer.submit(finish, content_key, output, windows, weights_, key))
             seconds_per_window = embedder.stats.seconds / max(1, embedder.stats.windows)
             for future in written:
@@ -389,22 +400,21 @@ def run_finalize(files_tsv: str, ingest: list[str], features: list[str], clap: l
     lines = []
     current = set()
     for entry in entries:
-        # allow_nan=False: a NaN or infinity anywhere fails the run here instead of producing invalid JSON.
-        text = json.dumps(entry["manifest"], ensure_ascii=False, sort_keys=True, allow_nan=False) + "\n"
+        line = json_line(entry["manifest"])
         path = root / _manifest_relpath(entry["relpath"])
         current.add(path)
         # Rewrite only what changed: after adding one file to a large run, one manifest is written, not all.
         try:
-            unchanged = path.read_text(encoding="utf-8") == text
-        except (FileNotFoundError, UnicodeDecodeError):
+            unchanged = path.read_bytes() == line
+        except FileNotFoundError:
             unchanged = False
         if not unchanged:
-            atomic_write_text(path, text, durable=False)  # derived from manifest.jsonl: no fsync per file
-        lines.append(text)
+            atomic_write_bytes(path, line, durable=False)  # derived from manifest.jsonl: no fsync per file
+        lines.append(line)
     for stale in root.rglob("*.json"):  # manifests of inputs that are gone
         if stale not in current:
             stale.unlink()
-    atomic_write_text(manifest_jsonl, "".join(lines))
+    atomic_write_bytes(manifest_jsonl, b"".join(lines))
     dim = next((len(e["manifest"]["clap"]["embedding"]) for e in entries if e["manifest"]["status"] == "ok"), 512)
     matrix = np.zeros((len(entries), dim), dtype=np.float32)  # rows of failed inputs stay zero
     for index, entry in enumerate(entries):
@@ -412,7 +422,6 @@ def run_finalize(files_tsv: str, ingest: list[str], features: list[str], clap: l
             matrix[index] = entry["manifest"]["clap"]["embedding"]
     buffer = io.BytesIO()
     np.save(buffer, matrix)
-    from .store import atomic_write_bytes
 
     atomic_write_bytes(embeddings_npy, buffer.getvalue())
     failures: dict[str, int] = {}

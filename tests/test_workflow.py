@@ -232,3 +232,17 @@ def test_manifest_record_round_trip_and_nan_refusal():
                            features=manifest.features, clap=ClapBlock("m", "w", [float("nan")], [], {}, "fp32"))
     with pytest.raises(ValueError):
         broken.to_json()
+
+
+def test_snakemake_report_includes_the_run_report(finished_run, tmp_path):
+    import zipfile
+
+    work, _media, config, _ = finished_run
+    target = tmp_path / "report.zip"
+    done = subprocess.run([sys.executable, "-m", "snakemake", "--configfile", str(config), "--directory", str(work),
+                           "--snakefile", str(REPO / "Snakefile"), "--report", str(target)],
+                          capture_output=True, text=True, cwd=work, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with zipfile.ZipFile(target) as archive:
+        pages = [name for name in archive.namelist() if name.endswith("/index.html")]
+        assert pages and "audiofeat run report" in archive.read(pages[0]).decode()
