@@ -7,7 +7,7 @@
    shard jobs, manifests, report. Divided by N.
 3. Dry-run DAG time for M inputs (default 10,000), once the inventory exists.
 
-Usage: python scripts/bench_pipeline.py [--tiny 2000] [--dag 10000] [--workdir DIR]
+Usage: python scripts/bench_pipeline.py [--tiny 2000] [--dag 10000] [--workdir DIR] [--target-files N]
 """
 import argparse
 import os
@@ -82,6 +82,7 @@ def main():
     parser.add_argument("--tiny", type=int, default=2000)
     parser.add_argument("--dag", type=int, default=10000)
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--target-files", type=int, default=None, help="shard.target_files (default: config's)")
     args = parser.parse_args()
     root = Path(args.workdir or tempfile.mkdtemp(prefix="audiofeat-bench-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -95,11 +96,12 @@ def main():
     media = root / "tiny"
     tiny_inputs(media, args.tiny)
     cache = root / "cache"
+    shard = {"shard": {"target_files": args.target_files}} if args.target_files else {}
     cold_cfg = write_config(root / "cold.yaml", input_dir=str(media), results_dir="results",
-                            cache={"dir": str(cache)})
+                            cache={"dir": str(cache)}, **shard)
     cold = snakemake(root, cold_cfg)
     warm_cfg = write_config(root / "warm.yaml", input_dir=str(media), results_dir="results-warm",
-                            cache={"dir": str(cache)})
+                            cache={"dir": str(cache)}, **shard)
     warm = snakemake(root, warm_cfg)
     noop = snakemake(root, warm_cfg)
     print(f"\n{args.tiny} tiny inputs (0.2 s each), 2 cores:")
