@@ -104,7 +104,7 @@ def _table(rows: list[dict]) -> str:
 
 
 def write_report(profile_paths: list[str], summary_path: str, manifest_jsonl: str, config: dict,
-                 html_path: str, tsv_path: str, *, wall_s: float | None = None) -> dict:
+                 html_path: str, tsv_path: str) -> dict:
     """Write the run's ``timings.tsv`` and ``index.html``; returns the numbers shown."""
     profiles = load_profiles(profile_paths)
     totals = stage_totals(profiles)
@@ -136,8 +136,7 @@ def write_report(profile_paths: list[str], summary_path: str, manifest_jsonl: st
         "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}th{background:#eef}</style></head><body>",
         "<h1>audiofeat run report</h1>",
         f"<p><b>{summary['ok']} ok, {summary['failed']} failed</b>. "
-        f"Sum of job wall times: {sum(r['wall_s'] for r in rows):.2f} s"
-        + (f"; run wall time {wall_s:.2f} s" if wall_s else "") + ".</p>",
+        f"Sum of job wall times: {sum(r['wall_s'] for r in rows):.2f} s.</p>",
         "<p>Model-busy fraction (CLAP forward ÷ CLAP job wall time): "
         + ("n/a (every embedding came from the cache)" if busy is None else f"<b>{busy:.2f}</b>") + "</p>",
         "<h2>Stages</h2>", _table(rows),

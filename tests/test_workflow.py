@@ -4,11 +4,10 @@ import shutil
 import subprocess
 import sys
 
-import jsonschema
 import numpy as np
 import pytest
 
-from audiofeat.manifest import AudioManifest, load_schema
+from audiofeat.manifest import AudioManifest, validate_manifest
 from audiofeat.testmedia import make_audio, make_video
 
 from conftest import REPO, read_jsonl, run_snakemake, write_config
@@ -63,13 +62,12 @@ def finished_run(tmp_path_factory):
 def test_every_manifest_passes_the_schema_and_the_facts(finished_run):
     work, media, _, done = finished_run
     results = work / "results"
-    validator = jsonschema.Draft202012Validator(load_schema())
     lines = read_jsonl(results / "manifest.jsonl")
     assert len(lines) == len(GOOD) + len(BAD)
     by_path = {line["source"]["path"]: line for line in lines}
     for name, (_build, duration, sr, channels) in GOOD.items():
         record = by_path[str(media / name)]
-        validator.validate(record)
+        validate_manifest(record)
         assert record["status"] == "ok", (name, record.get("error"))
         audio = record["audio"]
         assert audio["duration_s"] == pytest.approx(duration, abs=0.03), name
@@ -87,7 +85,7 @@ def test_every_manifest_passes_the_schema_and_the_facts(finished_run):
     assert long["clap"]["segments"][-1]["end_s"] == pytest.approx(180.0, abs=0.01)
     for name, cause in BAD.items():
         record = by_path[str(media / name)]
-        validator.validate(record)
+        validate_manifest(record)
         assert record["status"] == "error" and cause in record["error"], (name, record.get("error"))
         assert "\n" not in record["error"]
     assert not (work / "pwned").exists() and not (REPO / "pwned").exists()
@@ -226,7 +224,7 @@ def test_manifest_record_round_trip_and_nan_refusal():
                        "fp32"),
         extractors={"decode": {"version": "1", "params_hash": "x"}}, timings={"decode": 0.1})
     data = manifest.to_dict()
-    jsonschema.Draft202012Validator(load_schema()).validate(data)
+    validate_manifest(data)
     assert AudioManifest.from_dict(json.loads(manifest.to_json())) == manifest
     broken = AudioManifest(source=manifest.source, status="ok", audiofeat_version="0", audio=manifest.audio,
                            features=manifest.features, clap=ClapBlock("m", "w", [float("nan")], [], {}, "fp32"))
