@@ -81,6 +81,27 @@ def load_schema() -> dict:
         return yaml.safe_load(handle)
 
 
+def _coerce_scalar(value: Any, schema: Mapping) -> Any:
+    """Typed value for a string that the command line left untyped (Snakemake parses nested ``--config``
+    values such as ``clap={enable_amp: false}`` with every scalar as a string)."""
+    if not isinstance(value, str):
+        return value
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    lowered = value.strip().lower()
+    if "null" in types and lowered in ("null", "none", "~"):
+        return None
+    if "boolean" in types and lowered in ("true", "false"):
+        return lowered == "true"
+    for kind, cast in (("integer", int), ("number", float)):
+        if kind in types:
+            try:
+                return cast(value)
+            except ValueError:
+                pass
+    return value
+
+
 def _fill_defaults(instance: Any, schema: Mapping) -> Any:
     if schema.get("type") == "object" and isinstance(instance, dict):
         for key, sub in schema.get("properties", {}).items():
@@ -88,7 +109,8 @@ def _fill_defaults(instance: Any, schema: Mapping) -> Any:
                 instance[key] = copy.deepcopy(sub["default"])
             if key in instance:
                 instance[key] = _fill_defaults(instance[key], sub)
-    return instance
+        return instance
+    return _coerce_scalar(instance, schema)
 
 
 def validate_config(config: Mapping, schema: Mapping | None = None) -> dict:

@@ -59,3 +59,13 @@ def test_thread_default_is_min_8_cores():
     assert resolve_threads(0, cpu_count=2) == 2
     assert resolve_threads(0, cpu_count=64) == 8
     assert resolve_threads(5, cpu_count=2) == 5
+
+
+def test_untyped_command_line_strings_are_coerced_by_the_schema():
+    config = validate_config({"input_dir": "x", "clap": {"enable_amp": "false", "max_batch_audio_seconds": "40"},
+                              "perf": {"threads": "3"}, "features": {"fmax": "null", "n_mfcc": "13"}})
+    assert config["clap"]["enable_amp"] is False and config["clap"]["max_batch_audio_seconds"] == 40.0
+    assert config["perf"]["threads"] == 3 and config["features"]["fmax"] is None
+    assert config["features"]["n_mfcc"] == 13
+    with pytest.raises(ConfigError, match="perf.threads"):
+        validate_config({"input_dir": "x", "perf": {"threads": "many"}})
