@@ -93,7 +93,7 @@ def run_ingest(shard_tsv: str, out_jsonl: str, profile_json: str, config: dict) 
         probe = meta["probe"]
         profile.files += 1
         profile.audio_seconds += probe["duration_s"]
-        records.append({**record, "status": "ok", "wav": str(path), "samples": meta["samples"],
+        records.append({**record, "status": "ok", "samples": meta["samples"],
                         "audio": {**probe, "target_sr": target_sr, "wav": str(path)},
                         "seconds": round(time.perf_counter() - started, 6), "cache_hit": bool(found),
                         "extractor": {"version": DECODE_VERSION, "params_hash": key.params_hash}})
@@ -127,7 +127,7 @@ def run_features(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: d
             block = orjson.loads(artifact.read_bytes())
         else:
             try:
-                y, _ = read_wav(row["wav"])
+                y, _ = read_wav(row["audio"]["wav"])
                 t0 = time.perf_counter()
                 block = extract_features(y, params)
                 compute = time.perf_counter() - t0
@@ -220,7 +220,7 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
             row, key = job
             try:
                 t0 = time.perf_counter()
-                y, sr = read_wav(row["wav"])
+                y, sr = read_wav(row["audio"]["wav"])
                 if sr != MODEL_SAMPLE_RATE:  # only when audio.target_sr is not CLAP's 48 kHz
                     y = resample(y, sr, MODEL_SAMPLE_RATE)
                 windows = plan_windows(len(y), window, hop, segment=seg_cfg["enabled"])
@@ -340,16 +340,21 @@ def _manifest_relpath(relpath: str) -> str:
     return relpath + ".json"
 
 
-def build_manifests(files_tsv: str, ingest: list[str], features: list[str], clap: list[str]) -> list[dict]:
-    """One ``audio_manifest_v1`` dict per input path, in the inventory's order."""
-    from .manifest import AudioInfo, AudioManifest, ClapBlock, FeaturesBlock, Source
-
-    by_stage: dict[str, dict[str, dict]] = {}
+def read_shard_tables(ingest: list[str], features: list[str], clap: list[str]) -> dict[str, dict[str, dict]]:
+    """``{stage: {content key: record}}`` from every shard's table."""
+    tables: dict[str, dict[str, dict]] = {}
     for stage, paths in (("ingest", ingest), ("features", features), ("clap", clap)):
-        table = by_stage[stage] = {}
+        table = tables[stage] = {}
         for path in paths:
             for record in read_jsonl(path):
                 table[record["content_key"]] = record
+    return tables
+
+
+def build_manifests(files_tsv: str, by_stage: dict[str, dict[str, dict]]) -> list[dict]:
+    """One ``audio_manifest_v1`` dict per input path, in the inventory's order."""
+    from .manifest import AudioInfo, AudioManifest, ClapBlock, FeaturesBlock, Source
+
     manifests = []
     for row in read_tsv(files_tsv):
         source = Source(row["path"], row["content_key"], int(row["size_bytes"]))
@@ -376,14 +381,15 @@ def build_manifests(files_tsv: str, ingest: list[str], features: list[str], clap
     return manifests
 
 
-def artifacts_in_use(ingest: list[str], features: list[str], clap: list[str]) -> set[str]:
+def artifacts_in_use(tables: dict[str, dict[str, dict]]) -> set[str]:
     """Store paths the current run's shard tables refer to (garbage collection never removes these)."""
     used: set[str] = set()
-    for path in (*ingest, *features, *clap):
-        for record in read_jsonl(path):
-            for field in ("wav", "artifact"):
-                if record.get(field):
-                    used.add(record[field])
+    for table in tables.values():
+        for record in table.values():
+            if record.get("audio"):
+                used.add(record["audio"]["wav"])
+            if record.get("artifact"):
+                used.add(record["artifact"])
             if record.get("clap", {}).get("segments_artifact"):
                 used.add(record["clap"]["segments_artifact"])
     return used
@@ -394,7 +400,8 @@ def run_finalize(files_tsv: str, ingest: list[str], features: list[str], clap: l
                  config: dict) -> dict:
     """Write per-file manifests, the dataset-level JSONL and embedding matrix and the run summary, then bound
     the store (``cache.ttl_hours``, ``cache.max_gb``) without touching what this run uses."""
-    entries = build_manifests(files_tsv, ingest, features, clap)
+    tables = read_shard_tables(ingest, features, clap)
+    entries = build_manifests(files_tsv, tables)
     root = Path(manifests_dir)
     root.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -438,7 +445,7 @@ def run_finalize(files_tsv: str, ingest: list[str], features: list[str], clap: l
     if cache["enabled"] and (cache["ttl_hours"] or cache["max_gb"]):
         summary["cache_gc"] = ArtifactStore(cache["dir"]).collect_garbage(
             ttl_hours=cache["ttl_hours"], max_gb=cache["max_gb"],
-            protect=artifacts_in_use(ingest, features, clap))
+            protect=artifacts_in_use(tables))
     atomic_write_text(summary_json, json.dumps(summary, indent=1, ensure_ascii=False))
     return summary
 
