@@ -256,13 +256,14 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
         def finish(content_key, output, windows, weights_, key):
             embedding, strategy = aggregate(output, seg_cfg["aggregate_mode"], np.asarray(weights_))
             segments = np.array([[w.start / MODEL_SAMPLE_RATE, w.end / MODEL_SAMPLE_RATE] for w in windows])
+            arrays = {"embedding": embedding, "window_embeddings": output.astype(np.float32), "segments": segments,
+                      "strategy": np.array(json.dumps(strategy))}
             buffer = io.BytesIO()
-            np.savez(buffer, embedding=embedding, window_embeddings=output.astype(np.float32), segments=segments,
-                     strategy=np.array(json.dumps(strategy)))
+            np.savez(buffer, **arrays)
             t0 = time.perf_counter()
             path = store.put(key, buffer.getvalue(), {})
-            with np.load(path) as data:
-                block = _clap_block(data, clap_cfg["model"], weights, precision, store, seg_cfg, key)
+            # The block comes from the arrays in hand, as a cache hit builds it from the stored ones.
+            block = _clap_block(arrays, clap_cfg["model"], weights, precision, store, seg_cfg, key)
             return content_key, block, path, len(windows), time.perf_counter() - t0
 
         # Artifacts are written (fsync included) by a pool, so the device never waits for the disk.

@@ -96,10 +96,12 @@ def test_features_version_bump_recomputes_only_features(small_run, tmp_path):
 
 def test_clap_settings_change_recomputes_only_clap(small_run):
     work, media, cache, base = small_run
-    created, _ = _run_and_count(work, cache, "robust", **base, segment={"aggregate_mode": "robust"})
-    assert created == {"clap": 13}
+    created, _ = _run_and_count(work, cache, "robust", **base,
+                                segment={"aggregate_mode": "robust", "save_segments": True})
+    assert created == {"clap": 13, "clap_segments": 13}
     long = _manifests(work / "results")[str(media / "long" / "sweep.flac")]
     assert long["clap"]["aggregate_strategy"]["mode"] == "robust" and len(long["clap"]["segments"]) == 4
+    assert np.load(long["clap"]["segments_artifact"]).shape == (4, 512)
     created, _ = _run_and_count(work, cache, "hop4", **base, segment={"hop_seconds": 4})
     assert created == {"clap": 13}
 

@@ -165,12 +165,11 @@ class ClapEmbedder:
         share = max(1, -(-self.max_batch_windows // self.workers))
 
         def launch(limit: int) -> None:
+            """Full batches while ``limit`` windows wait; ``limit=0`` flushes the rest in even batches."""
+            size = share if limit else min(share, max(1, -(-len(pending) // self.workers)))
             while len(pending) >= limit and pending:
-                size = share if limit else min(share, max(1, -(-len(pending) // self.workers)))
                 take = [pending.popleft() for _ in range(min(size, len(pending)))]
                 inflight.append((take, pool.submit(self._run, np.stack([w for _, _, w in take]))))
-                if limit == 0 and not pending:
-                    return
 
         def collect(keep: int):
             while len(inflight) > keep:

@@ -82,3 +82,12 @@ def get_final_outputs():
     if config["strict"]:
         outputs.append(results("status/strict_ok"))
     return outputs
+
+
+def print_summary():
+    """The run's last line, from summary.json (printed on success and on failure alike)."""
+    path = results("summary.json")
+    if os.path.exists(path):
+        with open(path) as handle:
+            data = json.load(handle)
+        print(f"audiofeat: {data['ok']} ok, {data['failed']} failed; manifests in {results('manifests')}")

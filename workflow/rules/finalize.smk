@@ -60,16 +60,8 @@ rule finalize_strict:
 
 
 onsuccess:
-    _summary = results("summary.json")
-    if os.path.exists(_summary):
-        with open(_summary) as _handle:
-            _data = json.load(_handle)
-        print(f"audiofeat: {_data['ok']} ok, {_data['failed']} failed; manifests in {results('manifests')}")
+    print_summary()
 
 
 onerror:
-    _summary = results("summary.json")
-    if os.path.exists(_summary):
-        with open(_summary) as _handle:
-            _data = json.load(_handle)
-        print(f"audiofeat: {_data['ok']} ok, {_data['failed']} failed; manifests in {results('manifests')}")
+    print_summary()
