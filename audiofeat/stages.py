@@ -201,12 +201,14 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
     profile.cache_hits, profile.cache_misses = store.hits, store.misses
 
     if todo:
-        from .clap.embed import ClapEmbedder, max_batch_windows, ordered_prefetch
+        from .clap.embed import ClapEmbedder, max_batch_windows, ordered_prefetch, retain_freed_memory
         from .clap.model import get_model
 
         import torch
 
         workers = 1 if device.startswith("cuda") else max(1, threads)
+        if not device.startswith("cuda"):
+            retain_freed_memory()
         torch.set_num_threads(max(1, threads // workers))
         with profile.timer("setup"):
             loaded = get_model(clap_cfg["model"], checkpoint_path, weights, device=device)
