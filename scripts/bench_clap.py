@@ -12,7 +12,7 @@ The weights are a seeded random LAION-format checkpoint (the published ones cann
 does not depend on the values. Prints windows/s, x realtime, speed-ups, peak GPU memory and the cosine between
 (a) and (c).
 
-Usage: python scripts/bench_clap.py [--device cpu|cuda] [--short 24] [--long 2] [--batch 16] [--json FILE]
+Usage: python scripts/bench_clap.py [--device cpu|cuda] [--short 48] [--long 2] [--batch 16] [--rounds 3] [--json FILE]
 """
 import argparse
 import json
@@ -117,10 +117,11 @@ def audio_seconds(files) -> float:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--short", type=int, default=24)
+    parser.add_argument("--short", type=int, default=48)
     parser.add_argument("--long", type=int, default=2)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     device = args.device
@@ -139,41 +140,57 @@ def main():
         path, weights = clap_model.resolve_weights(str(checkpoint), allow_random_weights=False,
                                                    model_name="HTSAT-tiny", cache_dir=tmp)
         loaded = clap_model.get_model("HTSAT-tiny", path, weights, device=device)
-        rows, results = [], {"device": device, "torch": torch.__version__, "threads": args.threads}
+        rows, results = [], {"device": device, "torch": torch.__version__, "threads": args.threads,
+                             "rounds": args.rounds}
         for set_name, files in (("short", short), ("long", long)):
             seconds = audio_seconds(files)
-            torch.set_num_threads(args.threads)
-            run_laion_loop(files[:1], reference, cfg, device)  # warm
-            t_a, n_a, e_a = run_laion_loop(files, reference, cfg, device)
-            variants = [("(a) laion-clap loop", t_a, n_a, float("nan"), None)]
-            torch.set_num_threads(args.threads)
-            t_b, n_b, e_b, peak_b = run_ours(files, loaded, batch=1, workers=1, amp=False, loaders=1)
-            variants.append(("(b) ours, 1 window at a time", t_b, n_b, peak_b, e_b))
+
+            def with_threads(n, fn):
+                def run():
+                    torch.set_num_threads(n)
+                    return fn()
+                return run
+
+            def laion_loop():
+                return (*run_laion_loop(files, reference, cfg, device), float("nan"))
+
+            variants = [("(a) laion-clap loop", with_threads(args.threads, laion_loop)),
+                        ("(b) ours, 1 window at a time", with_threads(args.threads, lambda: run_ours(
+                            files, loaded, batch=1, workers=1, amp=False, loaders=1)))]
             if cpu:
-                t_c, n_c, e_c, peak_c = run_ours(files, loaded, batch=args.batch, workers=1, amp=False,
-                                                 loaders=args.threads)
-                variants.append((f"(c) ours, micro-batched ({args.batch}), 1 worker x {args.threads} threads",
-                                 t_c, n_c, peak_c, e_c))
-                torch.set_num_threads(1)
-                t_c, n_c, e_c, peak_c = run_ours(files, loaded, batch=args.batch, workers=args.threads, amp=False,
-                                                 loaders=args.threads)
-                variants.append((f"(c) ours, micro-batched ({args.batch}), {args.threads} workers x 1 thread", t_c, n_c,
-                                 peak_c, e_c))
-                torch.set_num_threads(args.threads)
+                variants += [
+                    (f"(c) ours, micro-batched ({args.batch}), 1 worker x {args.threads} threads",
+                     with_threads(args.threads, lambda: run_ours(files, loaded, batch=args.batch, workers=1,
+                                                                 amp=False, loaders=args.threads))),
+                    (f"(c) ours, micro-batched ({args.batch}), {args.threads} workers x 1 thread",
+                     with_threads(1, lambda: run_ours(files, loaded, batch=args.batch, workers=args.threads,
+                                                      amp=False, loaders=args.threads)))]
             else:
-                t_c, n_c, e_c, peak_c = run_ours(files, loaded, batch=args.batch, workers=1, amp=False,
-                                                 loaders=args.threads)
-                variants.append((f"(c) ours, micro-batched ({args.batch}), fp32", t_c, n_c, peak_c, e_c))
-                t_d, n_d, e_d, peak_d = run_ours(files, loaded, batch=args.batch, workers=1, amp=True,
-                                                 loaders=args.threads)
-                variants.append((f"(c) ours, micro-batched ({args.batch}), AMP fp16", t_d, n_d, peak_d, e_d))
-            for name, t, n, peak, emb in variants:
-                cos = float(np.min(np.sum(np.asarray(emb) * np.asarray(e_a), axis=1))) if emb is not None else 1.0
+                variants += [
+                    (f"(c) ours, micro-batched ({args.batch}), fp32", lambda: run_ours(
+                        files, loaded, batch=args.batch, workers=1, amp=False, loaders=args.threads)),
+                    (f"(c) ours, micro-batched ({args.batch}), AMP fp16", lambda: run_ours(
+                        files, loaded, batch=args.batch, workers=1, amp=True, loaders=args.threads))]
+            with_threads(args.threads, lambda: run_laion_loop(files[:1], reference, cfg, device))()  # warm
+            # Rounds alternate the variants, so a slow spell of this shared machine hits them all alike.
+            times = {name: [] for name, _ in variants}
+            outputs = {}
+            for _ in range(args.rounds):
+                for name, run in variants:
+                    t, n, emb, peak = run()
+                    times[name].append(t)
+                    outputs.setdefault(name, (n, emb, peak))
+            t_a = float(np.median(times[variants[0][0]]))
+            e_a = outputs[variants[0][0]][1]
+            for name, _ in variants:
+                t = float(np.median(times[name]))
+                n, emb, peak = outputs[name]
+                cos = float(np.min(np.sum(np.asarray(emb) * np.asarray(e_a), axis=1)))
                 rows.append((set_name, name, n, n / t, seconds / t, t_a / t, peak, cos))
         results["rows"] = [dict(zip(("set", "variant", "windows", "windows_per_s", "x_realtime", "speedup_vs_a",
                                      "peak_gpu_mib", "min_cosine_vs_a"), r)) for r in rows]
-    print(f"device {device}, torch {torch.__version__}, {args.threads} threads; weights: seeded random, LAION format;"
-          f" glibc keeps freed memory (all variants): {retained}")
+    print(f"device {device}, torch {torch.__version__}, {args.threads} threads, median of {args.rounds} alternating "
+          f"rounds; weights: seeded random, LAION format; glibc keeps freed memory (all variants): {retained}")
     print("| set | variant | windows | windows/s | x realtime | vs (a) | peak GPU MiB | min cosine vs (a) |")
     print("|---|---|---|---|---|---|---|---|")
     for set_name, name, n, wps, xrt, speedup, peak, cos in rows:
