@@ -286,3 +286,23 @@ def test_swin_block_equals_laions_block(loaded, rng, layer, index):
         got = clap_model.swin_block(block, x)
     assert (block.shift_size > 0) == (index % 2 == 1)
     assert float((got - expected).abs().max()) <= 1e-4
+
+
+def test_tower_constants_equal_librosas_and_no_heavy_imports():
+    """The STFT window and mel filterbank built without librosa equal torchlibrosa's librosa-made ones, and
+    building the tower imports neither torchvision nor librosa.filters (checked in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    cfg = clap_model.audio_config("HTSAT-tiny")["audio_cfg"]
+    tower = clap_model.build_audio_tower("HTSAT-tiny")
+    window = librosa.filters.get_window("hann", cfg["window_size"], fftbins=True)
+    stft = tower.audio_branch.spectrogram_extractor.stft
+    assert np.abs(stft.conv_real.weight[0, 0].detach().numpy() - window).max() <= 1e-6
+    mel = librosa.filters.mel(sr=cfg["sample_rate"], n_fft=cfg["window_size"], n_mels=cfg["mel_bins"],
+                              fmin=cfg["fmin"], fmax=cfg["fmax"]).T
+    assert np.abs(tower.audio_branch.logmel_extractor.melW.detach().numpy() - mel).max() <= 1e-6 * mel.max()
+    probe = ("import sys; from audiofeat.clap import model; model.build_audio_tower('HTSAT-tiny'); "
+             "print(sorted(m for m in ('torchvision', 'librosa.filters', 'h5py') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -6,6 +6,8 @@ tower from the hub. We need neither: the ``laion_clap/clap_module`` folder is mo
 """
 from __future__ import annotations
 
+import ast
+import contextlib
 import functools
 import hashlib
 import importlib
@@ -52,6 +54,30 @@ def _clap_module_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "clap_module"
 
 
+# Top-level imports of laion's clap_module/utils.py that its two helpers htsat.py imports (do_mixup, interpolate)
+# never use: torchvision alone took 1.1 s of a CLAP job's start here (it imports torch._dynamo).
+_UTILS_IMPORTS_SKIPPED = ("torchvision", "h5py", "tqdm")
+
+
+def _load_laion_utils(package: str) -> None:
+    """Run laion's ``utils.py`` as ``<package>.utils`` without its training-only imports (a function that needed
+    one would raise NameError when called; the audio tower calls none)."""
+    path = _clap_module_dir() / "utils.py"
+    tree = ast.parse(path.read_text(), filename=str(path))
+
+    def skipped(node) -> bool:
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        return any(n.split(".")[0] in _UTILS_IMPORTS_SKIPPED for n in names)
+
+    tree.body = [node for node in tree.body if not skipped(node)]
+    module = types.ModuleType(f"{package}.utils")
+    module.__file__ = str(path)
+    module.__package__ = package
+    exec(compile(tree, str(path), "exec"), module.__dict__)  # noqa: S102 - laion-clap's own installed source
+    sys.modules[module.__name__] = module
+
+
 def laion_module(name: str) -> types.ModuleType:
     """Import ``laion_clap.clap_module.<name>`` offline, under a private package name."""
     package = f"{_PRIVATE_PACKAGE}.clap_module"
@@ -62,7 +88,42 @@ def laion_module(name: str) -> types.ModuleType:
         sub.__path__ = [str(_clap_module_dir())]
         sys.modules.setdefault(_PRIVATE_PACKAGE, root)
         sys.modules.setdefault(package, sub)
+        _load_laion_utils(package)
     return importlib.import_module(f"{package}.{name}")
+
+
+@contextlib.contextmanager
+def _torchlibrosa_constants_from_audiofeat():
+    """While HTSAT is constructed, torchlibrosa's STFT window and mel filterbank come from :mod:`audiofeat.dsp`.
+
+    torchlibrosa computes them with librosa, and the first touch of ``librosa.filters`` imports scipy.signal,
+    scipy.stats and numba: 2.3 s of a CLAP job's start here, for constants that are model parameters (a
+    checkpoint overwrites them). audiofeat.dsp gives librosa's values (tested).
+    """
+    import numpy as np
+    import torchlibrosa.stft as torchlibrosa_stft
+
+    from .. import dsp
+
+    def get_window(window, win_length, fftbins=True):
+        if window != "hann" or not fftbins:
+            raise ValueError(f"unexpected STFT window {window!r}")
+        return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win_length) / win_length)  # periodic Hann
+
+    def pad_center(data, size):
+        left = (size - len(data)) // 2
+        return np.pad(data, (left, size - len(data) - left))
+
+    def mel(sr, n_fft, n_mels, fmin, fmax):
+        return dsp.mel_filters(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax).copy()  # a writable copy
+
+    original = torchlibrosa_stft.librosa
+    torchlibrosa_stft.librosa = types.SimpleNamespace(filters=types.SimpleNamespace(get_window=get_window, mel=mel),
+                                                      util=types.SimpleNamespace(pad_center=pad_center))
+    try:
+        yield
+    finally:
+        torchlibrosa_stft.librosa = original
 
 
 def audio_config(model_name: str) -> dict:
@@ -90,7 +151,8 @@ def build_audio_tower(model_name: str):
 
         def __init__(self) -> None:
             super().__init__()
-            self.audio_branch = htsat.create_htsat_model(audio_cfg, enable_fusion=False, fusion_type="None")
+            with _torchlibrosa_constants_from_audiofeat():
+                self.audio_branch = htsat.create_htsat_model(audio_cfg, enable_fusion=False, fusion_type="None")
             self.audio_projection = nn.Sequential(nn.Linear(cfg["embed_dim"], 512), nn.ReLU(), nn.Linear(512, 512))
 
         def forward(self, waveform: torch.Tensor) -> torch.Tensor:
