@@ -5,6 +5,7 @@ import contextlib
 import json
 import resource
 import sys
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -38,14 +39,17 @@ class JobProfile:
     cache_misses: int = 0
     extra: dict = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @contextlib.contextmanager
     def timer(self, name: str):
+        """Thread-safe: blocks timed in several threads add up (seconds of work, not wall time)."""
         start = time.perf_counter()
         try:
             yield
         finally:
-            self.seconds[name] += time.perf_counter() - start
+            with self._lock:
+                self.seconds[name] += time.perf_counter() - start
 
     def to_dict(self) -> dict:
         wall = time.perf_counter() - self.started

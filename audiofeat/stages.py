@@ -61,22 +61,22 @@ def ingest_key(content_key: str, target_sr: int) -> ArtifactKey:
     return ArtifactKey(content_key, "wav", DECODE_VERSION, params_hash(decode_params(target_sr)), ".wav")
 
 
-def run_ingest(shard_tsv: str, out_jsonl: str, profile_json: str, config: dict) -> JobProfile:
-    """Decode every input of a shard to a mono WAV at ``audio.target_sr`` (or find it in the store)."""
+def run_ingest(shard_tsv: str, out_jsonl: str, profile_json: str, config: dict, threads: int = 1) -> JobProfile:
+    """Decode every input of a shard to a mono WAV at ``audio.target_sr`` (or find it in the store), ``threads``
+    files at a time: FFmpeg's decoders, soxr and the store's writes release the GIL."""
     store = open_store(config)
     target_sr, decoder = config["audio"]["target_sr"], config["audio"]["decoder"]
     profile = JobProfile("ingest", Path(shard_tsv).stem)
-    records = []
-    for row in read_tsv(shard_tsv):
+
+    def ingest_one(row: dict) -> tuple[dict, bool]:
+        """``(record, cache hit)`` for one input."""
         key = ingest_key(row["content_key"], target_sr)
         record = {"content_key": row["content_key"], "path": row["path"]}
         started = time.perf_counter()
         found = store.get(key)
         if found:
             path, meta = found
-            profile.cache_hits += 1
         else:
-            profile.cache_misses += 1
             try:
                 with profile.timer("decode"):
                     probe, y = load_audio(row["path"], target_sr=target_sr, decoder=decoder)
@@ -86,17 +86,24 @@ def run_ingest(shard_tsv: str, out_jsonl: str, profile_json: str, config: dict) 
             except (DecodeError, OSError, ValueError) as exc:
                 message = str(exc) if isinstance(exc, DecodeError) else one_line(exc)
                 logger.error("ingest: %s: %s", row["path"], message)
-                records.append({**record, "status": "error", "error": f"decode: {message}"})
-                profile.failed += 1
-                profile.files += 1
-                continue
+                return {**record, "status": "error", "error": f"decode: {message}"}, False
         probe = meta["probe"]
-        profile.files += 1
-        profile.audio_seconds += probe["duration_s"]
-        records.append({**record, "status": "ok", "samples": meta["samples"],
-                        "audio": {**probe, "target_sr": target_sr, "wav": str(path)},
-                        "seconds": round(time.perf_counter() - started, 6), "cache_hit": bool(found),
-                        "extractor": {"version": DECODE_VERSION, "params_hash": key.params_hash}})
+        return {**record, "status": "ok", "samples": meta["samples"],
+                "audio": {**probe, "target_sr": target_sr, "wav": str(path)},
+                "seconds": round(time.perf_counter() - started, 6), "cache_hit": bool(found),
+                "extractor": {"version": DECODE_VERSION, "params_hash": key.params_hash}}, bool(found)
+
+    records = []
+    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="ingest") as pool:
+        for record, hit in pool.map(ingest_one, read_tsv(shard_tsv)):
+            records.append(record)
+            profile.files += 1
+            profile.cache_hits += hit
+            profile.cache_misses += not hit
+            if record["status"] == "ok":
+                profile.audio_seconds += record["audio"]["duration_s"]
+            else:
+                profile.failed += 1
     with profile.timer("write"):
         write_jsonl(out_jsonl, records)
     profile.write(profile_json)

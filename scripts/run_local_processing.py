@@ -173,7 +173,7 @@ def main():
         noop = run_workflow(tmp / "cold", {"input_dir": short_dir, "cache": {"dir": str(tmp / "store")}})
         record("short: rerun, nothing to do", {**noop, "stage_s": {}, "clap_forward_s": 0, "clap_setup_s": 0,
                                                "model_busy": None, "peak_gpu_mb": None, "cache_hits": 0,
-                                               "cache_misses": 0})
+                                               "cache_misses": 0, "windows": 0})
 
         single = record("short: one window per forward pass", run_workflow(
             tmp / "single", {"input_dir": short_dir, "clap": {"max_batch_audio_seconds": 10}, **nocache}))

@@ -12,6 +12,6 @@ rule ingest_decode:
         results("logs/ingest_decode/{shard}.log"),
     benchmark:
         results("benchmarks/ingest_decode/{shard}.tsv")
-    threads: 1
+    threads: THREADS
     script:
         "../../scripts/ingest.py"
