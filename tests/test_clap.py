@@ -306,3 +306,20 @@ def test_tower_constants_equal_librosas_and_no_heavy_imports():
              "print(sorted(m for m in ('torchvision', 'librosa.filters', 'h5py') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_cpu_passes_hold_at_most_four_windows_per_worker(loaded, rng):
+    from audiofeat.clap.embed import CPU_WINDOWS_PER_PASS
+
+    windows = (0.1 * rng.standard_normal((10, L))).astype(np.float32)
+    embedder = ClapEmbedder(loaded, max_batch_windows=16)
+    embedder.embed(windows)
+    assert CPU_WINDOWS_PER_PASS == 4 and embedder.stats.batch_sizes == [4, 4, 2]
+
+
+def test_glibc_keeps_freed_memory_when_asked():
+    import platform
+
+    from audiofeat.clap.embed import retain_freed_memory
+
+    assert retain_freed_memory() is (platform.libc_ver()[0] == "glibc")

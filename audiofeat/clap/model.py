@@ -232,11 +232,12 @@ def window_order(height: int, width: int, window: int, shift: int, device: str):
 
 
 def _onednn(x) -> bool:
-    """True where oneDNN's fused linear kernels serve ``x``: float32 on the CPU of a build with oneDNN."""
+    """True where oneDNN's fused linear kernels serve ``x``: float32 on the CPU of a build with oneDNN, without
+    autograd (the fused kernels have no backward)."""
     import torch
 
-    return x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available() \
-        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled() \
+        and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
 def linear(layer, x):
