@@ -170,7 +170,8 @@ def htsat_embedding(branch, waveform):
       and so are the per-layer attention maps ``BasicLayer`` stacks and averages in eval mode;
     - the STFT runs as an FFT with the window read from the checkpoint's DFT kernel, not as a 1024-tap
       convolution (15% of the model's FLOPs);
-    - a Swin block's cyclic shift and window partition are one gather (and one back), not two copies each way;
+    - a Swin block's cyclic shift and window partition are one gather (and one back), not two copies each way,
+      and its window attention is one fused ``scaled_dot_product_attention``;
     - on the CPU, linear layers run through oneDNN, the MLP's first fused with its GELU and the second with the
       residual sum, which saves two passes over the largest activations.
     """
@@ -274,26 +275,27 @@ def swin_block(block, x):
 
 
 def window_attention(attn, x, mask):
-    """laion-clap's ``WindowAttention.forward`` ``[shape=(windows * batch, window tokens, channels)]``, with the
-    relative position bias and the shift mask added in one sum."""
+    """laion-clap's ``WindowAttention.forward`` ``[shape=(windows * batch, window tokens, channels)]`` as one
+    fused ``scaled_dot_product_attention`` (on the CPU a flash kernel: about a third of the time of laion's
+    matmul, bias, softmax, matmul here), with the relative position bias and the shift mask as its additive mask.
+    """
     import torch
 
     windows, tokens, channels = x.shape
     heads = attn.num_heads
     qkv = linear(attn.qkv, x).reshape(windows, tokens, 3, heads, channels // heads)
-    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (windows, heads, tokens, head channels)
     bias = attn.relative_position_bias_table[attn.relative_position_index.view(-1)]
     bias = bias.view(tokens, tokens, heads).permute(2, 0, 1)  # heads, tokens, tokens
-    scores = torch.matmul(q * attn.scale, k.transpose(-2, -1))
-    if mask is not None:  # mask: (windows per image, tokens, tokens) of 0 / -100
+    if mask is not None:  # mask: (windows per image, tokens, tokens) of 0 / -100; windows are image-major
         per_image = mask.shape[0]
-        scores = scores.view(windows // per_image, per_image, heads, tokens, tokens) + \
-            (bias.unsqueeze(0) + mask.unsqueeze(1))
-        scores = scores.view(windows, heads, tokens, tokens)
+        bias = (bias.unsqueeze(0) + mask.unsqueeze(1)).reshape(1, per_image * heads, tokens, tokens)
+        q, k, v = (t.reshape(windows // per_image, per_image * heads, tokens, -1) for t in (q, k, v))
     else:
-        scores = scores + bias
-    out = torch.matmul(scores.softmax(dim=-1), v)
-    return linear(attn.proj, out.transpose(1, 2).reshape(windows, tokens, channels))
+        bias = bias.unsqueeze(0)
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=attn.scale)
+    out = out.reshape(windows, heads, tokens, -1).transpose(1, 2).reshape(windows, tokens, channels)
+    return linear(attn.proj, out)
 
 
 def sha256_file(path: str | os.PathLike) -> str:
