@@ -106,9 +106,9 @@ def _torchlibrosa_constants_from_audiofeat():
     from .. import dsp
 
     def get_window(window, win_length, fftbins=True):
-        if window != "hann" or not fftbins:
-            raise ValueError(f"unexpected STFT window {window!r}")
-        return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win_length) / win_length)  # periodic Hann
+        if not fftbins:
+            raise ValueError("torchlibrosa asked for a symmetric window; audiofeat.dsp has periodic ones only")
+        return dsp.get_window(window, win_length).astype(np.float64)
 
     def pad_center(data, size):
         left = (size - len(data)) // 2

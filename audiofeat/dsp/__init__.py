@@ -140,7 +140,16 @@ _COSINE_WINDOWS = {
 
 
 @functools.lru_cache(maxsize=32)
-def _window(window: str, win_length: int, n_fft: int) -> np.ndarray:
+def get_window(window: str, win_length: int, n_fft: int | None = None) -> np.ndarray:
+    """Periodic analysis window, as ``librosa.filters.get_window(window, win_length, fftbins=True)`` followed by
+    ``librosa.util.pad_center(..., size=n_fft)``.
+
+    Returns
+    -------
+    w : np.ndarray [shape=(n_fft,), dtype=float32, read-only]
+        ``n_fft`` defaults to ``win_length`` (no padding).
+    """
+    n_fft = win_length if n_fft is None else n_fft
     if window in _COSINE_WINDOWS:
         phase = 2 * np.pi * np.arange(win_length) / win_length
         w = sum((-1) ** i * a * np.cos(i * phase) for i, a in enumerate(_COSINE_WINDOWS[window]))
@@ -198,7 +207,7 @@ def _stft_args(n_fft, hop_length, win_length, window):
         raise ParameterError(f"win_length={win_length} must not exceed n_fft={n_fft}")
     if not isinstance(window, str):
         raise ParameterError(f"window={window!r} must be a window name scipy.signal.get_window accepts")
-    return n_fft, hop_length, _window(window, win_length, n_fft)
+    return n_fft, hop_length, get_window(window, win_length, n_fft)
 
 
 def _map_channels(y: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
