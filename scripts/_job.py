@@ -17,3 +17,14 @@ def start(snakemake) -> logging.Logger:
                         force=True)
     logging.captureWarnings(True)
     return logging.getLogger("audiofeat.job")
+
+
+def finish() -> None:
+    """Call last in every rule script, after its outputs are written: ends the process without the interpreter's
+    teardown. Tearing down torch's or numba's modules takes about 0.5 s per job (measured: `import torch`, then a
+    normal exit, 0.5 s; `os._exit`, 0.05 s) and has nothing left to do: every output is written and closed, and
+    the store's writes were fsynced. An exception never gets here, so a failing job still exits the normal way."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        stream.flush()
+    os._exit(0)

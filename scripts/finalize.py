@@ -1,4 +1,4 @@
-from _job import start  # scripts/ is on sys.path: Snakemake adds each script's folder
+from _job import finish, start  # scripts/ is on sys.path: Snakemake adds each script's folder
 
 log = start(snakemake)  # noqa: F821 - injected by Snakemake
 from audiofeat.stages import run_finalize, summary_line  # noqa: E402
@@ -10,3 +10,4 @@ summary = run_finalize(job.input.files, job.input.ingest, job.input.features, jo
 log.info("%s", summary_line(summary))
 for path in summary["failed_files"]:
     log.info("failed: %s", path)
+finish()

@@ -1,6 +1,6 @@
 import os
 
-from _job import start  # scripts/ is on sys.path: Snakemake adds each script's folder
+from _job import finish, start  # scripts/ is on sys.path: Snakemake adds each script's folder
 
 log = start(snakemake)  # noqa: F821 - injected by Snakemake
 from audiofeat.inventory import run_inventory  # noqa: E402
@@ -16,3 +16,4 @@ counts = run_inventory(
 )
 log.info("inventory: %(files)d files, %(unique)d unique contents in %(shards)d shards, %(rehashed)d hashed, "
          "%(unreadable)d unreadable", counts)
+finish()

@@ -1,7 +1,7 @@
 import json
 import sys
 
-from _job import start  # scripts/ is on sys.path: Snakemake adds each script's folder
+from _job import finish, start  # scripts/ is on sys.path: Snakemake adds each script's folder
 
 log = start(snakemake)  # noqa: F821 - injected by Snakemake
 with open(snakemake.input.summary, encoding="utf-8") as handle:  # noqa: F821
@@ -12,3 +12,4 @@ if summary["failed"]:
     print(message, file=sys.__stderr__)  # the terminal, besides the rule's log
     sys.exit(1)
 open(snakemake.output.flag, "w").close()  # noqa: F821
+finish()

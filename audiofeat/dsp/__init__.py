@@ -12,8 +12,9 @@ from typing import Callable
 
 import numpy as np
 
-from . import _kernels
-from ._fft import BLOCK_FRAMES, rfft_block
+# The numba kernels (_kernels) and pyFFTW plans (_fft) are imported inside the transforms that use them, not
+# here: the window and mel functions, which the CLAP tower's construction borrows, need numpy only, and importing
+# numba and pyFFTW costs about 0.4 s of a job's start-up.
 
 __all__ = [
     "PRESETS", "stft_power", "mel_filters", "mel_frequencies", "hz_to_mel", "mel_to_hz",
@@ -191,6 +192,9 @@ def _n_frames(n: int, offset: int, n_fft: int, hop_length: int) -> int:
 
 def _stft_blocks(signal: np.ndarray, offset: int, n_fft: int, hop_length: int, window: np.ndarray):
     """Yield ``(first_frame, n_frames, spectrum)`` per block of frames; ``spectrum`` is reused between blocks."""
+    from . import _kernels
+    from ._fft import BLOCK_FRAMES, rfft_block
+
     block = rfft_block(n_fft)
     total = _n_frames(signal.shape[0], offset, n_fft, hop_length)
     for first in range(0, total, BLOCK_FRAMES):
@@ -227,6 +231,9 @@ def stft_power(y: np.ndarray, *, n_fft: int = 2048, hop_length: int | None = Non
     -------
     S : np.ndarray [shape=(..., 1 + n_fft // 2, t)] float32
     """
+    from . import _kernels
+    from ._fft import BLOCK_FRAMES
+
     y = _check_audio(y)
     n_fft, hop_length, win = _stft_args(n_fft, hop_length, win_length, window)
 
@@ -243,6 +250,9 @@ def stft_power(y: np.ndarray, *, n_fft: int = 2048, hop_length: int | None = Non
 
 
 def _mel_power(channel, sr, n_fft, hop_length, win, center, pad_mode, power, n_mels, fmin, fmax, htk, norm):
+    from . import _kernels
+    from ._fft import BLOCK_FRAMES
+
     weights, lo, hi = _sparse_filters(float(sr), n_fft, n_mels, float(fmin),
                                       None if fmax is None else float(fmax), htk, norm)
     signal, offset = _framing(channel, n_fft, center, pad_mode)
@@ -300,6 +310,8 @@ def power_to_db(S: np.ndarray, *, ref=1.0, amin: float = 1e-10, top_db: float | 
     if np.iscomplexobj(S):
         S = np.abs(S) ** 2
     out = np.array(S, dtype=np.float32, copy=True).reshape(-1, S.shape[-1] if S.ndim else 1)
+    from . import _kernels
+
     _kernels._power_to_db_inplace(out, _ref_db(S, ref, amin), float(amin),
                                   -1.0 if top_db is None else float(top_db))
     return out.reshape(S.shape)
@@ -398,6 +410,8 @@ def feature_summary(y: np.ndarray, *, sr: float, n_fft: int = 2048, hop_length: 
         "delta_std": [...]}, "n_frames": t}``, ``stat`` in :data:`STAT_NAMES` (population std; p10..p90 are
         linearly interpolated percentiles, as ``np.percentile``).
     """
+    from . import _kernels
+
     y = _check_audio(y)
     if y.ndim != 1:
         raise ParameterError(f"feature_summary takes mono audio of shape (n,), not {y.shape}")
