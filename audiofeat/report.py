@@ -8,6 +8,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+import orjson
+
 from .store import atomic_write_text
 
 STAGES = ("ingest", "features", "clap")
@@ -69,27 +71,25 @@ def _png(fig) -> str:
 
 
 def _plots(totals: dict[str, dict], per_file: list[tuple[str, float]]) -> list[tuple[str, str]]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # Figures made directly, without pyplot: no global figure state, and no GUI backend machinery to import.
+    from matplotlib.figure import Figure
 
     plots = []
-    fig, ax = plt.subplots(figsize=(6, 2.6))
+    fig = Figure(figsize=(6, 2.6))
+    ax = fig.subplots()
     names = [s for s in STAGES if s in totals]
     ax.barh(names, [totals[s]["wall_s"] for s in names], color=["#4c72b0", "#55a868", "#c44e52"][: len(names)])
     ax.set_xlabel("seconds (sum of job wall times)")
     ax.set_title("Time per stage")
     plots.append(("Time per stage", _png(fig)))
-    plt.close(fig)
     if per_file:
-        fig, ax = plt.subplots(figsize=(6, 2.6))
+        fig = Figure(figsize=(6, 2.6))
+        ax = fig.subplots()
         ax.hist([cost for _, cost in per_file], bins=min(40, max(5, len(per_file) // 2)), color="#4c72b0")
         ax.set_xlabel("seconds per file (decode + features + CLAP share)")
         ax.set_ylabel("files")
         ax.set_title("Per-file cost")
         plots.append(("Per-file cost", _png(fig)))
-        plt.close(fig)
     return plots
 
 
@@ -115,9 +115,9 @@ def write_report(profile_paths: list[str], summary_path: str, manifest_jsonl: st
 
     summary = json.loads(Path(summary_path).read_text(encoding="utf-8"))
     per_file = []
-    with open(manifest_jsonl, encoding="utf-8") as handle:
+    with open(manifest_jsonl, "rb") as handle:
         for line in handle:
-            record = json.loads(line)
+            record = orjson.loads(line)
             per_file.append((record["source"]["path"], sum(record.get("timings", {}).values())))
     slowest = sorted(per_file, key=lambda item: -item[1])[:10]
     busy = model_busy_fraction(totals)

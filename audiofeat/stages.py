@@ -181,7 +181,8 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
     with profile.timer("setup"):
         checkpoint_path, weights = resolve_weights(
             clap_cfg["checkpoint"], allow_random_weights=clap_cfg["allow_random_weights"],
-            model_name=clap_cfg["model"], cache_dir=config["cache"]["dir"])
+            model_name=clap_cfg["model"], cache_dir=config["cache"]["dir"],
+            remember_digest=config["cache"]["enabled"])
         device = resolve_device(config["perf"]["device"])
     precision = "fp16-autocast" if clap_cfg["enable_amp"] and device.startswith("cuda") else "fp32"
     params = clap_params(clap_cfg, seg_cfg, weights=weights, precision=precision)

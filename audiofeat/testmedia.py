@@ -160,3 +160,20 @@ def write_tone_clips(folder: str | os.PathLike, count: int, *, seed: int = 0, se
         sf.write(path, y.astype(np.float32), sr, subtype="PCM_16")
         paths.append(path)
     return paths
+
+
+def write_seeded_checkpoint(path: str | os.PathLike, *, model_name: str = "HTSAT-tiny", seed: int = 0) -> Path:
+    """Save a seeded random CLAP audio tower as a LAION-format checkpoint (``{"state_dict": {"module.<key>":
+    tensor}}``): the file format users point ``clap.checkpoint`` at, for tests and benchmarks that cannot
+    download LAION's. Returns ``path``."""
+    import torch
+
+    from .clap.model import build_audio_tower
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        tower = build_audio_tower(model_name)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in tower.state_dict().items()}}, path)
+    return path

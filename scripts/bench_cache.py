@@ -1,7 +1,8 @@
 """Benchmark reruns: a cold run over N short files, a rerun with nothing to do, and a rerun after adding one file.
 
 Each is a real `snakemake --profile profiles/local` run (start-up included), in one fresh working folder with
-its own store. Prints wall seconds and each rerun as a share of the cold run.
+its own store, with the CLAP weights loaded from a LAION-format checkpoint file (a seeded tower). Prints wall
+seconds and each rerun as a share of the cold run.
 
 Usage: python scripts/bench_cache.py [--files 1000] [--workdir DIR]
 """
@@ -18,7 +19,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from audiofeat.testmedia import write_tone_clips  # noqa: E402
+from audiofeat.testmedia import write_seeded_checkpoint, write_tone_clips  # noqa: E402
 
 
 def snakemake(workdir: Path, config: Path) -> float:
@@ -38,10 +39,12 @@ def main():
     root = Path(args.workdir or tempfile.mkdtemp(prefix="audiofeat-cache-bench-"))
     media = root / "media"
     write_tone_clips(media, args.files, seed=0)
+    # A LAION-format checkpoint file, loaded as a user's run loads LAION's (which cannot be downloaded here).
+    checkpoint = write_seeded_checkpoint(root / "clap-seeded.pt")
     config = root / "config.yaml"
     config.write_text(yaml.safe_dump({"input_dir": str(media), "results_dir": "results",
                                       "cache": {"dir": str(root / "cache")},
-                                      "clap": {"checkpoint": "", "allow_random_weights": True}}))
+                                      "clap": {"checkpoint": str(checkpoint)}}))
     cold = snakemake(root, config)
     noop = snakemake(root, config)
     write_tone_clips(media / "added", 1, seed=1)

@@ -1,5 +1,6 @@
 """CLAP: parity with laion-clap's own code, exact micro-batching, deterministic windows, aggregation,
 checkpoint checks and the out-of-memory fall-back."""
+import hashlib
 import os
 import threading
 import time
@@ -180,6 +181,47 @@ def test_checkpoint_with_a_pickled_payload_is_refused(tmp_path):
     assert not os.path.exists("/tmp/audiofeat-pwned")
 
 
+def test_a_file_that_is_no_checkpoint_is_refused_with_its_name(tmp_path):
+    path = tmp_path / "notes.pt"
+    path.write_bytes(b"not a checkpoint at all\n" * 4)
+    with pytest.raises(clap_model.CheckpointError, match=f"{path}: not a torch checkpoint"):
+        clap_model.read_audio_state(path)
+
+
+def test_checkpoint_loading_skips_random_init_and_gives_the_same_model(tmp_path):
+    """A tower built without random initialisation draws nothing from the generator and leaves torch.nn.init as
+    it was; loaded from a checkpoint, it equals the seeded tower saved there (every tensor, bit for bit)."""
+    uniform = torch.nn.init.uniform_
+    torch.manual_seed(3)
+    source = clap_model.build_audio_tower("HTSAT-tiny")
+    path = tmp_path / "seeded.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, path)
+    torch.manual_seed(3)
+    loaded = clap_model.build_audio_tower("HTSAT-tiny", initialise=False)
+    after_build = torch.rand(4)
+    torch.manual_seed(3)
+    assert torch.equal(after_build, torch.rand(4))
+    assert torch.nn.init.uniform_ is uniform
+    clap_model.load_audio_weights(loaded, path)
+    expected, got = source.state_dict(), loaded.state_dict()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def test_checkpoint_digest_is_remembered_by_stat_and_redone_when_the_file_changes(tmp_path):
+    path, index = tmp_path / "weights.pt", tmp_path / "index"
+    path.write_bytes(b"a" * 1000)
+    first = clap_model.checkpoint_sha256(path, index)
+    assert first == hashlib.sha256(b"a" * 1000).hexdigest()
+    st = path.stat()
+    with open(path, "r+b") as handle:  # same size, inode and (restored) mtime: the remembered digest stands
+        handle.write(b"b" * 1000)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert clap_model.checkpoint_sha256(path, index) == first
+    assert clap_model.checkpoint_sha256(path, None) == hashlib.sha256(b"b" * 1000).hexdigest()
+    path.write_bytes(b"b" * 1001)  # a changed size: hashed again
+    assert clap_model.checkpoint_sha256(path, index) == hashlib.sha256(b"b" * 1001).hexdigest()
+
+
 def test_no_weights_and_auto_without_network_fail_fast_naming_the_keys(tmp_path):
     with pytest.raises(clap_model.CheckpointError, match="clap.allow_random_weights"):
         clap_model.resolve_weights("", allow_random_weights=False, model_name="HTSAT-tiny", cache_dir=tmp_path)
@@ -303,8 +345,8 @@ def test_tower_constants_equal_librosas_and_no_heavy_imports():
     mel = librosa.filters.mel(sr=cfg["sample_rate"], n_fft=cfg["window_size"], n_mels=cfg["mel_bins"],
                               fmin=cfg["fmin"], fmax=cfg["fmax"]).T
     assert np.abs(tower.audio_branch.logmel_extractor.melW.detach().numpy() - mel).max() <= 1e-6 * mel.max()
-    probe = ("import sys; from audiofeat.clap import model; model.build_audio_tower('HTSAT-tiny'); "
-             "print(sorted(m for m in ('torchvision', 'librosa.filters', 'h5py', 'numba', 'pyfftw') if m in sys.modules))")
+    probe = ("import sys; from audiofeat.clap import model; model.build_audio_tower('HTSAT-tiny'); print(sorted(m "
+             "for m in ('torchvision', 'librosa.filters', 'h5py', 'numba', 'pyfftw') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -107,15 +107,10 @@ def test_clap_settings_change_recomputes_only_clap(small_run):
 
 
 def test_checkpoint_change_recomputes_only_clap(small_run):
-    import torch
-
-    from audiofeat.clap.model import build_audio_tower
+    from audiofeat.testmedia import write_seeded_checkpoint
 
     work, media, cache, base = small_run
-    torch.manual_seed(3)
-    tower = build_audio_tower("HTSAT-tiny")
-    checkpoint = work / "630k-other.pt"
-    torch.save({"state_dict": {f"module.{k}": v for k, v in tower.state_dict().items()}}, checkpoint)
+    checkpoint = write_seeded_checkpoint(work / "630k-other.pt", seed=3)
     created, _ = _run_and_count(work, cache, "ckpt", **{**base, "clap": {"checkpoint": str(checkpoint),
                                                                          "allow_random_weights": False}})
     assert created == {"clap": 13}

@@ -22,6 +22,7 @@ import time
 import types
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,9 +135,37 @@ def audio_config(model_name: str) -> dict:
     return json.loads(path.read_text())
 
 
-def build_audio_tower(model_name: str):
-    """The HTSAT audio branch and projection of ``model_name``, randomly initialised, in eval mode (seed the
-    torch generator first for reproducible weights)."""
+@contextlib.contextmanager
+def _random_init_skipped(htsat):
+    """While a tower is built for a checkpoint that overwrites every parameter, its random initialisation is
+    skipped (0.45 s of a CLAP job's start here): torch.nn.init's random initialisers and laion's ``trunc_normal_``
+    leave tensors as allocated, as transformers' ``no_init_weights`` does, and torchlibrosa's DFT matrix, also a
+    parameter, is not computed."""
+    import numpy as np
+    import torch.nn.init as init
+    import torchlibrosa.stft as torchlibrosa_stft
+
+    def leave(tensor, *args, **kwargs):
+        return tensor
+
+    patched = [(init, name, leave) for name in ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_",
+                                                "kaiming_normal_", "xavier_uniform_", "xavier_normal_")]
+    patched += [(htsat, "trunc_normal_", leave),
+                (torchlibrosa_stft.DFTBase, "dft_matrix", lambda self, n: np.zeros((n, n), dtype=np.complex128))]
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patched]
+    for owner, name, replacement in patched:
+        setattr(owner, name, replacement)
+    try:
+        yield
+    finally:
+        for owner, name, original in saved:
+            setattr(owner, name, original)
+
+
+def build_audio_tower(model_name: str, *, initialise: bool = True):
+    """The HTSAT audio branch and projection of ``model_name``, in eval mode: randomly initialised (seed the torch
+    generator first for reproducible weights), or with ``initialise=False`` left as allocated, for a caller that
+    loads a checkpoint over every parameter."""
     import torch
     from torch import nn
 
@@ -158,7 +187,8 @@ def build_audio_tower(model_name: str):
         def forward(self, waveform: torch.Tensor) -> torch.Tensor:
             return nn.functional.normalize(self.audio_projection(htsat_embedding(self.audio_branch, waveform)), dim=-1)
 
-    return ClapAudioTower().eval()
+    with contextlib.nullcontext() if initialise else _random_init_skipped(htsat):
+        return ClapAudioTower().eval()
 
 
 def htsat_embedding(branch, waveform):
@@ -306,17 +336,57 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def checkpoint_sha256(path: str | os.PathLike, index_dir: str | os.PathLike | None) -> str:
+    """sha256 of a checkpoint file, remembered in ``index_dir/sha256-by-stat.json`` under its real path, size,
+    mtime and inode (as the inventory's stat index does for inputs): a job hashes a LAION file of several GB only
+    when it changed on disk. ``index_dir=None`` hashes every time."""
+    from ..store import atomic_write_text
+
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    stat = [st.st_size, st.st_mtime_ns, st.st_ino]
+    index_path = Path(index_dir) / "sha256-by-stat.json" if index_dir is not None else None
+    index: dict = {}
+    if index_path is not None:
+        try:
+            index = json.loads(index_path.read_text())
+        except (OSError, ValueError):
+            index = {}
+        entry = index.get(real)
+        if isinstance(entry, dict) and entry.get("stat") == stat:
+            return entry["sha256"]
+    digest = sha256_file(real)
+    if index_path is not None:
+        index[real] = {"stat": stat, "sha256": digest}
+        try:
+            index_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(index_path, json.dumps(index, indent=1))  # a concurrent job's entry may be lost: harmless
+        except OSError:
+            pass  # a read-only cache only costs the hashing
+    return digest
+
+
 def read_audio_state(path: str | os.PathLike) -> dict:
     """Audio-tower tensors of a LAION checkpoint (``{"state_dict": {"module.<key>": tensor}}`` or a bare
     state dict), loaded with ``weights_only=True``: a pickle that carries code is refused."""
     import torch
 
+    is_zip = zipfile.is_zipfile(path)
+    with open(path, "rb") as handle:
+        if not is_zip and handle.read(1) != b"\x80":  # torch.save writes a zip archive, or (legacy) a pickle
+            raise CheckpointError(f"CLAP checkpoint {path}: not a torch checkpoint (neither a complete zip archive "
+                                  "nor a pickle: damaged, truncated or another kind of file)")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as exc:
+        # Memory-mapped, only the audio tensors are read from disk, not the text tower and optimizer state that
+        # LAION's files also hold; a file in torch's legacy format cannot be mapped and is read whole.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+    except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"CLAP checkpoint {path}: refused, not a plain tensor checkpoint "
                               f"(torch.load weights_only=True: {first})") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged file raises RuntimeError, KeyError, EOFError...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(f"CLAP checkpoint {path}: cannot be read ({type(exc).__name__}: {first})") from None
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise CheckpointError(f"CLAP checkpoint {path}: no state_dict inside")
@@ -347,14 +417,15 @@ def load_audio_weights(model, path: str | os.PathLike) -> None:
 def fetch_published_checkpoint(model_name: str, cache_dir: str | os.PathLike, timeout_s: float = 10.0) -> Path:
     """LAION's published checkpoint for ``model_name``, downloaded once into ``cache_dir/checkpoints``.
 
-    The sha256 of the first download is written beside it and checked on every later use, so a file damaged
-    in the cache is caught.
+    The sha256 of the first download is written beside it and checked on every later use (rehashed whenever the
+    file's size, mtime or inode changed, see :func:`checkpoint_sha256`), so a file replaced or truncated in the
+    cache is caught.
     """
     url, name = PUBLISHED_CHECKPOINTS[model_name]
     target = Path(cache_dir) / "checkpoints" / name
     digest_file = target.with_name(name + ".sha256")
     if target.exists() and digest_file.exists():
-        if sha256_file(target) == digest_file.read_text().strip():
+        if checkpoint_sha256(target, target.parent) == digest_file.read_text().strip():
             return target
         logger.warning("cached checkpoint %s does not match its recorded sha256; downloading again", target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -407,10 +478,11 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_weights(checkpoint: str, *, allow_random_weights: bool, model_name: str,
-                    cache_dir: str | os.PathLike) -> tuple[str | None, str]:
+                    cache_dir: str | os.PathLike, remember_digest: bool = True) -> tuple[str | None, str]:
     """``(checkpoint path or None, weights identity)`` for the config's ``clap.checkpoint``.
 
-    The identity (``laion:sha256:<hex>`` or ``random(seed=0)``) goes into manifests and artifact keys.
+    The identity (``laion:sha256:<hex>`` or ``random(seed=0)``) goes into manifests and artifact keys. With
+    ``remember_digest`` (``cache.enabled``), the digest is kept under ``cache_dir/checkpoints`` by the file's stat.
     """
     if checkpoint == "auto":
         checkpoint = str(fetch_published_checkpoint(model_name, cache_dir))
@@ -421,7 +493,8 @@ def resolve_weights(checkpoint: str, *, allow_random_weights: bool, model_name: 
         return None, f"random(seed={RANDOM_WEIGHTS_SEED})"
     if not os.path.exists(checkpoint):
         raise CheckpointError(f"clap.checkpoint {checkpoint!r} does not exist")
-    return checkpoint, f"laion:sha256:{sha256_file(checkpoint)}"
+    index_dir = Path(cache_dir) / "checkpoints" if remember_digest else None
+    return checkpoint, f"laion:sha256:{checkpoint_sha256(checkpoint, index_dir)}"
 
 
 _models: dict[tuple, LoadedModel] = {}
@@ -432,8 +505,8 @@ def get_model(model_name: str, checkpoint_path: str | None, weights: str, *, dev
               warm_up: bool = True) -> LoadedModel:
     """The process's one model for these settings: built, loaded, moved and warmed up on first request.
 
-    ``checkpoint_path`` and ``weights`` come from :func:`resolve_weights` (None means the seeded random model). Thread-safe: concurrent callers wait for the
-    first and get the same object.
+    ``checkpoint_path`` and ``weights`` come from :func:`resolve_weights` (None means the seeded random model).
+    Thread-safe: concurrent callers wait for the first and get the same object.
     """
     import torch
 
@@ -443,10 +516,12 @@ def get_model(model_name: str, checkpoint_path: str | None, weights: str, *, dev
             return _models[key]
         started = time.perf_counter()
         resolved = resolve_device(device)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_WEIGHTS_SEED)
-            model = build_audio_tower(model_name)
-        if checkpoint_path is not None:
+        if checkpoint_path is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(RANDOM_WEIGHTS_SEED)
+                model = build_audio_tower(model_name)
+        else:
+            model = build_audio_tower(model_name, initialise=False)
             load_audio_weights(model, checkpoint_path)
         model = model.to(resolved)
         if warm_up:
