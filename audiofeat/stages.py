@@ -191,34 +191,12 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
     hop = int(round(seg_cfg["hop_seconds"] * MODEL_SAMPLE_RATE))
     extractor = {"version": CLAP_VERSION, "params_hash": phash}
 
-    workers = 1 if device.startswith("cuda") else max(1, threads)
-
-    def load_model():
-        from .clap.embed import retain_freed_memory
-        from .clap.model import get_model
-
-        with profile.timer("setup"):  # importing torch is part of what a CLAP job pays to start
-            if not device.startswith("cuda"):
-                retain_freed_memory()
-            import torch
-
-            torch.set_num_threads(max(1, threads // workers))
-            return get_model(clap_cfg["model"], checkpoint_path, weights, device=device)
-
-    keys = [(row, ArtifactKey(row["content_key"], "clap", CLAP_VERSION, phash, ".npz")) for row in ok_rows]
-    # A missing embedding shows at once in the store's paths (the verified reads come later): the model then loads
-    # on a thread while the hits are read back, not after them.
-    model_future = None
-    if any(not (store.reuse and store.path(key).exists()) for _, key in keys):
-        model_loader = ThreadPoolExecutor(1, thread_name_prefix="clap-model")
-        model_future = model_loader.submit(load_model)
-        model_loader.shutdown(wait=False)  # its one thread ends when the model is ready
-
     results: dict[str, dict] = {}
     artifacts: dict[str, str] = {}
     clap_seconds: dict[str, float] = {}  # a file's share of the forward passes, by its windows
     todo = []
-    for row, key in keys:
+    for row in ok_rows:
+        key = ArtifactKey(row["content_key"], "clap", CLAP_VERSION, phash, ".npz")
         found = store.get(key)
         if found:
             with np.load(found[0]) as data:
@@ -231,10 +209,17 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
     profile.cache_hits, profile.cache_misses = store.hits, store.misses
 
     if todo:
-        from .clap.embed import ClapEmbedder, max_batch_windows, ordered_prefetch
+        from .clap.embed import ClapEmbedder, max_batch_windows, ordered_prefetch, retain_freed_memory
+        from .clap.model import get_model
 
-        # A corrupt artifact is only found by the verified read: then the model starts loading now.
-        loaded = model_future.result() if model_future is not None else load_model()
+        workers = 1 if device.startswith("cuda") else max(1, threads)
+        if not device.startswith("cuda"):
+            retain_freed_memory()
+        with profile.timer("setup"):  # importing torch is part of what a CLAP job pays to start
+            import torch
+
+            torch.set_num_threads(max(1, threads // workers))
+            loaded = get_model(clap_cfg["model"], checkpoint_path, weights, device=device)
         embedder = ClapEmbedder(loaded, max_batch_windows=max_batch_windows(clap_cfg["max_batch_audio_seconds"]),
                                 enable_amp=clap_cfg["enable_amp"], workers=workers)
         prepared: queue.Queue = queue.Queue(maxsize=2 * embedder.max_batch_windows)

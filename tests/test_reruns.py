@@ -143,8 +143,7 @@ def test_corrupt_artifact_is_recomputed_not_fatal(small_run):
     work, media, cache, base = small_run
     config = write_config(work / "force.yaml", **base)
     run_snakemake(work, config)
-    # Truncated artifacts, as after a disk error. The CLAP one is still there by path, so its job finds it bad
-    # only when verifying it, after deciding the model was not needed: it then loads the model.
+    # Truncated artifacts, as after a disk error: found on the verified read, then recomputed.
     for victim in (next((cache / "artifacts" / "features").rglob("*.json")),
                    next((cache / "artifacts" / "clap").rglob("*.npz"))):
         victim.write_bytes(victim.read_bytes()[:40])
