@@ -211,20 +211,21 @@ def probe(path: str) -> Probe:
 DECODERS = {"pyav": decode_pyav, "ffmpeg": decode_ffmpeg}
 
 
-def load_audio(path: str, *, target_sr: int = 48000, decoder: str = "pyav") -> tuple[Probe, np.ndarray]:
-    """Decode ``path`` to mono float32 at ``target_sr``.
+def decode_source(path: str, *, decoder: str = "pyav") -> tuple[Probe, np.ndarray]:
+    """Decode ``path``'s first audio stream and downmix it, at the source's own rate (the step before
+    :func:`resample`; :func:`load_audio` does both).
 
     Returns
     -------
     probe : Probe
         Facts of the source's first audio stream (duration is the decoded one when the header has none).
     y : np.ndarray [shape=(n,)]
-        Mono samples at ``target_sr``.
+        Mono float32 samples at ``probe.sample_rate``.
 
     Raises
     ------
     DecodeError
-        Empty, unreadable, not media, no audio stream, undecodable or truncated input.
+        Empty, unreadable, not media, no audio stream, undecodable, truncated or non-finite input.
     """
     try:
         decode = DECODERS[decoder]
@@ -235,10 +236,21 @@ def load_audio(path: str, *, target_sr: int = 48000, decoder: str = "pyav") -> t
     # A header that promises much more audio than the stream holds means a cut-off file.
     if facts.duration_s > 1.0 and decoded_s < 0.9 * facts.duration_s - 0.5:
         raise DecodeError(f"truncated: decoded {decoded_s:.2f} s of the {facts.duration_s:.2f} s the header declares")
-    y = resample(downmix(samples), facts.sample_rate, target_sr)
+    y = downmix(samples)
+    # Checked before resampling: soxr keeps finite samples finite (short of absurd magnitudes, which the
+    # features and CLAP stages catch as non-finite results).
     if not np.isfinite(y).all():
         raise DecodeError("decoded samples contain NaN or infinity")
     return Probe(round(decoded_s, 6), facts.sample_rate, facts.channels, facts.codec, facts.container), y
+
+
+def load_audio(path: str, *, target_sr: int = 48000, decoder: str = "pyav") -> tuple[Probe, np.ndarray]:
+    """Decode ``path`` to mono float32 at ``target_sr``: :func:`decode_source`, then one :func:`resample`.
+
+    Returns ``(probe, y [shape=(n,)])``; raises :class:`DecodeError` as :func:`decode_source` does.
+    """
+    probe, y = decode_source(path, decoder=decoder)
+    return probe, resample(y, probe.sample_rate, target_sr)
 
 
 def wav_bytes(y: np.ndarray, sr: int) -> bytes:

@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 
 from . import __version__
-from .decode import DECODE_VERSION, DecodeError, decode_params, load_audio, read_wav, resample, wav_bytes
+from .decode import DECODE_VERSION, DecodeError, decode_params, decode_source, read_wav, resample, wav_bytes
 from .inventory import read_tsv
 from .profiling import JobProfile
 from .store import ArtifactKey, ArtifactStore, atomic_write_bytes, atomic_write_text, params_hash
@@ -79,7 +79,9 @@ def run_ingest(shard_tsv: str, out_jsonl: str, profile_json: str, config: dict, 
         else:
             try:
                 with profile.timer("decode"):
-                    probe, y = load_audio(row["path"], target_sr=target_sr, decoder=decoder)
+                    probe, y = decode_source(row["path"], decoder=decoder)
+                with profile.timer("resample"):
+                    y = resample(y, probe.sample_rate, target_sr)
                 meta = {"probe": probe.__dict__, "samples": int(y.shape[0])}
                 with profile.timer("write"):
                     path = store.put(key, wav_bytes(y, target_sr), meta)

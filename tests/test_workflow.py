@@ -107,6 +107,9 @@ def test_dataset_outputs_and_summary(finished_run):
     assert (work / "results" / "report" / "index.html").stat().st_size > 10_000
     timings = (work / "results" / "report" / "timings.tsv").read_text().splitlines()
     assert timings[0].startswith("stage") and len(timings) == 4
+    # One column per timed step: decoding and resampling apart, features, CLAP's preparation and forward, writes.
+    assert {"decode_s", "resample_s", "features_s", "clap_preprocess_s", "clap_forward_s", "write_s"} \
+        <= set(timings[0].split("\t"))
     for rule in ("inventory", "ingest_decode", "features_extract", "clap_embed", "finalize_manifests"):
         assert list((work / "results" / "benchmarks").rglob(f"{rule}*")) or \
             list((work / "results" / "benchmarks" / rule).glob("*.tsv")), rule
