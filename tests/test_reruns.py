@@ -11,6 +11,8 @@ import time
 import numpy as np
 import pytest
 
+from audiofeat.clap.windows import Window, active_fraction
+from audiofeat.decode import read_wav
 from audiofeat.testmedia import make_audio, write_tone_clips
 
 from conftest import REPO, created_since, read_jsonl, run_snakemake, write_config
@@ -104,6 +106,14 @@ def test_clap_settings_change_recomputes_only_clap(small_run):
     assert np.load(long["clap"]["segments_artifact"]).shape == (4, 512)
     created, _ = _run_and_count(work, cache, "hop4", **base, segment={"hop_seconds": 4})
     assert created == {"clap": 13}
+    # The weighted mode's weights are each window's active fraction of the decoded audio (only it computes them).
+    created, _ = _run_and_count(work, cache, "weighted", **base, segment={"aggregate_mode": "weighted"})
+    assert created == {"clap": 13}
+    long = _manifests(work / "results")[str(media / "long" / "sweep.flac")]
+    y, sr = read_wav(long["audio"]["wav"])
+    windows = [Window(round(s["start_s"] * sr), round(s["end_s"] * sr)) for s in long["clap"]["segments"]]
+    expected = [round(active_fraction(y, w, 10 * sr, sr), 6) for w in windows]
+    assert long["clap"]["aggregate_strategy"]["weights"] == expected and len(expected) == 4
 
 
 def test_checkpoint_change_recomputes_only_clap(small_run):
