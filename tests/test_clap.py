@@ -39,7 +39,7 @@ def laion_reference(tmp_path_factory):
 def loaded(laion_reference):
     _, _, path = laion_reference
     checkpoint, weights = clap_model.resolve_weights(str(path), allow_random_weights=False,
-                                                     model_name="HTSAT-tiny", cache_dir="unused")
+                                                     model_name="HTSAT-tiny", cache_dir=path.parent)
     return clap_model.get_model("HTSAT-tiny", checkpoint, weights, device="cpu")
 
 
