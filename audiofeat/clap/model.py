@@ -140,7 +140,7 @@ def _random_init_skipped(htsat):
     """While a tower is built for a checkpoint that overwrites every parameter, its random initialisation is
     skipped (0.45 s of a CLAP job's start here): torch.nn.init's random initialisers and laion's ``trunc_normal_``
     leave tensors as allocated, as transformers' ``no_init_weights`` does, and torchlibrosa's DFT matrix, also a
-    parameter, is not computed."""
+    parameter, is not computed. The patch is process-wide while it lasts: :func:`get_model` builds under its lock."""
     import numpy as np
     import torch.nn.init as init
     import torchlibrosa.stft as torchlibrosa_stft
