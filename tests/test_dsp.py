@@ -88,6 +88,9 @@ def test_filters_windows_and_options_match_librosa():
     expected = np.abs(librosa.stft(y, n_fft=1024, hop_length=300, win_length=800, center=False))
     got = dsp.stft_power(y, n_fft=1024, hop_length=300, win_length=800, center=False, power=1.0)
     assert np.allclose(got, expected, rtol=1e-4, atol=1e-4 * expected.max())
+    for size in (10, 11, 16):  # even and odd differences: the extra zero goes where librosa puts it
+        data = np.arange(1, 6, dtype=np.float32)
+        assert np.array_equal(dsp.pad_center(data, size), librosa.util.pad_center(data, size=size)), size
     S = np.abs(librosa.stft(y)) ** 2
     for kwargs in (dict(ref=np.max), dict(ref=3.0, amin=1e-5, top_db=None), dict(top_db=40.0)):
         assert np.allclose(dsp.power_to_db(S, **kwargs), librosa.power_to_db(S, **kwargs), atol=1e-3), kwargs

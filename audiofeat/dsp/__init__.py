@@ -159,12 +159,18 @@ def get_window(window: str, win_length: int, n_fft: int | None = None) -> np.nda
         import scipy.signal
 
         w = scipy.signal.get_window(window, win_length, fftbins=True)
-    w = w.astype(np.float32)
-    if win_length < n_fft:  # centred in the frame, as librosa.util.pad_center
-        left = (n_fft - win_length) // 2
-        w = np.pad(w, (left, n_fft - win_length - left))
+    w = pad_center(w.astype(np.float32), n_fft)
     w.setflags(write=False)
     return w
+
+
+def pad_center(data: np.ndarray, size: int) -> np.ndarray:
+    """``data`` [shape=(n,)] zero-padded on both sides to [shape=(size,)], centred, as
+    ``librosa.util.pad_center`` (the extra sample of an odd difference goes to the right)."""
+    if size < data.shape[0]:
+        raise ParameterError(f"pad_center: size={size} is smaller than the data ({data.shape[0]} samples)")
+    left = (size - data.shape[0]) // 2
+    return np.pad(data, (left, size - data.shape[0] - left))
 
 
 def _framing(y: np.ndarray, n_fft: int, center: bool, pad_mode: str) -> tuple[np.ndarray, int]:
