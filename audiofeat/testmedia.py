@@ -162,10 +162,12 @@ def write_tone_clips(folder: str | os.PathLike, count: int, *, seed: int = 0, se
     return paths
 
 
-def write_seeded_checkpoint(path: str | os.PathLike, *, model_name: str = "HTSAT-tiny", seed: int = 0) -> Path:
+def write_seeded_checkpoint(path: str | os.PathLike, *, model_name: str = "HTSAT-tiny", seed: int = 0,
+                            extra: dict | None = None) -> Path:
     """Save a seeded random CLAP audio tower as a LAION-format checkpoint (``{"state_dict": {"module.<key>":
     tensor}}``): the file format users point ``clap.checkpoint`` at, for tests and benchmarks that cannot
-    download LAION's. Returns ``path``."""
+    download LAION's. ``extra`` tensors (``{key: tensor}``) are saved beside the tower's, as LAION's files also
+    hold a text tower. Returns ``path``."""
     import torch
 
     from .clap.model import build_audio_tower
@@ -175,5 +177,6 @@ def write_seeded_checkpoint(path: str | os.PathLike, *, model_name: str = "HTSAT
         tower = build_audio_tower(model_name)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": {f"module.{k}": v for k, v in tower.state_dict().items()}}, path)
+    state = {**tower.state_dict(), **(extra or {})}
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
     return path

@@ -21,17 +21,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from audiofeat.clap import model as clap_model  # noqa: E402
+from audiofeat.testmedia import write_seeded_checkpoint  # noqa: E402
 
 
 def write_checkpoint(path: Path, extra_gb: float) -> None:
     import torch
 
-    torch.manual_seed(0)
-    state = {f"module.{k}": v for k, v in clap_model.build_audio_tower("HTSAT-tiny").state_dict().items()}
     chunk = 32 * 1024 * 1024  # float32 elements: 128 MiB per tensor
-    for i in range(max(0, round(extra_gb * 1e9 / (4 * chunk)))):
-        state[f"module.text_branch.extra{i}"] = torch.zeros(chunk)
-    torch.save({"state_dict": state}, path)
+    extra = {f"text_branch.extra{i}": torch.zeros(chunk) for i in range(max(0, round(extra_gb * 1e9 / (4 * chunk))))}
+    write_seeded_checkpoint(path, extra=extra)
 
 
 def plain(path: Path) -> float:
