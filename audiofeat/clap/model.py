@@ -111,16 +111,12 @@ def _torchlibrosa_constants_from_audiofeat():
             raise ValueError("torchlibrosa asked for a symmetric window; audiofeat.dsp has periodic ones only")
         return dsp.get_window(window, win_length).astype(np.float64)
 
-    def pad_center(data, size):
-        left = (size - len(data)) // 2
-        return np.pad(data, (left, size - len(data) - left))
-
     def mel(sr, n_fft, n_mels, fmin, fmax):
         return dsp.mel_filters(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax).copy()  # a writable copy
 
     original = torchlibrosa_stft.librosa
     torchlibrosa_stft.librosa = types.SimpleNamespace(filters=types.SimpleNamespace(get_window=get_window, mel=mel),
-                                                      util=types.SimpleNamespace(pad_center=pad_center))
+                                                      util=types.SimpleNamespace(pad_center=dsp.pad_center))
     try:
         yield
     finally:
@@ -414,8 +410,10 @@ def load_audio_weights(model, path: str | os.PathLike) -> None:
     model.load_state_dict(state, strict=True)
 
 
-def fetch_published_checkpoint(model_name: str, cache_dir: str | os.PathLike, timeout_s: float = 10.0) -> Path:
-    """LAION's published checkpoint for ``model_name``, downloaded once into ``cache_dir/checkpoints``.
+def fetch_published_checkpoint(model_name: str, cache_dir: str | os.PathLike,
+                               timeout_s: float = 10.0) -> tuple[Path, str]:
+    """``(path, sha256)`` of LAION's published checkpoint for ``model_name``, downloaded once into
+    ``cache_dir/checkpoints``.
 
     The sha256 of the first download is written beside it and checked on every later use (rehashed whenever the
     file's size, mtime or inode changed, see :func:`checkpoint_sha256`), so a file replaced or truncated in the
@@ -425,8 +423,9 @@ def fetch_published_checkpoint(model_name: str, cache_dir: str | os.PathLike, ti
     target = Path(cache_dir) / "checkpoints" / name
     digest_file = target.with_name(name + ".sha256")
     if target.exists() and digest_file.exists():
-        if checkpoint_sha256(target, target.parent) == digest_file.read_text().strip():
-            return target
+        digest = checkpoint_sha256(target, target.parent)
+        if digest == digest_file.read_text().strip():
+            return target, digest
         logger.warning("cached checkpoint %s does not match its recorded sha256; downloading again", target)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(name + ".part")
@@ -441,8 +440,9 @@ def fetch_published_checkpoint(model_name: str, cache_dir: str | os.PathLike, ti
             f"clap.checkpoint=auto could not download {url} ({reason}); set clap.checkpoint to a local LAION "
             "checkpoint file, or clap.allow_random_weights: true for a seeded random model") from None
     os.replace(partial, target)
-    digest_file.write_text(sha256_file(target) + "\n")
-    return target
+    digest = checkpoint_sha256(target, target.parent)
+    digest_file.write_text(digest + "\n")
+    return target, digest
 
 
 @dataclass(frozen=True)
@@ -484,8 +484,9 @@ def resolve_weights(checkpoint: str, *, allow_random_weights: bool, model_name: 
     The identity (``laion:sha256:<hex>`` or ``random(seed=0)``) goes into manifests and artifact keys. With
     ``remember_digest`` (``cache.enabled``), the digest is kept under ``cache_dir/checkpoints`` by the file's stat.
     """
-    if checkpoint == "auto":
-        checkpoint = str(fetch_published_checkpoint(model_name, cache_dir))
+    if checkpoint == "auto":  # the download's digest, checked on the way: no second hash
+        path, digest = fetch_published_checkpoint(model_name, cache_dir)
+        return str(path), f"laion:sha256:{digest}"
     if not checkpoint:
         if not allow_random_weights:
             raise CheckpointError("no CLAP weights: set clap.checkpoint to a LAION checkpoint file (or 'auto'), "
