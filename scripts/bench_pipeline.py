@@ -1,13 +1,13 @@
 """Benchmark the pipeline's plumbing: decode cost per file, per-file orchestration overhead, DAG time.
 
-1. Decode + downmix + resample to 48 kHz per short clip and per small video, PyAV in-process vs the ffmpeg
-   command line (median over the files, warm).
+1. Decode + downmix + resample to 48 kHz per short clip, per small video and per long WAV recording, PyAV
+   in-process vs the ffmpeg command line (median over the files, warm).
 2. Orchestration overhead on N tiny inputs (default 2,000): a full `snakemake` run whose artifacts are all in
    the store already (fresh results folder, warm cache), so every job runs but computes nothing: inventory,
    shard jobs, manifests, report. Divided by N.
 3. Dry-run DAG time for M inputs (default 10,000), once the inventory exists.
 
-Usage: python scripts/bench_pipeline.py [--tiny 2000] [--dag 10000] [--workdir DIR] [--target-files N]
+Usage: python scripts/bench_pipeline.py [--tiny 2000] [--dag 10000] [--workdir DIR] [--target-files N] [--decode-only]
 """
 import argparse
 import os
@@ -63,8 +63,11 @@ def bench_decode(tmp: Path) -> list[tuple]:
     videos = [make_video(tmp / f"v{i}.mp4", seconds=3.0) for i in range(5)]
     videos += [make_video(tmp / f"v{i}.webm", seconds=3.0, sr=48000, codec_args=("-c:a", "libopus"))
                for i in range(5)]
+    recordings = [make_audio(tmp / f"long{i}.wav", seconds=120.0, sr=48000, channels=2, source="noise")
+                  for i in range(4)]
     rows = []
-    for label, files in (("short clip (2 s ogg/wav)", clips), ("small video (3 s mp4/webm)", videos)):
+    for label, files in (("short clip (2 s ogg/wav)", clips), ("small video (3 s mp4/webm)", videos),
+                         ("long recording (120 s stereo wav)", recordings)):
         for decoder in ("pyav", "ffmpeg"):
             for f in files[:2]:
                 load_audio(str(f), decoder=decoder)  # warm
@@ -83,6 +86,7 @@ def main():
     parser.add_argument("--dag", type=int, default=10000)
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--target-files", type=int, default=None, help="shard.target_files (default: config's)")
+    parser.add_argument("--decode-only", action="store_true", help="part 1 only")
     args = parser.parse_args()
     root = Path(args.workdir or tempfile.mkdtemp(prefix="audiofeat-bench-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -92,6 +96,8 @@ def main():
     print("|---|---|---|")
     for label, decoder, ms in bench_decode(root / "decode"):
         print(f"| {label} | {decoder} | {ms:.1f} |")
+    if args.decode_only:
+        return
 
     media = root / "tiny"
     tiny_inputs(media, args.tiny)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiofeat.decode import DecodeError, load_audio, read_wav, wav_bytes
+from audiofeat.decode import DecodeError, decode_source, downmix, load_audio, read_wav, wav_bytes
 from audiofeat.testmedia import make_audio, make_video, run_ffmpeg
 
 
@@ -113,3 +113,26 @@ def test_short_clip_of_20_ms(tmp_path):
 def test_lavfi_helper_reports_ffmpeg_errors(tmp_path):
     with pytest.raises(RuntimeError, match="ffmpeg"):
         run_ffmpeg("-i", str(tmp_path / "nope.wav"), str(tmp_path / "out.wav"))
+
+
+@pytest.mark.parametrize("subtype, channels", [("PCM_16", 1), ("PCM_16", 2), ("PCM_32", 2), ("PCM_U8", 1)])
+def test_pcm_wav_decodes_sample_exact_across_many_packets(tmp_path, rng, subtype, channels):
+    # 20 s spans many of the demuxer's 64 KiB packets: every packet boundary, and the one conversion of the
+    # concatenated frames, must give libsndfile's samples exactly.
+    sr = 44100
+    noise = np.clip(0.3 * rng.standard_normal((20 * sr + 17, channels)), -1, 1)
+    path = tmp_path / f"{subtype}_{channels}.wav"
+    sf.write(path, noise, sr, subtype=subtype)
+    probe, y = decode_source(str(path))
+    samples = sf.read(path, dtype="float32")[0].reshape(-1, channels)
+    expected = samples.mean(axis=1, dtype=np.float64).astype(np.float32)
+    assert (probe.sample_rate, probe.channels) == (sr, channels)
+    assert y.dtype == np.float32 and np.array_equal(y, expected)
+
+
+@pytest.mark.parametrize("channels", [2, 3, 6])
+def test_downmix_is_the_float64_channel_mean_to_the_bit(rng, channels):
+    interleaved = (rng.standard_normal((4801, channels)) * [10.0 ** -k for k in range(channels)]).astype(np.float32)
+    for samples in (interleaved.T, np.ascontiguousarray(interleaved.T)):  # as packed and as planar frames arrive
+        expected = samples.mean(axis=0, dtype=np.float64).astype(np.float32)
+        assert np.array_equal(downmix(samples), expected)
