@@ -46,7 +46,8 @@ class InputFile:
 def scan_inputs(input_dir: str, input_list: str) -> list[tuple[str, str]]:
     """Return sorted, de-duplicated ``(absolute path, relpath)`` pairs of the configured inputs.
 
-    ``input_dir`` is walked recursively for files with a media extension; ``input_list`` names one path per line
+    ``input_dir`` is walked recursively for files with a media extension (a folder that cannot be listed is
+    logged as a warning and left out); ``input_list`` names one path per line
     (blank lines and ``#`` comments ignored; relative paths are relative to the list's folder) and takes any file.
     """
     found: dict[str, str] = {}
@@ -54,7 +55,7 @@ def scan_inputs(input_dir: str, input_list: str) -> list[tuple[str, str]]:
         root = Path(input_dir).resolve()
         if not root.is_dir():
             raise FileNotFoundError(f"input_dir {input_dir!r} is not a folder")
-        for dirpath, dirnames, filenames in os.walk(root):
+        for dirpath, dirnames, filenames in os.walk(root, onerror=_warn_unlisted):
             dirnames.sort()
             for name in filenames:
                 if name.rsplit(".", 1)[-1].lower() in MEDIA_EXTENSIONS and not name.startswith("."):
@@ -75,6 +76,12 @@ def scan_inputs(input_dir: str, input_list: str) -> list[tuple[str, str]]:
                 rel = full.lstrip(os.sep)
             found.setdefault(full, rel)
     return sorted(found.items())
+
+
+def _warn_unlisted(exc: OSError) -> None:
+    """A folder the walk cannot list (no permission, say) is named in the log, not skipped in silence."""
+    logger.warning("inventory: cannot list folder %s (%s); the files in it are left out", exc.filename,
+                   exc.strerror or exc)
 
 
 def input_fingerprint(input_dir: str, input_list: str) -> str:
