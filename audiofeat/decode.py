@@ -102,15 +102,20 @@ def decode_pyav(path: str) -> tuple[Probe, np.ndarray]:
         # normally the whole stream), one numpy pass instead of several per frame of about a thousand samples.
         converted: list[np.ndarray] = []
         run: list[np.ndarray] = []
-        run_format = None
+        run_key, run_channels = None, 0  # (sample format, channel layout) and channel count of ``run``
+
+        def end_run() -> None:
+            if run:
+                converted.append(frame_to_float(np.concatenate(run, axis=1), run_key[0], run_channels))
+                run.clear()
+
         n_decoded = largest_frame = 0
         try:
             for frame in container.decode(stream):
-                frame_format = (frame.format.name, frame.layout.nb_channels)
-                if frame_format != run_format and run:
-                    converted.append(frame_to_float(np.concatenate(run, axis=1), *run_format))
-                    run = []
-                run_format = frame_format
+                key = (frame.format.name, frame.layout.name)
+                if key != run_key:
+                    end_run()
+                    run_key, run_channels = key, len(frame.layout.channels)
                 run.append(frame.to_ndarray())
                 n_decoded += frame.samples
                 largest_frame = max(largest_frame, frame.samples)
@@ -119,8 +124,7 @@ def decode_pyav(path: str) -> tuple[Probe, np.ndarray]:
                 raise DecodeError(f"undecodable audio ({_first_line(exc)})") from None
             raise DecodeError(f"truncated or corrupt audio after {n_decoded} samples "
                               f"({_first_line(exc)})") from None
-        if run:
-            converted.append(frame_to_float(np.concatenate(run, axis=1), *run_format))
+        end_run()
         fmt = container.format.name.split(",")[0]
         codec_name = codec.name
     if not n_decoded:
