@@ -22,7 +22,8 @@ demo: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --profile profiles/local --configfile config/demo.yaml --quiet rules
 	@echo "Results: results/demo/ (manifests/, manifest.jsonl, embeddings.npy, summary.json, report/index.html)"
 
-# Debian packages the tests use where they are missing (root only): real recordings and headless Chromium.
+# Debian packages the tests use where they are missing (root only): real recordings, headless Chromium, and a
+# one-node SLURM cluster (slurmctld, slurmd, slurmdbd, munge, MariaDB) for the test of profiles/slurm.
 test-deps:
 	@bash scripts/install_test_deps.sh
 

@@ -56,10 +56,12 @@ def write_config(path: Path, **overrides) -> Path:
 
 
 def run_snakemake(workdir: Path, configfile: Path, *extra: str, env: dict | None = None, check: bool = True,
-                  timeout: float = 600, snakefile: Path = REPO / "Snakefile") -> subprocess.CompletedProcess:
+                  timeout: float = 600, snakefile: Path = REPO / "Snakefile",
+                  profile: str = "local") -> subprocess.CompletedProcess:
     """Real `snakemake` on the repository's workflow, in its own working directory (its own .snakemake)."""
+    cores = ["--cores", "2"] if profile == "local" else []  # with --cores, Snakemake caps a SLURM job's threads too
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(workdir),
-           "--profile", str(REPO / "profiles" / "local"), "--cores", "2", "--configfile", str(configfile), *extra]
+           "--profile", str(REPO / "profiles" / profile), *cores, "--configfile", str(configfile), *extra]
     run_env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **(env or {})}
     for name in ("PERF_THREADS", "AUDIO_TARGET_SR", "CLAP_ENABLE_AMP", "CLAP_MAX_BATCH_AUDIO_SECONDS",
                  "SEGMENT_WINDOW_SECONDS", "SEGMENT_HOP_SECONDS", "SEGMENT_AGGREGATE_MODE", "CACHE_DIR",

@@ -1,5 +1,6 @@
 """End to end: real Snakemake over ffmpeg-made media, every manifest checked against the schema and the facts."""
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -164,6 +165,38 @@ def test_lint_and_slurm_dry_run_resolve_resources(finished_run):
     assert dry.returncode == 0, out[-3000:]
     clap_jobs = out.split("rule clap_embed:")[1:]
     assert clap_jobs and all("gpu=1" in job.split("rule ")[0] for job in clap_jobs)
+
+
+def test_slurm_profile_runs_the_workflow_on_a_real_cluster(finished_run):
+    """profiles/slurm, unchanged, against a one-node SLURM cluster on this machine (scripts/local_slurm.sh): every
+    shard job goes through sbatch, CLAP's with a GPU, and the results equal the local run's."""
+    work, media, _, _ = finished_run
+    assert shutil.which("slurmctld") and shutil.which("sacct"), "SLURM missing: run `make test-deps`"
+    started = subprocess.run(["bash", str(REPO / "scripts" / "local_slurm.sh"), "start"], timeout=240,
+                             capture_output=True, text=True)
+    assert started.returncode == 0, started.stdout + started.stderr
+    cluster = work / "on-slurm"
+    cluster.mkdir()
+    config = write_config(cluster / "config.yaml", input_dir=str(media), results_dir="results",
+                          cache={"dir": str(cluster / "cache")})  # its own store: the jobs compute, not read back
+    done = run_snakemake(cluster, config, "--slurm-init-seconds-before-status-checks", "2", profile="slurm",
+                         timeout=900)
+
+    local, on_slurm = work / "results", cluster / "results"
+    assert read_jsonl(on_slurm / "manifest.jsonl") and \
+        [(r["source"]["path"], r["status"]) for r in read_jsonl(on_slurm / "manifest.jsonl")] == \
+        [(r["source"]["path"], r["status"]) for r in read_jsonl(local / "manifest.jsonl")]
+    assert np.abs(np.load(on_slurm / "embeddings.npy") - np.load(local / "embeddings.npy")).max() <= 1e-5
+    # Which SLURM job ran which rule, from the plugin's lines: "... submitted with SLURM jobid N (log: .../rule_R/...".
+    job_ids = {}
+    for job_id, rule in re.findall(r"SLURM jobid (\d+) \(log: \S*/rule_(\w+)/", done.stdout + done.stderr):
+        job_ids.setdefault(rule, []).append(job_id)
+    assert set(job_ids) == {"ingest_decode", "features_extract", "clap_embed"}
+    requested = {rule: subprocess.run(["sacct", "-n", "-P", "-X", "-j", ",".join(ids), "--format=ReqTRES"],
+                                      capture_output=True, text=True, check=True, timeout=30).stdout.split()
+                 for rule, ids in job_ids.items()}
+    assert requested["clap_embed"] and all("gres/gpu=1" in t and "cpu=8" in t for t in requested["clap_embed"])
+    assert all("gres/gpu" not in t for t in requested["ingest_decode"] + requested["features_extract"])
 
 
 def test_report_renders_in_headless_chromium(finished_run, tmp_path):
