@@ -92,10 +92,15 @@ EOF
   sinfo
 }
 
-stop() {
+stop() {  # stops the daemons and waits (30 s at most) until they are gone, so that a start right after is clean
+  local pids=()
   for pid_file in $PIDS; do
-    [ -s "$pid_file" ] && kill "$(cat "$pid_file")" 2>/dev/null || true
+    [ -s "$pid_file" ] && pids+=("$(cat "$pid_file")")
   done
+  [ ${#pids[@]} -gt 0 ] || return 0
+  kill "${pids[@]}" 2>/dev/null || true
+  local deadline=$((SECONDS + 30))
+  while kill -0 "${pids[@]}" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
 }
 
 case "${1:-}" in

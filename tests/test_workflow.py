@@ -172,9 +172,18 @@ def test_slurm_profile_runs_the_workflow_on_a_real_cluster(finished_run):
     shard job goes through sbatch, CLAP's with a GPU, and the results equal the local run's."""
     work, media, _, _ = finished_run
     assert shutil.which("slurmctld") and shutil.which("sacct"), "SLURM missing: run `make test-deps`"
-    started = subprocess.run(["bash", str(REPO / "scripts" / "local_slurm.sh"), "start"], timeout=240,
-                             capture_output=True, text=True)
-    assert started.returncode == 0, started.stdout + started.stderr
+    script = str(REPO / "scripts" / "local_slurm.sh")
+    was_running = subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).returncode == 0
+    started = subprocess.run(["bash", script, "start"], timeout=240, capture_output=True, text=True)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        _run_on_local_slurm(work, media)
+    finally:
+        if not was_running:  # leave the machine as the test found it
+            subprocess.run(["bash", script, "stop"], timeout=60)
+
+
+def _run_on_local_slurm(work, media):
     cluster = work / "on-slurm"
     cluster.mkdir()
     config = write_config(cluster / "config.yaml", input_dir=str(media), results_dir="results",
