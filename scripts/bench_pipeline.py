@@ -88,9 +88,15 @@ def main():
     parser.add_argument("--target-files", type=int, default=None, help="shard.target_files (default: config's)")
     parser.add_argument("--decode-only", action="store_true", help="part 1 only")
     args = parser.parse_args()
-    root = Path(args.workdir or tempfile.mkdtemp(prefix="audiofeat-bench-"))
-    root.mkdir(parents=True, exist_ok=True)
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+        run(args, Path(args.workdir))
+    else:  # its media and stores come to gigabytes: a folder of its own, removed afterwards
+        with tempfile.TemporaryDirectory(prefix="audiofeat-bench-") as tmp:
+            run(args, Path(tmp))
 
+
+def run(args: argparse.Namespace, root: Path) -> None:
     print("decode + downmix + resample to 48 kHz, median per file (warm):")
     print("| input | decoder | ms per file |")
     print("|---|---|---|")
