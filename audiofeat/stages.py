@@ -261,7 +261,14 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
                 prepared.put(None)  # the forward loop must never wait on a loader that died
 
         def items():
-            while (item := prepared.get()) is not None:
+            # How long the forward loop waits for prepared windows: with a low model-busy fraction, a large wait
+            # says preparation (reading, windowing) starves the model; a small one points at the rest of the loop.
+            while True:
+                waited_from = time.perf_counter()
+                item = prepared.get()
+                profile.seconds["clap_input_wait"] += time.perf_counter() - waited_from
+                if item is None:
+                    return
                 yield item
 
         thread = threading.Thread(target=loader, name="clap-loader", daemon=True)

@@ -109,8 +109,11 @@ def test_dataset_outputs_and_summary(finished_run):
     timings = (work / "results" / "report" / "timings.tsv").read_text().splitlines()
     assert timings[0].startswith("stage") and len(timings) == 4
     # One column per timed step: decoding and resampling apart, features, CLAP's preparation and forward, writes.
-    assert {"decode_s", "resample_s", "features_s", "clap_preprocess_s", "clap_forward_s", "write_s"} \
-        <= set(timings[0].split("\t"))
+    columns = timings[0].split("\t")
+    assert {"decode_s", "resample_s", "features_s", "clap_preprocess_s", "clap_forward_s", "write_s",
+            "clap_input_wait_s"} <= set(columns)
+    clap_row = dict(zip(columns, next(line for line in timings if line.startswith("clap")).split("\t")))
+    assert 0 < float(clap_row["clap_input_wait_s"]) < float(clap_row["clap_loop_s"])  # a part of the loop
     for rule in ("inventory", "ingest_decode", "features_extract", "clap_embed", "finalize_manifests"):
         assert list((work / "results" / "benchmarks").rglob(f"{rule}*")) or \
             list((work / "results" / "benchmarks" / rule).glob("*.tsv")), rule
