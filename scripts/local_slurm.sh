@@ -8,6 +8,8 @@
 # CUDA_VISIBLE_DEVICES=0 and, without a real GPU, run on the CPU).
 set -euo pipefail
 PIDS="/run/slurm/slurmctld.pid /run/slurm/slurmd.pid /run/slurm/slurmdbd.pid /run/mysqld/mysqld.pid /run/munge/munged.pid"
+CONFIGS="/etc/slurm/slurm.conf /etc/slurm/gres.conf /etc/slurm/slurmdbd.conf"
+MARK="# written by audiofeat scripts/local_slurm.sh"
 
 wait_for() {  # wait_for SECONDS COMMAND...: retry until the command succeeds, each try bounded by 5 s
   local deadline=$((SECONDS + $1)); shift
@@ -30,6 +32,7 @@ start() {
   chown munge:munge /run/munge
   chown mysql:mysql /run/mysqld
   cat > /etc/slurm/slurm.conf <<EOF
+$MARK
 ClusterName=localcluster
 SlurmctldHost=localhost
 SlurmUser=slurm
@@ -55,8 +58,9 @@ SlurmdLogFile=/var/log/slurm/slurmd.log
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus Sockets=1 CoresPerSocket=$cpus ThreadsPerCore=1 RealMemory=$mem Gres=gpu:1 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
-  echo "NodeName=$host Name=gpu File=/dev/null" > /etc/slurm/gres.conf
+  printf '%s\nNodeName=%s Name=gpu File=/dev/null\n' "$MARK" "$host" > /etc/slurm/gres.conf
   cat > /etc/slurm/slurmdbd.conf <<EOF
+$MARK
 AuthType=auth/munge
 DbdHost=localhost
 SlurmUser=slurm
@@ -92,15 +96,23 @@ EOF
   sinfo
 }
 
-stop() {  # stops the daemons and waits (30 s at most) until they are gone, so that a start right after is clean
+# Stops the daemons, waits (30 s at most) until they are gone, and removes the configuration start wrote: with a
+# slurm.conf naming a controller that is down, every `scontrol show config` waits about 9 s, and the SLURM
+# executor plugin runs one whenever Snakemake starts, local runs included.
+stop() {
   local pids=()
   for pid_file in $PIDS; do
     [ -s "$pid_file" ] && pids+=("$(cat "$pid_file")")
   done
-  [ ${#pids[@]} -gt 0 ] || return 0
-  kill "${pids[@]}" 2>/dev/null || true
-  local deadline=$((SECONDS + 30))
-  while kill -0 "${pids[@]}" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+  if [ ${#pids[@]} -gt 0 ]; then
+    kill "${pids[@]}" 2>/dev/null || true
+    local deadline=$((SECONDS + 30))
+    while kill -0 "${pids[@]}" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+  fi
+  for config in $CONFIGS; do
+    [ -f "$config" ] && [ "$(head -n 1 "$config")" = "$MARK" ] && rm -f "$config"
+  done
+  return 0
 }
 
 case "${1:-}" in
