@@ -67,13 +67,26 @@ def load_all(files, threads: int, python_s_per_file: float = 0.0) -> tuple[float
     return time.perf_counter() - started, windows
 
 
-def python_bound_rate(seconds: float) -> float:
-    """Iterations per second of a Python loop (the GIL-bound thread's work)."""
-    count, end = 0, time.perf_counter() + seconds
-    while time.perf_counter() < end:
+def spin(stop: threading.Event, counted: list) -> None:
+    """Run Python without pause until ``stop`` is set (the GIL-bound thread); append the iterations done."""
+    count = 0
+    while not stop.is_set():
         sum(range(200))
         count += 1
-    return count / seconds
+    counted.append(count)
+
+
+def spin_beside(work) -> tuple[float, float]:
+    """Run ``work()`` while a thread spins; returns (seconds ``work`` took, the spinner's iterations per second)."""
+    stop, counted = threading.Event(), []
+    spinner = threading.Thread(target=spin, args=(stop, counted), daemon=True)
+    spinner.start()
+    started = time.perf_counter()
+    work()
+    seconds = time.perf_counter() - started
+    stop.set()
+    spinner.join()
+    return seconds, counted[0] / seconds
 
 
 def main():
@@ -91,25 +104,13 @@ def main():
         rows.append(("alone", seconds, windows, "-"))
         seconds, windows = load_all(files, args.threads, args.python_ms / 1000)
         rows.append((f"consumer holds the GIL {args.python_ms:g} ms per file", seconds, windows, "-"))
-        solo = python_bound_rate(1.0)
+        _, solo = spin_beside(lambda: time.sleep(1.0))
         for interval in (default_interval, 0.001, 0.0002):
             sys.setswitchinterval(interval)
-            stop, counted = threading.Event(), []
-
-            def spin():
-                count = 0
-                while not stop.is_set():
-                    sum(range(200))
-                    count += 1
-                counted.append(count)
-
-            spinner = threading.Thread(target=spin, daemon=True)
-            spinner.start()
-            seconds, windows = load_all(files, args.threads)
-            stop.set()
-            spinner.join()
-            rows.append((f"beside a Python-bound thread, switch interval {interval * 1000:g} ms", seconds, windows,
-                         f"{counted[0] / seconds / solo:.2f}"))
+            loaded = []
+            seconds, rate = spin_beside(lambda: loaded.append(load_all(files, args.threads)))
+            rows.append((f"beside a Python-bound thread, switch interval {interval * 1000:g} ms", seconds,
+                         loaded[0][1], f"{rate / solo:.2f}"))
         sys.setswitchinterval(default_interval)
     print(f"{len(files)} short clips (decode + CLAP windows), {args.threads} loader threads, {os.cpu_count()} cores")
     print("| case | files/s | windows/s | Python-bound thread's speed vs alone |")
