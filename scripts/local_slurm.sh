@@ -21,6 +21,12 @@ wait_for() {  # wait_for SECONDS COMMAND...: retry until the command succeeds, e
 
 start() {
   if timeout 5 sinfo -h -o %T 2>/dev/null | grep -q idle; then sinfo; return 0; fi
+  for config in $CONFIGS; do  # a cluster's own configuration is never overwritten
+    if [ -f "$config" ] && [ "$(head -n 1 "$config")" != "$MARK" ]; then
+      echo "local_slurm: $config exists and was not written by this script; leaving SLURM alone" >&2
+      return 1
+    fi
+  done
   local host cpus mem
   host=$(hostname -s)
   # The node declares at least 8 CPUs and 32 GB, what profiles/slurm asks of one job, so the profile runs here
