@@ -264,9 +264,8 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
             # How long the forward loop waits for prepared windows: with a low model-busy fraction, a large wait
             # says preparation (reading, windowing) starves the model; a small one points at the rest of the loop.
             while True:
-                waited_from = time.perf_counter()
-                item = prepared.get()
-                profile.seconds["clap_input_wait"] += time.perf_counter() - waited_from
+                with profile.timer("clap_input_wait"):
+                    item = prepared.get()
                 if item is None:
                     return
                 yield item

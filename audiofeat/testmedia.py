@@ -5,11 +5,25 @@ Arguments go to ffmpeg as a list, never through a shell.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 from .decode import ffmpeg_executable
+
+
+@contextlib.contextmanager
+def scratch_folder(workdir: str | os.PathLike | None, prefix: str):
+    """A benchmark's working folder: ``workdir`` (created, kept afterwards) when given, else a temporary folder
+    that is removed afterwards, since a benchmark's media and stores can come to gigabytes."""
+    if workdir:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        yield Path(workdir)
+    else:
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            yield Path(tmp)
 
 
 def run_ffmpeg(*args: str) -> None:

@@ -10,7 +10,6 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from audiofeat.testmedia import write_seeded_checkpoint, write_tone_clips  # noqa: E402
+from audiofeat.testmedia import scratch_folder, write_seeded_checkpoint, write_tone_clips  # noqa: E402
 
 
 def snakemake(workdir: Path, config: Path) -> float:
@@ -36,36 +35,36 @@ def main():
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--workdir")
     args = parser.parse_args()
-    root = Path(args.workdir or tempfile.mkdtemp(prefix="audiofeat-cache-bench-"))
-    media = root / "media"
-    write_tone_clips(media, args.files, seed=0)
-    # A LAION-format checkpoint file, loaded as a user's run loads LAION's (which cannot be downloaded here).
-    checkpoint = write_seeded_checkpoint(root / "clap-seeded.pt")
-    config = root / "config.yaml"
-    config.write_text(yaml.safe_dump({"input_dir": str(media), "results_dir": "results",
-                                      "cache": {"dir": str(root / "cache")},
-                                      "clap": {"checkpoint": str(checkpoint)}}))
-    cold = snakemake(root, config)
-    noop = snakemake(root, config)
-    write_tone_clips(media / "added", 1, seed=1)
-    added_at = time.time()
-    added = snakemake(root, config)
-    # Jobs that ran in the incremental run: their Snakemake benchmark files were rewritten by it.
-    reran = []
-    for tsv in sorted((root / "results" / "benchmarks").rglob("*.tsv")):
-        if tsv.stat().st_mtime >= added_at:
-            header, values = tsv.read_text().splitlines()[:2]
-            reran.append((str(tsv.relative_to(root / "results" / "benchmarks")),
-                          float(dict(zip(header.split("\t"), values.split("\t")))["s"])))
-    print(f"{args.files} short files (1 s each), {os.cpu_count()} cores, `snakemake --profile profiles/local`:")
-    print("| run | wall s | share of cold |")
-    print("|---|---|---|")
-    for label, seconds in (("cold", cold), ("rerun, nothing to do", noop), ("rerun after adding 1 file", added)):
-        print(f"| {label} | {seconds:.1f} | {seconds / cold:.1%} |")
-    print("\nJobs the incremental run ran (Snakemake benchmark seconds; the rest is Snakemake itself):")
-    for name, seconds in reran:
-        print(f"- {name}: {seconds:.2f} s")
-    print(f"- Snakemake start-up, DAG and scheduling: {added - sum(s for _, s in reran):.2f} s")
+    with scratch_folder(args.workdir, "audiofeat-cache-bench-") as root:
+        media = root / "media"
+        write_tone_clips(media, args.files, seed=0)
+        # A LAION-format checkpoint file, loaded as a user's run loads LAION's (which cannot be downloaded here).
+        checkpoint = write_seeded_checkpoint(root / "clap-seeded.pt")
+        config = root / "config.yaml"
+        config.write_text(yaml.safe_dump({"input_dir": str(media), "results_dir": "results",
+                                          "cache": {"dir": str(root / "cache")},
+                                          "clap": {"checkpoint": str(checkpoint)}}))
+        cold = snakemake(root, config)
+        noop = snakemake(root, config)
+        write_tone_clips(media / "added", 1, seed=1)
+        added_at = time.time()
+        added = snakemake(root, config)
+        # Jobs that ran in the incremental run: their Snakemake benchmark files were rewritten by it.
+        reran = []
+        for tsv in sorted((root / "results" / "benchmarks").rglob("*.tsv")):
+            if tsv.stat().st_mtime >= added_at:
+                header, values = tsv.read_text().splitlines()[:2]
+                reran.append((str(tsv.relative_to(root / "results" / "benchmarks")),
+                              float(dict(zip(header.split("\t"), values.split("\t")))["s"])))
+        print(f"{args.files} short files (1 s each), {os.cpu_count()} cores, `snakemake --profile profiles/local`:")
+        print("| run | wall s | share of cold |")
+        print("|---|---|---|")
+        for label, seconds in (("cold", cold), ("rerun, nothing to do", noop), ("rerun after adding 1 file", added)):
+            print(f"| {label} | {seconds:.1f} | {seconds / cold:.1%} |")
+        print("\nJobs the incremental run ran (Snakemake benchmark seconds; the rest is Snakemake itself):")
+        for name, seconds in reran:
+            print(f"- {name}: {seconds:.2f} s")
+        print(f"- Snakemake start-up, DAG and scheduling: {added - sum(s for _, s in reran):.2f} s")
 
 
 if __name__ == "__main__":

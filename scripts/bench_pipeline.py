@@ -14,7 +14,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from audiofeat.decode import load_audio  # noqa: E402
-from audiofeat.testmedia import make_audio, make_video  # noqa: E402
+from audiofeat.testmedia import make_audio, make_video, scratch_folder  # noqa: E402
 
 
 def tiny_inputs(folder: Path, count: int, seconds: float = 0.2) -> None:
@@ -88,12 +87,8 @@ def main():
     parser.add_argument("--target-files", type=int, default=None, help="shard.target_files (default: config's)")
     parser.add_argument("--decode-only", action="store_true", help="part 1 only")
     args = parser.parse_args()
-    if args.workdir:
-        Path(args.workdir).mkdir(parents=True, exist_ok=True)
-        run(args, Path(args.workdir))
-    else:  # its media and stores come to gigabytes: a folder of its own, removed afterwards
-        with tempfile.TemporaryDirectory(prefix="audiofeat-bench-") as tmp:
-            run(args, Path(tmp))
+    with scratch_folder(args.workdir, "audiofeat-bench-") as root:
+        run(args, root)
 
 
 def run(args: argparse.Namespace, root: Path) -> None:
