@@ -6,6 +6,7 @@ reason; the job itself succeeds so that the rest of the run goes on.
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -61,12 +62,31 @@ def ingest_key(content_key: str, target_sr: int) -> ArtifactKey:
     return ArtifactKey(content_key, "wav", DECODE_VERSION, params_hash(decode_params(target_sr)), ".wav")
 
 
+def features_key(content_key: str, config: dict) -> ArtifactKey:
+    """Store key of a file's features: its content, the features version and parameters, and its WAV's."""
+    from .features import FEATURES_VERSION, features_params
+
+    sr = config["audio"]["target_sr"]
+    phash = params_hash({**features_params(config["features"], sr), "wav": ingest_key("", sr).params_hash})
+    return ArtifactKey(content_key, "features", FEATURES_VERSION, phash, ".json")
+
+
+def clap_key(content_key: str, config: dict, *, weights: str, precision: str) -> ArtifactKey:
+    """Store key of a file's CLAP embeddings: its content, the CLAP version and parameters (weights identity and
+    precision included), and its WAV's."""
+    from .clap import CLAP_VERSION, clap_params
+
+    params = clap_params(config["clap"], config["segment"], weights=weights, precision=precision)
+    phash = params_hash({**params, "wav": ingest_key("", config["audio"]["target_sr"]).params_hash})
+    return ArtifactKey(content_key, "clap", CLAP_VERSION, phash, ".npz")
+
+
 def run_ingest(shard_tsv: str, out_jsonl: str, profile_json: str, config: dict, threads: int = 1) -> JobProfile:
     """Decode every input of a shard to a mono WAV at ``audio.target_sr`` (or find it in the store), ``threads``
     files at a time: FFmpeg's decoders, soxr and the store's writes release the GIL."""
     store = open_store(config)
     target_sr, decoder = config["audio"]["target_sr"], config["audio"]["decoder"]
-    profile = JobProfile("ingest", Path(shard_tsv).stem)
+    profile = JobProfile("ingest", Path(shard_tsv).stem, extra={"threads": threads})
 
     def ingest_one(row: dict) -> tuple[dict, bool]:
         """``(record, cache hit)`` for one input."""
@@ -118,17 +138,16 @@ def run_features(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: d
     from .features import FEATURES_VERSION, extract_features, features_params
 
     store = open_store(config)
-    sr = config["audio"]["target_sr"]
-    params = features_params(config["features"], sr)
-    phash = params_hash({**params, "wav": ingest_key("", sr).params_hash})
-    profile = JobProfile("features", Path(ingest_jsonl).stem)
+    params = features_params(config["features"], config["audio"]["target_sr"])
+    phash = features_key("", config).params_hash
+    profile = JobProfile("features", Path(ingest_jsonl).stem, extra={"threads": threads})
     lock = threading.Lock()
 
     def one(row: dict) -> dict:
         record = {"content_key": row["content_key"]}
         if row["status"] != "ok":
             return {**record, "status": "skipped"}
-        key = ArtifactKey(row["content_key"], "features", FEATURES_VERSION, phash, ".json")
+        key = features_key(row["content_key"], config)
         started = time.perf_counter()
         found = store.get(key)
         if found:
@@ -171,13 +190,13 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
     """CLAP embeddings of every decoded file of a shard: cached ones read back, the rest micro-batched while a
     loader thread prepares the next files' windows. On CPU, ``threads`` single-threaded forward passes run at
     once; on CUDA one stream gets ``threads`` CPU threads."""
-    from .clap import CLAP_VERSION, clap_params
+    from .clap import clap_precision
     from .clap.model import MODEL_INPUT_SAMPLES, MODEL_SAMPLE_RATE, resolve_device, resolve_weights
     from .clap.windows import active_fraction, aggregate, model_inputs, plan_windows
 
     store = open_store(config)
     clap_cfg, seg_cfg = config["clap"], config["segment"]
-    profile = JobProfile("clap", Path(ingest_jsonl).stem)
+    profile = JobProfile("clap", Path(ingest_jsonl).stem, extra={"threads": threads})
     rows = read_jsonl(ingest_jsonl)
     ok_rows = [r for r in rows if r["status"] == "ok"]
     with profile.timer("setup"):
@@ -186,19 +205,18 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
             model_name=clap_cfg["model"], cache_dir=config["cache"]["dir"],
             remember_digest=config["cache"]["enabled"])
         device = resolve_device(config["perf"]["device"])
-    precision = "fp16-autocast" if clap_cfg["enable_amp"] and device.startswith("cuda") else "fp32"
-    params = clap_params(clap_cfg, seg_cfg, weights=weights, precision=precision)
-    phash = params_hash({**params, "wav": ingest_key("", config["audio"]["target_sr"]).params_hash})
+    precision = clap_precision(device, clap_cfg["enable_amp"])
+    key_of = functools.partial(clap_key, config=config, weights=weights, precision=precision)
     window = int(round(seg_cfg["window_seconds"] * MODEL_SAMPLE_RATE))
     hop = int(round(seg_cfg["hop_seconds"] * MODEL_SAMPLE_RATE))
-    extractor = {"version": CLAP_VERSION, "params_hash": phash}
+    extractor = {"version": key_of("").version, "params_hash": key_of("").params_hash}
 
     results: dict[str, dict] = {}
     artifacts: dict[str, str] = {}
     clap_seconds: dict[str, float] = {}  # a file's share of the forward passes, by its windows
     todo = []
     for row in ok_rows:
-        key = ArtifactKey(row["content_key"], "clap", CLAP_VERSION, phash, ".npz")
+        key = key_of(row["content_key"])
         found = store.get(key)
         if found:
             with np.load(found[0]) as data:

@@ -181,6 +181,8 @@ def test_one_file_added_to_a_finished_200_file_run(tmp_path):
     config = write_config(tmp_path / "c.yaml", input_dir=str(media), results_dir="out", cache={"dir": str(cache)},
                           shard={"target_files": 64})
     run_snakemake(tmp_path, config)
+    timings = tmp_path / "out" / "timings"
+    cold_threads = {json.loads(p.read_text())["threads"] for p in timings.rglob("*.json")}
     _write_clips(media / "new", 1, seed=2, seconds=0.2)
     started = time.time()
     done = run_snakemake(tmp_path, config)
@@ -188,6 +190,11 @@ def test_one_file_added_to_a_finished_200_file_run(tmp_path):
     assert len(read_jsonl(tmp_path / "out" / "manifest.jsonl")) == 201
     # Four shards: only the new file's shard reran its three jobs.
     assert (done.stdout + done.stderr).count("rule ingest_decode:") == 1
+    # Each claimed every core when all its files were new, and one thread for its one new file now, so that
+    # the shard's features and CLAP jobs could run side by side.
+    rerun = [json.loads(p.read_text()) for p in timings.rglob("*.json") if p.stat().st_mtime >= started]
+    assert cold_threads == {2} and sorted(p["stage"] for p in rerun) == ["clap", "features", "ingest"]
+    assert all(p["threads"] == 1 and p["cache_misses"] == 1 for p in rerun)
 
 
 def test_sigkill_at_a_random_point_then_rerun_equals_a_clean_run(tmp_path):

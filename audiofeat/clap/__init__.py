@@ -13,3 +13,8 @@ def clap_params(clap_config: dict, segment_config: dict, *, weights: str, precis
         "hop_seconds": float(segment_config["hop_seconds"]),
         "aggregate_mode": segment_config["aggregate_mode"],
     }
+
+
+def clap_precision(device: str, enable_amp: bool) -> str:
+    """Precision of the forward passes: autocast to float16 on CUDA when ``enable_amp``, else float32."""
+    return "fp16-autocast" if enable_amp and device.startswith("cuda") else "fp32"

@@ -332,10 +332,12 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def checkpoint_sha256(path: str | os.PathLike, index_dir: str | os.PathLike | None) -> str:
+def checkpoint_sha256(path: str | os.PathLike, index_dir: str | os.PathLike | None, *,
+                      remembered_only: bool = False) -> str | None:
     """sha256 of a checkpoint file, remembered in ``index_dir/sha256-by-stat.json`` under its real path, size,
     mtime and inode (as the inventory's stat index does for inputs): a job hashes a LAION file of several GB only
-    when it changed on disk. ``index_dir=None`` hashes every time."""
+    when it changed on disk. ``index_dir=None`` hashes every time; ``remembered_only`` returns None instead of
+    hashing."""
     from ..store import atomic_write_text
 
     real = os.path.realpath(path)
@@ -351,6 +353,8 @@ def checkpoint_sha256(path: str | os.PathLike, index_dir: str | os.PathLike | No
         entry = index.get(real)
         if isinstance(entry, dict) and entry.get("stat") == stat:
             return entry["sha256"]
+    if remembered_only:
+        return None
     digest = sha256_file(real)
     if index_path is not None:
         index[real] = {"stat": stat, "sha256": digest}
@@ -455,7 +459,7 @@ class LoadedModel:
     device: str
 
 
-def _no_cuda_here() -> bool:
+def no_cuda_here() -> bool:
     """True when no NVIDIA device can be visible (no driver device files, or CUDA_VISIBLE_DEVICES empties the
     list): ``auto`` then means CPU without importing torch, which a job that only reads its cache skips."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -466,7 +470,7 @@ def _no_cuda_here() -> bool:
 
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda:N`` is checked to exist."""
-    if device == "cpu" or (device == "auto" and _no_cuda_here()):
+    if device == "cpu" or (device == "auto" and no_cuda_here()):
         return "cpu"
     import torch
 
@@ -496,6 +500,22 @@ def resolve_weights(checkpoint: str, *, allow_random_weights: bool, model_name: 
         raise CheckpointError(f"clap.checkpoint {checkpoint!r} does not exist")
     index_dir = Path(cache_dir) / "checkpoints" if remember_digest else None
     return checkpoint, f"laion:sha256:{checkpoint_sha256(checkpoint, index_dir)}"
+
+
+def known_weights(checkpoint: str, *, allow_random_weights: bool, model_name: str,
+                  cache_dir: str | os.PathLike) -> str | None:
+    """The weights identity :func:`resolve_weights` gives for these settings when it is known without hashing or
+    downloading a checkpoint (a digest remembered under ``cache_dir``), else None."""
+    if not checkpoint:
+        return f"random(seed={RANDOM_WEIGHTS_SEED})" if allow_random_weights else None
+    index_dir = Path(cache_dir) / "checkpoints"
+    if checkpoint == "auto" and model_name not in PUBLISHED_CHECKPOINTS:
+        return None
+    path = index_dir / PUBLISHED_CHECKPOINTS[model_name][1] if checkpoint == "auto" else Path(checkpoint)
+    if not path.exists():
+        return None
+    digest = checkpoint_sha256(path, index_dir, remembered_only=True)
+    return f"laion:sha256:{digest}" if digest else None
 
 
 _models: dict[tuple, LoadedModel] = {}

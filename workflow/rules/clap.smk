@@ -12,6 +12,6 @@ rule clap_embed:
         results("logs/clap_embed/{shard}.log"),
     benchmark:
         results("benchmarks/clap_embed/{shard}.tsv")
-    threads: THREADS
+    threads: get_shard_threads("clap")
     script:
         "../../scripts/clap.py"

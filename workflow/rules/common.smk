@@ -10,6 +10,7 @@ from audiofeat.decode import DECODE_VERSION, decode_params
 from audiofeat.features import FEATURES_VERSION, features_params
 from audiofeat.clap import CLAP_VERSION
 from audiofeat.inventory import input_fingerprint
+from audiofeat.scheduling import cancel_wakeup_timers, shard_job_threads
 from audiofeat.store import params_hash
 
 # Environment variables (PERF_THREADS, CACHE_DIR, ...) override config/config.yaml; --config wins over both.
@@ -43,6 +44,15 @@ def get_shards():
 def get_shard_outputs(stage):
     def inner(wildcards):
         return [results(f"{stage}/{shard}.jsonl") for shard in get_shards()]
+
+    return inner
+
+
+def get_shard_threads(stage):
+    """A shard job's threads: THREADS, but no more than it has files (or CLAP windows) missing from the store."""
+
+    def inner(wildcards, input):
+        return shard_job_threads(stage, input[0], config, THREADS)
 
     return inner
 

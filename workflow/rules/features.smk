@@ -12,6 +12,6 @@ rule features_extract:
         results("logs/features_extract/{shard}.log"),
     benchmark:
         results("benchmarks/features_extract/{shard}.tsv")
-    threads: THREADS
+    threads: get_shard_threads("features")
     script:
         "../../scripts/features.py"

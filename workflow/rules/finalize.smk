@@ -61,7 +61,9 @@ rule finalize_strict:
 
 onsuccess:
     print_summary()
+    cancel_wakeup_timers()
 
 
 onerror:
     print_summary()
+    cancel_wakeup_timers()

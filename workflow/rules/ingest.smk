@@ -12,6 +12,6 @@ rule ingest_decode:
         results("logs/ingest_decode/{shard}.log"),
     benchmark:
         results("benchmarks/ingest_decode/{shard}.tsv")
-    threads: THREADS
+    threads: get_shard_threads("ingest")
     script:
         "../../scripts/ingest.py"

@@ -1,0 +1,82 @@
+"""What the workflow tells Snakemake's scheduler: how many threads a shard job can use, and the end of a run.
+
+Snakemake-specific glue kept out of the Snakefile so that it is testable without a run.
+"""
+from __future__ import annotations
+
+import threading
+
+
+def cancel_wakeup_timers() -> int:
+    """Cancel the pending ``threading.Timer`` threads of this process; returns how many were pending.
+
+    Snakemake's job rate limiter (``--max-jobs-per-timespan``, 100/1s by default) starts a non-daemon 1 s timer
+    after each job submission to wake its scheduler, and the interpreter waits for the last one at exit: every
+    run that executed a job ended about 1 s after its last job (measured: 1.0 s of the 7.7 s rerun after adding
+    one file to 1,000). Call it from ``onsuccess``/``onerror``, when the scheduler has nothing left to wake.
+    """
+    pending = [t for t in threading.enumerate() if isinstance(t, threading.Timer) and not t.finished.is_set()]
+    for timer in pending:
+        timer.cancel()
+    return len(pending)
+
+
+def pending_work(stage: str, table: str, config: dict) -> int:
+    """How many independent pieces of work a shard job of ``stage`` has: inputs to decode (``ingest``, from the
+    shard's inventory table), files to analyse (``features``) or windows to embed (``clap``, both from the
+    shard's ingest table) whose artifact is not in the store. Reads tables and stats artifacts; never hashes.
+
+    Raises FileNotFoundError while ``table`` is not written yet.
+    """
+    from .inventory import read_tsv
+    from .stages import clap_key, features_key, ingest_key, open_store, read_jsonl
+
+    store = open_store(config)
+
+    def missing(key) -> bool:
+        return not (store.reuse and store.path(key).exists())
+
+    if stage == "ingest":
+        sr = config["audio"]["target_sr"]
+        return sum(missing(ingest_key(row["content_key"], sr)) for row in read_tsv(table))
+    rows = [row for row in read_jsonl(table) if row["status"] == "ok"]
+    if stage == "features":
+        return sum(missing(features_key(row["content_key"], config)) for row in rows)
+    if stage != "clap":
+        raise ValueError(f"unknown stage {stage!r}")
+    from .clap import clap_precision
+    from .clap.model import MODEL_SAMPLE_RATE, no_cuda_here, known_weights
+    from .clap.windows import plan_windows
+
+    clap_cfg, seg_cfg = config["clap"], config["segment"]
+
+    def windows(row: dict) -> int:
+        n = max(1, round(row["audio"]["duration_s"] * MODEL_SAMPLE_RATE))
+        return len(plan_windows(n, int(round(seg_cfg["window_seconds"] * MODEL_SAMPLE_RATE)),
+                                int(round(seg_cfg["hop_seconds"] * MODEL_SAMPLE_RATE)), segment=seg_cfg["enabled"]))
+
+    weights = known_weights(clap_cfg["checkpoint"], allow_random_weights=clap_cfg["allow_random_weights"],
+                            model_name=clap_cfg["model"], cache_dir=config["cache"]["dir"])
+    if weights is None:  # the weights' digest is not known yet: the job will compute every file
+        return sum(windows(row) for row in rows)
+    # The job's device without importing torch here: `auto` means CUDA where an NVIDIA driver is present.
+    device = config["perf"]["device"]
+    cuda = device.startswith("cuda") or (device == "auto" and not no_cuda_here())
+    precision = clap_precision("cuda" if cuda else "cpu", clap_cfg["enable_amp"])
+    return sum(windows(row) for row in rows
+               if missing(clap_key(row["content_key"], config, weights=weights, precision=precision)))
+
+
+def shard_job_threads(stage: str, table: str, config: dict, max_threads: int) -> int:
+    """Threads a shard job claims: ``max_threads``, but no more than it has pieces of work (at least one).
+
+    After a few files are added to a finished run, a shard job finds all but a few artifacts in the store; a
+    claim of all the cores would make Snakemake run the shard's features and CLAP jobs (and the other shards'
+    jobs) one after the other, each mostly waiting on its own start-up. Snakemake evaluates this when the job's
+    input is written (asking again before it schedules the job); before that, the full claim stands.
+    """
+    try:
+        pending = pending_work(stage, table, config)
+    except FileNotFoundError:
+        return max_threads
+    return max(1, min(max_threads, pending))
