@@ -1,9 +1,7 @@
-"""Run report: ``timings.tsv`` and a self-contained ``index.html`` with embedded matplotlib plots."""
+"""Run report: ``timings.tsv`` and a self-contained ``index.html`` with inline SVG plots."""
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -13,6 +11,7 @@ import orjson
 from .store import atomic_write_text
 
 STAGES = ("ingest", "features", "clap")
+BAR_COLOURS = ("#4c72b0", "#55a868", "#c44e52")
 
 
 def load_profiles(paths: list[str]) -> list[dict]:
@@ -64,32 +63,65 @@ def timings_rows(totals: dict[str, dict]) -> list[dict]:
     return rows
 
 
-def _png(fig) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+def svg_bars(labels: list[str], values: list[float], *, xlabel: str, width: int = 600) -> str:
+    """Horizontal bar chart as an inline ``<svg>``: one bar per label, its length proportional to its value, and
+    the value in the bar's tooltip. Drawn by hand so that the report job needs no plotting library (importing
+    matplotlib was most of the report job's time)."""
+    left, right, row, top = 90, 20, 28, 10
+    scale = (width - left - right) / max(max(values, default=0.0), 1e-12)
+    height = top + row * len(labels) + 40
+    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' font-size='12'>"]
+    for i, (label, value) in enumerate(zip(labels, values)):
+        y = top + i * row
+        parts.append(f"<text x='{left - 6}' y='{y + row / 2 + 4:.1f}' text-anchor='end'>{html.escape(label)}</text>"
+                     f"<rect class='bar' x='{left}' y='{y + 4}' width='{value * scale:.2f}' height='{row - 8}' "
+                     f"fill='{BAR_COLOURS[i % len(BAR_COLOURS)]}'><title>{html.escape(label)}: {value:.3f}</title>"
+                     "</rect>")
+    parts.append(_x_axis(left, top + row * len(labels), width - left - right, max(values, default=0.0), xlabel))
+    return "".join(parts) + "</svg>"
+
+
+def svg_histogram(values: list[float], *, bins: int, xlabel: str, width: int = 600, height: int = 220) -> str:
+    """Histogram of ``values`` in ``bins`` equal-width bins as an inline ``<svg>``; each bar's tooltip gives its
+    range and count (the counts add up to ``len(values)``)."""
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or 1e-12
+    counts = [0] * bins
+    for v in values:
+        counts[min(bins - 1, int((v - lo) / span * bins))] += 1
+    left, right, top, bottom = 50, 20, 10, 40
+    plot_w, plot_h = width - left - right, height - top - bottom
+    bar_w = plot_w / bins
+    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' font-size='12'>",
+             f"<text x='{left - 6}' y='{top + 10}' text-anchor='end'>{max(counts)}</text>",
+             f"<text x='{left - 6}' y='{top + plot_h}' text-anchor='end'>0</text>",
+             f"<text x='12' y='{top + plot_h / 2:.1f}' transform='rotate(-90 12 {top + plot_h / 2:.1f})' "
+             "text-anchor='middle'>files</text>"]
+    for i, count in enumerate(counts):
+        h = plot_h * count / max(counts)
+        a, b = lo + span * i / bins, lo + span * (i + 1) / bins
+        parts.append(f"<rect class='bar' x='{left + i * bar_w:.2f}' y='{top + plot_h - h:.2f}' "
+                     f"width='{max(bar_w - 1, 0.5):.2f}' height='{h:.2f}' fill='{BAR_COLOURS[0]}'>"
+                     f"<title>{a:.4g}-{b:.4g} s: {count} files</title></rect>")
+    parts.append(_x_axis(left, top + plot_h, plot_w, hi, xlabel, start=lo))
+    return "".join(parts) + "</svg>"
+
+
+def _x_axis(x0: int, y0: float, length: float, end: float, label: str, start: float = 0.0) -> str:
+    ticks = "".join(f"<text x='{x0 + length * f:.1f}' y='{y0 + 16}' text-anchor='middle'>"
+                    f"{start + (end - start) * f:.3g}</text>" for f in (0, 0.5, 1))
+    return (f"<line x1='{x0}' y1='{y0}' x2='{x0 + length}' y2='{y0}' stroke='#333'/>{ticks}"
+            f"<text x='{x0 + length / 2:.1f}' y='{y0 + 34}' text-anchor='middle'>{html.escape(label)}</text>")
 
 
 def _plots(totals: dict[str, dict], per_file: list[tuple[str, float]]) -> list[tuple[str, str]]:
-    # Figures made directly, without pyplot: no global figure state, and no GUI backend machinery to import.
-    from matplotlib.figure import Figure
-
-    plots = []
-    fig = Figure(figsize=(6, 2.6))
-    ax = fig.subplots()
     names = [s for s in STAGES if s in totals]
-    ax.barh(names, [totals[s]["wall_s"] for s in names], color=["#4c72b0", "#55a868", "#c44e52"][: len(names)])
-    ax.set_xlabel("seconds (sum of job wall times)")
-    ax.set_title("Time per stage")
-    plots.append(("Time per stage", _png(fig)))
+    plots = [("Time per stage", svg_bars(names, [totals[s]["wall_s"] for s in names],
+                                         xlabel="seconds (sum of job wall times)"))]
     if per_file:
-        fig = Figure(figsize=(6, 2.6))
-        ax = fig.subplots()
-        ax.hist([cost for _, cost in per_file], bins=min(40, max(5, len(per_file) // 2)), color="#4c72b0")
-        ax.set_xlabel("seconds per file (decode + features + CLAP share)")
-        ax.set_ylabel("files")
-        ax.set_title("Per-file cost")
-        plots.append(("Per-file cost", _png(fig)))
+        plots.append(("Per-file cost", svg_histogram([cost for _, cost in per_file],
+                                                     bins=min(40, max(5, len(per_file) // 2)),
+                                                     xlabel="seconds per file (decode + features + CLAP share)")))
     return plots
 
 
@@ -141,8 +173,8 @@ def write_report(profile_paths: list[str], summary_path: str, manifest_jsonl: st
         + ("n/a (every embedding came from the cache)" if busy is None else f"<b>{busy:.2f}</b>") + "</p>",
         "<h2>Stages</h2>", _table(rows),
     ]
-    for title, data in _plots(totals, per_file):
-        parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='{data}'>")
+    for title, svg in _plots(totals, per_file):
+        parts.append(f"<h2>{html.escape(title)}</h2>{svg}")
     parts += ["<h2>Slowest files</h2>", _table([{"file": p, "seconds": round(s, 4)} for p, s in slowest]),
               "<h2>Failures by cause</h2>",
               _table([{"cause": c, "files": n} for c, n in sorted(summary["failures_by_cause"].items())]),
