@@ -102,7 +102,8 @@ def run_ingest(shard_tsv: str, out_jsonl: str, profile_json: str, config: dict, 
                     probe, y = decode_source(row["path"], decoder=decoder)
                 with profile.timer("resample"):
                     y = resample(y, probe.sample_rate, target_sr)
-                meta = {"probe": probe.__dict__, "samples": int(y.shape[0])}
+                meta = {"probe": probe.__dict__, "samples": int(y.shape[0]),
+                        "seconds": round(time.perf_counter() - started, 6)}
                 with profile.timer("write"):
                     path = store.put(key, wav_bytes(y, target_sr), meta)
             except (DecodeError, OSError, ValueError) as exc:
@@ -112,7 +113,7 @@ def run_ingest(shard_tsv: str, out_jsonl: str, profile_json: str, config: dict, 
         probe = meta["probe"]
         return {**record, "status": "ok", "samples": meta["samples"],
                 "audio": {**probe, "target_sr": target_sr, "wav": str(path)},
-                "seconds": round(time.perf_counter() - started, 6), "cache_hit": bool(found),
+                "seconds": meta.get("seconds", 0.0), "cache_hit": bool(found),
                 "extractor": {"version": DECODE_VERSION, "params_hash": key.params_hash}}, bool(found)
 
     records = []
@@ -148,10 +149,9 @@ def run_features(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: d
         if row["status"] != "ok":
             return {**record, "status": "skipped"}
         key = features_key(row["content_key"], config)
-        started = time.perf_counter()
         found = store.get(key)
         if found:
-            artifact = found[0]
+            artifact, meta = found
             block = orjson.loads(artifact.read_bytes())
         else:
             try:
@@ -161,7 +161,8 @@ def run_features(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: d
                 compute = time.perf_counter() - t0
                 if not all(np.isfinite(v).all() for part in ("mel", "mfcc") for v in block[part].values()):
                     raise ValueError("non-finite statistics")
-                artifact = store.put(key, orjson.dumps(block), {})
+                meta = {"seconds": round(compute, 6)}
+                artifact = store.put(key, orjson.dumps(block), meta)
             except Exception as exc:  # noqa: BLE001 - one file's failure must not stop the shard
                 logger.error("features: %s: %s", row["path"], one_line(exc))
                 return {**record, "status": "error", "error": f"features: {one_line(exc)}"}
@@ -169,7 +170,7 @@ def run_features(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: d
                 profile.seconds["features"] += compute
         with lock:
             profile.audio_seconds += row["audio"]["duration_s"]
-        return {**record, "status": "ok", "features": block, "seconds": round(time.perf_counter() - started, 6),
+        return {**record, "status": "ok", "features": block, "seconds": meta.get("seconds", 0.0),
                 "cache_hit": bool(found), "artifact": str(artifact),
                 "extractor": {"version": FEATURES_VERSION, "params_hash": phash}}
 
@@ -213,7 +214,9 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
 
     results: dict[str, dict] = {}
     artifacts: dict[str, str] = {}
-    clap_seconds: dict[str, float] = {}  # a file's share of the forward passes, by its windows
+    # Per file, what its embedding cost when it was computed (stored with it: a cache hit keeps the figure, so a
+    # rerun leaves the file's manifest as it was).
+    clap_seconds: dict[str, float] = {}
     todo = []
     for row in ok_rows:
         key = key_of(row["content_key"])
@@ -223,6 +226,7 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
                 results[row["content_key"]] = _clap_block(data, clap_cfg["model"], weights, precision, store,
                                                           seg_cfg, key)
             artifacts[row["content_key"]] = str(found[0])
+            clap_seconds[row["content_key"]] = found[1].get("seconds", 0.0)
             profile.audio_seconds += row["audio"]["duration_s"]
         else:
             todo.append((row, key))
@@ -299,11 +303,13 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
                       "strategy": np.array(json.dumps(strategy))}
             buffer = io.BytesIO()
             np.savez(buffer, **arrays)
+            # The file's share of the forward passes, by its windows, at the job's mean cost per window so far.
+            share = round(len(windows) * embedder.stats.seconds / max(1, embedder.stats.windows), 6)
             t0 = time.perf_counter()
-            path = store.put(key, buffer.getvalue(), {})
+            path = store.put(key, buffer.getvalue(), {"seconds": share})
             # The block comes from the arrays in hand, as a cache hit builds it from the stored ones.
             block = _clap_block(arrays, clap_cfg["model"], weights, precision, store, seg_cfg, key)
-            return content_key, block, path, len(windows), time.perf_counter() - t0
+            return content_key, block, path, share, time.perf_counter() - t0
 
         # Artifacts are written (fsync included) by a pool, so the device never waits for the disk.
         with ThreadPoolExecutor(max(2, threads), thread_name_prefix="clap-writer") as writer:
@@ -317,12 +323,11 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
                     load_errors[content_key] = "CLAP produced a non-finite embedding"
                     continue
                 written.append(writer.submit(finish, content_key, output, windows, weights_, key))
-            seconds_per_window = embedder.stats.seconds / max(1, embedder.stats.windows)
             for future in written:
-                content_key, block, path, n_windows, write_seconds = future.result()
+                content_key, block, path, share, write_seconds = future.result()
                 results[content_key] = block
                 artifacts[content_key] = str(path)
-                clap_seconds[content_key] = round(n_windows * seconds_per_window, 6)
+                clap_seconds[content_key] = share
                 profile.seconds["write"] += write_seconds
         thread.join()
         profile.seconds["clap_forward"] += embedder.stats.seconds
@@ -359,7 +364,7 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
 def _clap_block(data, model: str, weights: str, precision: str, store: ArtifactStore, seg_cfg: dict,
                 key: ArtifactKey) -> dict:
     block = {"model": model, "weights": weights, "precision": precision,
-             "embedding": [float(x) for x in data["embedding"]],
+             "embedding": np.asarray(data["embedding"]).tolist(),  # exact: each float32 as a Python float
              "segments": [{"start_s": round(float(a), 6), "end_s": round(float(b), 6)} for a, b in data["segments"]],
              "aggregate_strategy": json.loads(str(data["strategy"]))}
     if seg_cfg["save_segments"]:

@@ -49,23 +49,36 @@ def main():
         write_tone_clips(media / "added", 1, seed=1)
         added_at = time.time()
         added = snakemake(root, config)
-        # Jobs that ran in the incremental run: their Snakemake benchmark files were rewritten by it.
+        # Jobs that ran in the incremental run: their Snakemake benchmark files were rewritten by it, at the job's
+        # end, so each job spans [mtime - seconds, mtime]; jobs may overlap (a shard's features and CLAP jobs do).
         reran = []
         for tsv in sorted((root / "results" / "benchmarks").rglob("*.tsv")):
             if tsv.stat().st_mtime >= added_at:
                 header, values = tsv.read_text().splitlines()[:2]
-                reran.append((str(tsv.relative_to(root / "results" / "benchmarks")),
-                              float(dict(zip(header.split("\t"), values.split("\t")))["s"])))
+                seconds = float(dict(zip(header.split("\t"), values.split("\t")))["s"])
+                reran.append((str(tsv.relative_to(root / "results" / "benchmarks")), seconds,
+                              tsv.stat().st_mtime - seconds, tsv.stat().st_mtime))
         print(f"{args.files} short files (1 s each), {os.cpu_count()} cores, `snakemake --profile profiles/local`:")
         print("| run | wall s | share of cold |")
         print("|---|---|---|")
         for label, seconds in (("cold", cold), ("rerun, nothing to do", noop), ("rerun after adding 1 file", added)):
             print(f"| {label} | {seconds:.1f} | {seconds / cold:.1%} |")
-        print("\nJobs the incremental run ran (Snakemake benchmark seconds; the rest is Snakemake itself):")
-        for name, seconds in reran:
-            print(f"- {name}: {seconds:.2f} s")
-        print(f"- Snakemake start-up, DAG and scheduling: {added - sum(s for _, s in reran):.2f} s")
+        print("\nJobs the incremental run ran (Snakemake benchmark seconds, start relative to the first job's):")
+        first = min((start for *_, start, _ in reran), default=0.0)
+        for name, seconds, start, _ in sorted(reran, key=lambda job: job[2]):
+            print(f"- {name}: {seconds:.2f} s, from {start - first:.2f} s")
+        print(f"- no job running (Snakemake's start-up, DAG, scheduling and exit): "
+              f"{added - busy_seconds([(start, end) for *_, start, end in reran]):.2f} s")
 
+
+def busy_seconds(intervals: list[tuple[float, float]]) -> float:
+    """Length of the union of ``(start, end)`` intervals."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 if __name__ == "__main__":
     main()

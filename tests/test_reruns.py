@@ -183,6 +183,8 @@ def test_one_file_added_to_a_finished_200_file_run(tmp_path):
     run_snakemake(tmp_path, config)
     timings = tmp_path / "out" / "timings"
     cold_threads = {json.loads(p.read_text())["threads"] for p in timings.rglob("*.json")}
+    manifests = tmp_path / "out" / "manifests"
+    before = {p: p.read_bytes() for p in manifests.rglob("*.json")}
     _write_clips(media / "new", 1, seed=2, seconds=0.2)
     started = time.time()
     done = run_snakemake(tmp_path, config)
@@ -195,6 +197,11 @@ def test_one_file_added_to_a_finished_200_file_run(tmp_path):
     rerun = [json.loads(p.read_text()) for p in timings.rglob("*.json") if p.stat().st_mtime >= started]
     assert cold_threads == {2} and sorted(p["stage"] for p in rerun) == ["clap", "features", "ingest"]
     assert all(p["threads"] == 1 and p["cache_misses"] == 1 for p in rerun)
+    # The other 200 manifests were not rewritten: a cache hit keeps the timings of the run that computed it.
+    written = sorted(p.relative_to(manifests).as_posix() for p in manifests.rglob("*.json")
+                     if p.stat().st_mtime >= started)
+    assert written == ["new/clip_2_00000.wav.json"]
+    assert all(p.read_bytes() == data for p, data in before.items())
 
 
 def test_sigkill_at_a_random_point_then_rerun_equals_a_clean_run(tmp_path):
