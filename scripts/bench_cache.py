@@ -4,7 +4,11 @@ Each is a real `snakemake --profile profiles/local` run (start-up included), in 
 its own store, with the CLAP weights loaded from a LAION-format checkpoint file (a seeded tower). Prints wall
 seconds and each rerun as a share of the cold run.
 
-Usage: python scripts/bench_cache.py [--files 1000] [--workdir DIR]
+With ``--compare-claims K``, it then adds K files at a time, four times, and reruns alternately with the
+workflow's thread claims (a shard job claims no more threads than it has pieces of work) and with every shard
+job claiming all of ``perf.threads`` (``--set-threads``, how the workflow claimed before), and prints both.
+
+Usage: python scripts/bench_cache.py [--files 1000] [--target-files 1024] [--compare-claims K] [--workdir DIR]
 """
 import argparse
 import os
@@ -18,12 +22,13 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from audiofeat.config import resolve_threads  # noqa: E402
 from audiofeat.testmedia import scratch_folder, write_seeded_checkpoint, write_tone_clips  # noqa: E402
 
 
-def snakemake(workdir: Path, config: Path) -> float:
+def snakemake(workdir: Path, config: Path, *extra: str) -> float:
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--profile", str(REPO / "profiles" / "local"), "--configfile", str(config)]
+           "--profile", str(REPO / "profiles" / "local"), "--configfile", str(config), *extra]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     started = time.perf_counter()
     subprocess.run(cmd, cwd=workdir, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -33,6 +38,8 @@ def snakemake(workdir: Path, config: Path) -> float:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=1000)
+    parser.add_argument("--target-files", type=int, default=1024, help="shard.target_files")
+    parser.add_argument("--compare-claims", type=int, default=0, metavar="K")
     parser.add_argument("--workdir")
     args = parser.parse_args()
     with scratch_folder(args.workdir, "audiofeat-cache-bench-") as root:
@@ -43,6 +50,7 @@ def main():
         config = root / "config.yaml"
         config.write_text(yaml.safe_dump({"input_dir": str(media), "results_dir": "results",
                                           "cache": {"dir": str(root / "cache")},
+                                          "shard": {"target_files": args.target_files},
                                           "clap": {"checkpoint": str(checkpoint)}}))
         cold = snakemake(root, config)
         noop = snakemake(root, config)
@@ -69,6 +77,26 @@ def main():
             print(f"- {name}: {seconds:.2f} s, from {start - first:.2f} s")
         print(f"- no job running (Snakemake's start-up, DAG, scheduling and exit): "
               f"{added - busy_seconds([(start, end) for *_, start, end in reran]):.2f} s")
+        if args.compare_claims:
+            compare_claims(root, media, config, args.compare_claims)
+
+
+def compare_claims(root: Path, media: Path, config: Path, count: int) -> None:
+    """Reruns after adding ``count`` files, alternating the workflow's claims with all-threads claims."""
+    threads = resolve_threads(0)
+    every_core = ["--set-threads", *(f"{rule}={threads}" for rule in ("ingest_decode", "features_extract",
+                                                                     "clap_embed"))]
+    pending, every = "by pending work", f"all {threads} threads"
+    seconds: dict[str, list[float]] = {pending: [], every: []}
+    for round_, claim in enumerate((pending, every, every, pending)):  # ABBA: drift hits both alike
+        write_tone_clips(media / f"added-{round_}", count, seed=100 + round_)
+        seconds[claim].append(snakemake(root, config, *(every_core if claim == every else [])))
+    shards = len(list((root / "results" / "inventory" / "shards").glob("*.tsv")))
+    print(f"\nRerun after adding {count} files ({shards} shards), shard jobs' thread claims:")
+    print("| claims | runs, wall s | mean |")
+    print("|---|---|---|")
+    for claim, values in seconds.items():
+        print(f"| {claim} | {', '.join(f'{v:.1f}' for v in values)} | {sum(values) / len(values):.1f} |")
 
 
 def busy_seconds(intervals: list[tuple[float, float]]) -> float:
