@@ -86,13 +86,17 @@ def compare_claims(root: Path, media: Path, config: Path, count: int) -> None:
     threads = resolve_threads(0)
     every_core = ["--set-threads", *(f"{rule}={threads}" for rule in ("ingest_decode", "features_extract",
                                                                      "clap_embed"))]
+    shard_dir = root / "results" / "inventory" / "shards"
+    shards_before = sorted(p.name for p in shard_dir.glob("*.tsv"))
     pending, every = "by pending work", f"all {threads} threads"
     seconds: dict[str, list[float]] = {pending: [], every: []}
     for round_, claim in enumerate((pending, every, every, pending)):  # ABBA: drift hits both alike
         write_tone_clips(media / f"added-{round_}", count, seed=100 + round_)
         seconds[claim].append(snakemake(root, config, *(every_core if claim == every else [])))
-    shards = len(list((root / "results" / "inventory" / "shards").glob("*.tsv")))
-    print(f"\nRerun after adding {count} files ({shards} shards), shard jobs' thread claims:")
+    if sorted(p.name for p in shard_dir.glob("*.tsv")) != shards_before:
+        print("\nWARNING: the shard count changed while files were added, so one rerun redid every shard's jobs "
+              "and the comparison below is not like for like; choose --target-files to keep it")
+    print(f"\nRerun after adding {count} files ({len(shards_before)} shards), shard jobs' thread claims:")
     print("| claims | runs, wall s | mean |")
     print("|---|---|---|")
     for claim, values in seconds.items():
