@@ -8,14 +8,17 @@ import threading
 
 
 def cancel_wakeup_timers() -> int:
-    """Cancel the pending ``threading.Timer`` threads of this process; returns how many were pending.
+    """Cancel Snakemake's pending scheduler wake-up timers in this process; returns how many were pending.
 
-    Snakemake's job rate limiter (``--max-jobs-per-timespan``, 100/1s by default) starts a non-daemon 1 s timer
-    after each job submission to wake its scheduler, and the interpreter waits for the last one at exit: every
-    run that executed a job ended about 1 s after its last job (measured: 1.0 s of the 7.7 s rerun after adding
-    one file to 1,000). Call it from ``onsuccess``/``onerror``, when the scheduler has nothing left to wake.
+    Snakemake's job rate limiter (``--max-jobs-per-timespan``, 100/1s by default) starts a non-daemon 1 s
+    ``threading.Timer`` after each job submission to wake its scheduler, and the interpreter waits for the last
+    one at exit: every run that executed a job ended about 1 s after its last job (measured: 1.0 s of the 7.7 s
+    rerun after adding one file to 1,000). Call it from ``onsuccess``/``onerror``, when the scheduler has nothing
+    left to wake. Other timers of the process are left alone.
     """
-    pending = [t for t in threading.enumerate() if isinstance(t, threading.Timer) and not t.finished.is_set()]
+    pending = [t for t in threading.enumerate()
+               if isinstance(t, threading.Timer) and not t.finished.is_set()
+               and getattr(t.function, "__module__", "") == "snakemake.scheduling.job_scheduler"]
     for timer in pending:
         timer.cancel()
     return len(pending)

@@ -72,11 +72,20 @@ def test_clap_work_with_a_checkpoint_whose_digest_is_not_remembered_yet(tmp_path
     assert pending_work("clap", ingest, config) == 1
 
 
-def test_cancel_wakeup_timers_ends_pending_timers():
-    fired = []
-    timer = threading.Timer(60, fired.append, args=[1])
-    timer.start()
-    assert cancel_wakeup_timers() >= 1
-    timer.join(timeout=5)
-    assert not timer.is_alive() and not fired
-    assert cancel_wakeup_timers() == 0
+def test_cancel_wakeup_timers_ends_snakemakes_and_only_those():
+    import types
+
+    from snakemake.scheduling.job_scheduler import JobScheduler
+
+    woken = threading.Semaphore(0)
+    # Snakemake's own wake-up, as its scheduler starts it after a submission (a 60 s delay here).
+    JobScheduler._schedule_reevalutation(types.SimpleNamespace(_open_jobs=woken), 60)
+    others = threading.Timer(60, lambda: None)
+    others.start()
+    try:
+        assert cancel_wakeup_timers() == 1
+        assert others.is_alive() and not others.finished.is_set()
+        assert not woken.acquire(timeout=0.5)  # cancelled: it never fires
+        assert cancel_wakeup_timers() == 0
+    finally:
+        others.cancel()
