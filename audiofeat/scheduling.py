@@ -4,6 +4,7 @@ Snakemake-specific glue kept out of the Snakefile so that it is testable without
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 
@@ -44,11 +45,12 @@ def pending_work(stage: str, table: str, config: dict) -> int:
         return sum(missing(ingest_key(row["content_key"], sr)) for row in read_tsv(table))
     rows = [row for row in read_jsonl(table) if row["status"] == "ok"]
     if stage == "features":
-        return sum(missing(features_key(row["content_key"], config)) for row in rows)
+        template = features_key("", config)
+        return sum(missing(dataclasses.replace(template, content_key=row["content_key"])) for row in rows)
     if stage != "clap":
         raise ValueError(f"unknown stage {stage!r}")
     from .clap import clap_precision
-    from .clap.model import MODEL_SAMPLE_RATE, no_cuda_here, known_weights
+    from .clap.model import MODEL_SAMPLE_RATE, known_weights, no_cuda_here
     from .clap.windows import plan_windows
 
     clap_cfg, seg_cfg = config["clap"], config["segment"]
@@ -66,8 +68,8 @@ def pending_work(stage: str, table: str, config: dict) -> int:
     device = config["perf"]["device"]
     cuda = device.startswith("cuda") or (device == "auto" and not no_cuda_here())
     precision = clap_precision("cuda" if cuda else "cpu", clap_cfg["enable_amp"])
-    return sum(windows(row) for row in rows
-               if missing(clap_key(row["content_key"], config, weights=weights, precision=precision)))
+    template = clap_key("", config, weights=weights, precision=precision)
+    return sum(windows(row) for row in rows if missing(dataclasses.replace(template, content_key=row["content_key"])))
 
 
 def shard_job_threads(stage: str, table: str, config: dict, max_threads: int) -> int:

@@ -6,7 +6,7 @@ reason; the job itself succeeds so that the rest of the run goes on.
 """
 from __future__ import annotations
 
-import functools
+import dataclasses
 import io
 import json
 import logging
@@ -140,7 +140,8 @@ def run_features(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: d
 
     store = open_store(config)
     params = features_params(config["features"], config["audio"]["target_sr"])
-    phash = features_key("", config).params_hash
+    template = features_key("", config)  # one parameter hash for the shard; each file's key differs in content
+    phash = template.params_hash
     profile = JobProfile("features", Path(ingest_jsonl).stem, extra={"threads": threads})
     lock = threading.Lock()
 
@@ -148,7 +149,7 @@ def run_features(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: d
         record = {"content_key": row["content_key"]}
         if row["status"] != "ok":
             return {**record, "status": "skipped"}
-        key = features_key(row["content_key"], config)
+        key = dataclasses.replace(template, content_key=row["content_key"])
         found = store.get(key)
         if found:
             artifact, meta = found
@@ -207,10 +208,10 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
             remember_digest=config["cache"]["enabled"])
         device = resolve_device(config["perf"]["device"])
     precision = clap_precision(device, clap_cfg["enable_amp"])
-    key_of = functools.partial(clap_key, config=config, weights=weights, precision=precision)
+    template = clap_key("", config, weights=weights, precision=precision)
     window = int(round(seg_cfg["window_seconds"] * MODEL_SAMPLE_RATE))
     hop = int(round(seg_cfg["hop_seconds"] * MODEL_SAMPLE_RATE))
-    extractor = {"version": key_of("").version, "params_hash": key_of("").params_hash}
+    extractor = {"version": template.version, "params_hash": template.params_hash}
 
     results: dict[str, dict] = {}
     artifacts: dict[str, str] = {}
@@ -219,7 +220,7 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
     clap_seconds: dict[str, float] = {}
     todo = []
     for row in ok_rows:
-        key = key_of(row["content_key"])
+        key = dataclasses.replace(template, content_key=row["content_key"])
         found = store.get(key)
         if found:
             with np.load(found[0]) as data:
