@@ -51,14 +51,14 @@ def pending_work(stage: str, table: str, config: dict) -> int:
         raise ValueError(f"unknown stage {stage!r}")
     from .clap import clap_precision
     from .clap.model import MODEL_SAMPLE_RATE, known_weights, no_cuda_here
-    from .clap.windows import plan_windows
+    from .clap.windows import plan_windows, window_and_hop
 
     clap_cfg, seg_cfg = config["clap"], config["segment"]
+    window, hop = window_and_hop(seg_cfg, MODEL_SAMPLE_RATE)
 
     def windows(row: dict) -> int:
         n = max(1, round(row["audio"]["duration_s"] * MODEL_SAMPLE_RATE))
-        return len(plan_windows(n, int(round(seg_cfg["window_seconds"] * MODEL_SAMPLE_RATE)),
-                                int(round(seg_cfg["hop_seconds"] * MODEL_SAMPLE_RATE)), segment=seg_cfg["enabled"]))
+        return len(plan_windows(n, window, hop, segment=seg_cfg["enabled"]))
 
     weights = known_weights(clap_cfg["checkpoint"], allow_random_weights=clap_cfg["allow_random_weights"],
                             model_name=clap_cfg["model"], cache_dir=config["cache"]["dir"])
@@ -82,6 +82,6 @@ def shard_job_threads(stage: str, table: str, config: dict, max_threads: int) ->
     """
     try:
         pending = pending_work(stage, table, config)
-    except FileNotFoundError:
+    except FileNotFoundError:  # the table is not written yet (our jobs write whole tables, atomically)
         return max_threads
     return max(1, min(max_threads, pending))

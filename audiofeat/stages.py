@@ -194,7 +194,7 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
     once; on CUDA one stream gets ``threads`` CPU threads."""
     from .clap import clap_precision
     from .clap.model import MODEL_INPUT_SAMPLES, MODEL_SAMPLE_RATE, resolve_device, resolve_weights
-    from .clap.windows import active_fraction, aggregate, model_inputs, plan_windows
+    from .clap.windows import active_fraction, aggregate, model_inputs, plan_windows, window_and_hop
 
     store = open_store(config)
     clap_cfg, seg_cfg = config["clap"], config["segment"]
@@ -209,8 +209,7 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
         device = resolve_device(config["perf"]["device"])
     precision = clap_precision(device, clap_cfg["enable_amp"])
     template = clap_key("", config, weights=weights, precision=precision)
-    window = int(round(seg_cfg["window_seconds"] * MODEL_SAMPLE_RATE))
-    hop = int(round(seg_cfg["hop_seconds"] * MODEL_SAMPLE_RATE))
+    window, hop = window_and_hop(seg_cfg, MODEL_SAMPLE_RATE)
     extractor = {"version": template.version, "params_hash": template.params_hash}
 
     results: dict[str, dict] = {}
