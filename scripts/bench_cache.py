@@ -99,8 +99,10 @@ def compare_claims(root: Path, media: Path, config: Path, count: int) -> None:
     print(f"\nRerun after adding {count} files ({len(shards_before)} shards), shard jobs' thread claims:")
     print("| claims | runs, wall s | mean |")
     print("|---|---|---|")
+    mean = {claim: sum(values) / len(values) for claim, values in seconds.items()}
     for claim, values in seconds.items():
-        print(f"| {claim} | {', '.join(f'{v:.1f}' for v in values)} | {sum(values) / len(values):.1f} |")
+        print(f"| {claim} | {', '.join(f'{v:.1f}' for v in values)} | {mean[claim]:.1f} |")
+    print(f"\nBy pending work: {mean[every] / mean[pending]:.2f}x the all-threads claims (ratio of the means).")
 
 
 def busy_seconds(intervals: list[tuple[float, float]]) -> float:
@@ -111,6 +113,7 @@ def busy_seconds(intervals: list[tuple[float, float]]) -> float:
             total += end - max(start, reach)
             reach = end
     return total
+
 
 if __name__ == "__main__":
     main()
