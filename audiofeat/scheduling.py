@@ -41,8 +41,8 @@ def pending_work(stage: str, table: str, config: dict) -> int:
         return not (store.reuse and store.path(key).exists())
 
     if stage == "ingest":
-        sr = config["audio"]["target_sr"]
-        return sum(missing(ingest_key(row["content_key"], sr)) for row in read_tsv(table))
+        template = ingest_key("", config["audio"]["target_sr"])
+        return sum(missing(dataclasses.replace(template, content_key=row["content_key"])) for row in read_tsv(table))
     rows = [row for row in read_jsonl(table) if row["status"] == "ok"]
     if stage == "features":
         template = features_key("", config)
@@ -50,7 +50,7 @@ def pending_work(stage: str, table: str, config: dict) -> int:
     if stage != "clap":
         raise ValueError(f"unknown stage {stage!r}")
     from .clap import clap_precision
-    from .clap.model import MODEL_SAMPLE_RATE, known_weights, no_cuda_here
+    from .clap.model import MODEL_SAMPLE_RATE, known_weights, likely_device
     from .clap.windows import plan_windows, window_and_hop
 
     clap_cfg, seg_cfg = config["clap"], config["segment"]
@@ -64,10 +64,8 @@ def pending_work(stage: str, table: str, config: dict) -> int:
                             model_name=clap_cfg["model"], cache_dir=config["cache"]["dir"])
     if weights is None:  # the weights' digest is not known yet: the job will compute every file
         return sum(windows(row) for row in rows)
-    # The job's device without importing torch here: `auto` means CUDA where an NVIDIA driver is present.
-    device = config["perf"]["device"]
-    cuda = device.startswith("cuda") or (device == "auto" and not no_cuda_here())
-    precision = clap_precision("cuda" if cuda else "cpu", clap_cfg["enable_amp"])
+    # The job's device without importing torch in Snakemake's process.
+    precision = clap_precision(likely_device(config["perf"]["device"]), clap_cfg["enable_amp"])
     template = clap_key("", config, weights=weights, precision=precision)
     return sum(windows(row) for row in rows if missing(dataclasses.replace(template, content_key=row["content_key"])))
 

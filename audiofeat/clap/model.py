@@ -459,7 +459,7 @@ class LoadedModel:
     device: str
 
 
-def no_cuda_here() -> bool:
+def _no_cuda_here() -> bool:
     """True when no NVIDIA device can be visible (no driver device files, or CUDA_VISIBLE_DEVICES empties the
     list): ``auto`` then means CPU without importing torch, which a job that only reads its cache skips."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -468,9 +468,17 @@ def no_cuda_here() -> bool:
     return not (os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia"))
 
 
+def likely_device(device: str) -> str:
+    """The device :func:`resolve_device` gives, judged without importing torch: ``auto`` means CUDA where an
+    NVIDIA driver is visible (torch may still see none there; :func:`resolve_device` checks)."""
+    if device == "cpu" or (device == "auto" and _no_cuda_here()):
+        return "cpu"
+    return "cuda" if device == "auto" else device
+
+
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda:N`` is checked to exist."""
-    if device == "cpu" or (device == "auto" and no_cuda_here()):
+    if likely_device(device) == "cpu":
         return "cpu"
     import torch
 
