@@ -1,4 +1,4 @@
-"""The ``audiofeat`` console script: ``audiofeat cache stats`` and ``audiofeat cache gc``."""
+"""The ``audiofeat`` console script: ``audiofeat cache stats``, ``audiofeat cache gc``, ``audiofeat cache verify``."""
 from __future__ import annotations
 
 import argparse
@@ -61,6 +61,14 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    store = ArtifactStore(_cache_settings(args)["dir"])
+    result = store.verify()
+    print(f"cache {store.root}: {result['checked']} artifacts rehashed, {result['discarded']} damaged ones removed "
+          "(they will be recomputed)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audiofeat", description="audiofeat tools (the workflow runs with "
                                      "snakemake; see README.md)")
@@ -68,14 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     cache = sub.add_parser("cache", help="inspect and bound the artifact store")
     cache_sub = cache.add_subparsers(dest="command", required=True)
     for name, handler, text in (("stats", cmd_stats, "artifacts and bytes per extractor"),
-                                ("gc", cmd_gc, "remove expired and least-recently-used artifacts")):
+                                ("gc", cmd_gc, "remove expired and least-recently-used artifacts"),
+                                ("verify", cmd_verify, "rehash every artifact, remove damaged ones")):
         p = cache_sub.add_parser(name, help=text)
         p.add_argument("--config", help="workflow config to read cache.* from (default: config/config.yaml)")
         p.add_argument("--dir", help="store folder (overrides cache.dir and CACHE_DIR)")
         if name == "gc":
             p.add_argument("--ttl-hours", dest="ttl_hours", type=float, help="remove artifacts unused this long")
             p.add_argument("--max-gb", dest="max_gb", type=float, help="then shrink the store to this size")
-        else:
+        elif name == "stats":
             p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(handler=handler)
     return parser

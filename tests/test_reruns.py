@@ -239,12 +239,15 @@ def test_sigkill_at_a_random_point_then_rerun_equals_a_clean_run(tmp_path):
         <= 1e-5
 
 
-def test_cache_console_script_stats_and_gc(small_run):
+def test_cache_console_script_stats_verify_and_gc(small_run):
     work, media, cache, base = small_run
     stats = subprocess.run([sys.executable, "-m", "audiofeat.cli", "cache", "stats", "--dir", str(cache), "--json"],
                            capture_output=True, text=True, check=True)
     data = json.loads(stats.stdout)
     assert data["extractors"]["wav"]["files"] >= 13 and data["total_bytes"] > 0
+    verify = subprocess.run([sys.executable, "-m", "audiofeat.cli", "cache", "verify", "--dir", str(cache)],
+                            capture_output=True, text=True, check=True)
+    assert f"{data['total_files']} artifacts rehashed, 0 damaged" in verify.stdout
     gc = subprocess.run([sys.executable, "-m", "audiofeat.cli", "cache", "gc", "--dir", str(cache), "--max-gb",
                          "0.000001"], capture_output=True, text=True, check=True)
     assert "removed" in gc.stdout
@@ -260,8 +263,8 @@ def test_run_ends_with_gc_that_spares_what_the_run_uses(tmp_path):
     base = dict(input_dir=str(media), results_dir="out", cache={"dir": str(cache)})
     run_snakemake(tmp_path, write_config(tmp_path / "a.yaml", **base, features={"n_mfcc": 13}))
     everything = [p for p in (cache / "artifacts").rglob("*") if p.is_file() and not p.name.endswith(".meta.json")]
-    for path in everything:  # all of the first run's artifacts are two hours old now
-        os.utime(path, (time.time() - 7200, time.time() - 7200))
+    for path in everything:  # all of the first run's artifacts were last used two hours ago (sidecar mtime)
+        os.utime(path.with_name(path.name + ".meta.json"), (time.time() - 7200, time.time() - 7200))
     stale = [p for p in (cache / "artifacts" / "features").rglob("*.json") if not p.name.endswith(".meta.json")]
     run_snakemake(tmp_path, write_config(tmp_path / "b.yaml", **{**base, "cache": {"dir": str(cache),
                                                                                      "ttl_hours": 1}}))

@@ -1,10 +1,13 @@
 """The artifact store: keys, atomic writes, corruption detection, concurrency, garbage collection."""
+import json
 import multiprocessing
 import os
 import time
+from pathlib import Path
 
 import pytest
 
+from audiofeat import store as store_module
 from audiofeat.store import ArtifactKey, ArtifactStore, params_hash
 
 
@@ -50,6 +53,63 @@ def test_corrupt_artifacts_are_discarded_not_fatal(tmp_path, damage):
     assert store.get(key())[0].read_bytes() == b"fresh"
 
 
+def _rehashes(monkeypatch) -> list:
+    """Records each payload the store hashes."""
+    hashed = []
+    real = store_module.blake2b_file
+
+    def counting(path):
+        hashed.append(Path(path).name)
+        return real(path)
+
+    monkeypatch.setattr(store_module, "blake2b_file", counting)
+    return hashed
+
+
+def test_a_hit_whose_stat_is_unchanged_is_not_rehashed(tmp_path, monkeypatch):
+    hashed = _rehashes(monkeypatch)
+    store = ArtifactStore(tmp_path)
+    path = store.put(key(), b"0123456789" * 100)
+    assert path.stat().st_mtime < time.time() - 1.5  # sealed: backdated, so that any later write changes it
+    for _ in range(3):
+        assert store.get(key())[0] == path
+    assert hashed == []
+    os.utime(path)  # same bytes, new mtime (a copy, a restore): rehashed once, then sealed again
+    assert store.get(key()) is not None and store.get(key()) is not None
+    assert hashed == [path.name]
+
+
+def test_old_sidecars_are_rehashed_once_then_sealed(tmp_path, monkeypatch):
+    store = ArtifactStore(tmp_path)
+    path = store.put(key(), b"payload" * 50)
+    sidecar = path.with_name(path.name + ".meta.json")
+    record = json.loads(sidecar.read_text())
+    del record["sealed_stat"]  # as written before stats were recorded
+    sidecar.write_text(json.dumps(record))
+    hashed = _rehashes(monkeypatch)
+    assert store.get(key()) is not None and store.get(key()) is not None
+    assert hashed == [path.name]
+    assert "sealed_stat" in json.loads(sidecar.read_text())
+
+
+def test_verify_finds_damage_that_keeps_the_stat(tmp_path):
+    store = ArtifactStore(tmp_path)
+    damaged = store.put(key(), b"0123456789" * 100)
+    intact = store.put(key(content="cd" * 16), b"abcdefghij" * 100)
+    st = damaged.stat()
+    data = bytearray(damaged.read_bytes())
+    data[10] ^= 0xFF  # bit rot: same size, and the mtime put back as it was
+    damaged.write_bytes(bytes(data))
+    os.utime(damaged, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert store.get(key()) is not None  # a lookup trusts the unchanged stat ...
+    orphan = store.path(key(content="ef" * 16))
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(b"payload without a sidecar")  # a writer killed between payload and sidecar
+    assert store.verify() == {"checked": 3, "discarded": 2}  # ... verify rehashes everything
+    assert not damaged.exists() and not orphan.exists() and intact.exists()
+    assert store.get(key()) is None and store.get(key(content="cd" * 16)) is not None
+
+
 def test_disabled_store_never_returns_artifacts(tmp_path):
     ArtifactStore(tmp_path).put(key(), b"x")
     store = ArtifactStore(tmp_path, reuse=False)
@@ -83,7 +143,8 @@ def test_gc_by_ttl_and_size_keeps_protected_and_recent(tmp_path):
     paths = []
     for i in range(6):
         path = store.put(key(content=f"{i:032x}"), b"x" * 1000)
-        os.utime(path, (now - (6 - i) * 3600, now - (6 - i) * 3600))  # artifact 0 is the oldest
+        last_used = now - (6 - i) * 3600  # artifact 0 is the oldest; the LRU clock is the sidecar's mtime
+        os.utime(path.with_name(path.name + ".meta.json"), (last_used, last_used))
         paths.append(path)
     removed = store.collect_garbage(ttl_hours=4.5, protect={str(paths[0])}, now=now)
     assert removed["removed_files"] == 1  # artifact 1 (5 h old); artifact 0 is protected
