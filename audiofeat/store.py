@@ -20,11 +20,12 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, NamedTuple
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def keep_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Make ``dst`` a copy of ``src`` that outlives ``src``'s deletion: a hard link where the filesystem allows
+    one (``src`` is only ever replaced, never written in place), else a copy; ``dst`` is replaced atomically."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
 @dataclass(frozen=True)
 class ArtifactKey:
     """Address of one artifact in the store."""
@@ -96,6 +111,14 @@ class ArtifactKey:
     def relpath(self) -> str:
         return (f"{self.extractor}/{self.content_key[:2]}/"
                 f"{self.content_key}.v{self.version}.{self.params_hash}{self.suffix}")
+
+
+class StoredArtifact(NamedTuple):
+    """A verified artifact: its payload's path, the metadata stored with it and the payload's digest."""
+
+    path: Path
+    meta: dict
+    digest: str
 
 
 class ArtifactStore:
@@ -123,8 +146,8 @@ class ArtifactStore:
     def _sidecar(path: Path) -> Path:
         return path.with_name(path.name + ".meta.json")
 
-    def get(self, key: ArtifactKey) -> tuple[Path, dict] | None:
-        """Return ``(payload path, metadata)`` of a verified artifact, or None (and count a miss).
+    def get(self, key: ArtifactKey) -> StoredArtifact | None:
+        """Return the verified artifact stored under ``key``, or None (and count a miss).
 
         A payload that is missing, truncated or altered is removed so that it is recomputed.
         """
@@ -138,7 +161,7 @@ class ArtifactStore:
             return None
         self.hits += 1
         self.touch(path)
-        return path, record.get("meta", {})
+        return StoredArtifact(path, record.get("meta", {}), record["digest"])
 
     def _verified_record(self, path: Path, *, rehash: bool) -> dict | None:
         """The sidecar record of an intact payload; None when there is none, after removing a damaged one.

@@ -1,4 +1,5 @@
 """What a change recomputes, counted in the store: real Snakemake runs over small media."""
+import io
 import json
 import os
 import random
@@ -273,3 +274,51 @@ def test_run_ends_with_gc_that_spares_what_the_run_uses(tmp_path):
     assert not any(p.exists() for p in stale)
     # Just as old, but this run's WAVs and embeddings (its jobs did not rerun): kept.
     assert all(p.exists() for p in everything if p not in stale)
+
+
+def test_cached_clap_blocks_come_from_the_previous_table_while_the_artifact_is_unchanged(tmp_path, monkeypatch):
+    from audiofeat.config import validate_config
+    from audiofeat.inventory import write_tsv
+    from audiofeat.stages import clap_key, open_store, run_clap, run_ingest
+    from audiofeat.store import blake2b_file
+
+    clips = write_tone_clips(tmp_path / "media", 3, seed=21)
+    config = validate_config({"input_dir": str(tmp_path / "media"), "cache": {"dir": str(tmp_path / "cache")},
+                              "perf": {"device": "cpu"}, "segment": {"save_segments": True},
+                              "clap": {"checkpoint": "", "allow_random_weights": True}})
+    shard = tmp_path / "shard.tsv"
+    write_tsv(shard, ("content_key", "path"), [{"content_key": blake2b_file(p), "path": str(p)} for p in clips])
+    ingest = tmp_path / "ingest.jsonl"
+    run_ingest(shard, ingest, tmp_path / "ingest.json", config)
+    previous = tmp_path / "previous" / "clap.jsonl"
+
+    def clap_run(name):
+        out = tmp_path / f"{name}.jsonl"
+        run_clap(ingest, out, tmp_path / f"{name}.json", config, previous_jsonl=str(previous))
+        return {r["content_key"]: r for r in read_jsonl(out)}
+
+    first = clap_run("first")  # computes, and keeps its table as the next run's previous one
+    assert previous.read_bytes() == (tmp_path / "first.jsonl").read_bytes()
+    opened = []
+    real_load = np.load
+    monkeypatch.setattr(np, "load", lambda path, *a, **k: opened.append(str(path)) or real_load(path, *a, **k))
+    (tmp_path / "first.jsonl").unlink()  # as Snakemake deletes a job's output before rerunning it
+    second = clap_run("second")
+    assert second == first and opened == []  # every block from the previous table, no .npz opened
+
+    # Another run sharing the store replaced one artifact (recomputed after a gc, say): its block is read anew.
+    ck = next(iter(first))
+    key = clap_key(ck, config, weights="random(seed=0)", precision="fp32")
+    with real_load(first[ck]["artifact"]) as data:
+        arrays = {name: data[name] for name in data.files}
+    arrays["embedding"] = -arrays["embedding"]
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    open_store(config).put(key, buffer.getvalue(), {"seconds": 0.0})
+    third = clap_run("third")
+    assert opened == [first[ck]["artifact"]]
+    assert third[ck]["clap"]["embedding"] == (-np.asarray(first[ck]["clap"]["embedding"])).tolist()
+    assert all(third[k] == first[k] for k in first if k != ck)
+
+    previous.write_text("{not json")  # a damaged previous table is only a missed shortcut
+    assert clap_run("fourth") == third and len(opened) == 1 + len(first)

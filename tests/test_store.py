@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from audiofeat import store as store_module
-from audiofeat.store import ArtifactKey, ArtifactStore, params_hash
+from audiofeat.store import ArtifactKey, ArtifactStore, blake2b_bytes, params_hash
 
 
 def key(content="ab" * 16, extractor="features", version="1", params=None, suffix=".json"):
@@ -18,8 +18,8 @@ def key(content="ab" * 16, extractor="features", version="1", params=None, suffi
 def test_reuse_if_and_only_if_content_version_and_params_match(tmp_path):
     store = ArtifactStore(tmp_path)
     store.put(key(), b"payload", {"x": 1})
-    path, meta = store.get(key())
-    assert path.read_bytes() == b"payload" and meta == {"x": 1}
+    path, meta, digest = store.get(key())
+    assert path.read_bytes() == b"payload" and meta == {"x": 1} and digest == blake2b_bytes(b"payload")
     assert store.get(key(content="cd" * 16)) is None
     assert store.get(key(version="2")) is None
     assert store.get(key(params={"n_mfcc": 13})) is None

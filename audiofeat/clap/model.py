@@ -532,7 +532,7 @@ _models_lock = threading.Lock()
 
 def get_model(model_name: str, checkpoint_path: str | None, weights: str, *, device: str,
               warm_up: bool = True) -> LoadedModel:
-    """The process's one model for these settings: built, loaded, moved and warmed up on first request.
+    """The process's one model for these settings: built, loaded, moved (and on CUDA warmed up) on first request.
 
     ``checkpoint_path`` and ``weights`` come from :func:`resolve_weights` (None means the seeded random model).
     Thread-safe: concurrent callers wait for the first and get the same object.
@@ -553,7 +553,9 @@ def get_model(model_name: str, checkpoint_path: str | None, weights: str, *, dev
             model = build_audio_tower(model_name, initialise=False)
             load_audio_weights(model, checkpoint_path)
         model = model.to(resolved)
-        if warm_up:
+        # Warm-up pays on CUDA (library handles, the allocator's first blocks). On the CPU it does not: a first
+        # pass took 0.19 s there against 0.17 s for the next, and the warm-up pass itself 0.2 s.
+        if warm_up and resolved.startswith("cuda"):
             with torch.inference_mode():
                 model(torch.zeros(1, MODEL_INPUT_SAMPLES, device=resolved))
         loaded = _models[key] = LoadedModel(model, model_name, weights, resolved)

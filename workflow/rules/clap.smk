@@ -6,6 +6,9 @@ rule clap_embed:
         profile=results("timings/clap/{shard}.json"),
     params:
         version=get_clap_version(),
+        # The shard's last table, kept where Snakemake does not delete it before the job: cached files whose
+        # artifact it names take their block from it instead of reopening their .npz.
+        previous=lambda wildcards: results(f"previous/clap/{wildcards.shard}.jsonl"),
     conda:
         "../../environment.yaml"
     log:
