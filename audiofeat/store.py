@@ -20,8 +20,8 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +65,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = _temporary_name(path)
+    # Created like any file, so that the umask decides who may read it (mkstemp's 0600 would keep a store shared
+    # between users, or a results folder, unreadable to everyone but its writer).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -79,6 +82,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = 
         raise
 
 
+def _temporary_name(path: Path) -> Path:
+    """A unique hidden name beside ``path``; ``.tmp`` names are never read as artifacts."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
@@ -88,8 +96,7 @@ def keep_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     one (``src`` is only ever replaced, never written in place), else a copy; ``dst`` is replaced atomically."""
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
+    tmp = _temporary_name(dst)
     try:
         os.link(src, tmp)
     except OSError:

@@ -110,6 +110,16 @@ def test_verify_finds_damage_that_keeps_the_stat(tmp_path):
     assert store.get(key()) is None and store.get(key(content="cd" * 16)) is not None
 
 
+def test_artifacts_are_created_with_the_umask_so_a_shared_store_is_readable(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        path = ArtifactStore(tmp_path).put(key(), b"payload")
+    finally:
+        os.umask(previous)
+    for written in (path, path.with_name(path.name + ".meta.json")):
+        assert written.stat().st_mode & 0o777 == 0o644, written
+
+
 def test_disabled_store_never_returns_artifacts(tmp_path):
     ArtifactStore(tmp_path).put(key(), b"x")
     store = ArtifactStore(tmp_path, reuse=False)
