@@ -1,4 +1,6 @@
 """What the workflow tells Snakemake's scheduler: thread claims by pending work, and a prompt end of the run."""
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -8,6 +10,8 @@ from audiofeat.config import validate_config
 from audiofeat.inventory import write_tsv
 from audiofeat.scheduling import cancel_wakeup_timers, pending_work, shard_job_threads
 from audiofeat.stages import clap_key, features_key, ingest_key, open_store, write_jsonl
+
+from conftest import REPO
 
 
 def _config(tmp_path, **clap):
@@ -89,3 +93,31 @@ def test_cancel_wakeup_timers_ends_snakemakes_and_only_those():
         assert cancel_wakeup_timers() == 0
     finally:
         others.cancel()
+
+
+SPARE_EXIT_COLLECTION = """
+import gc
+from audiofeat.scheduling import spare_exit_collection
+
+class Node:
+    pass
+
+before = Node()
+before.self = before  # a reference cycle made during the run
+tracked = len(gc.get_objects())
+spare_exit_collection()
+print(gc.get_freeze_count() >= tracked)
+del before
+print(gc.collect())  # the run's objects are no longer traced
+after = Node()
+after.self = after
+del after
+print(gc.collect())  # what is allocated afterwards is collected as usual
+"""
+
+
+def test_spare_exit_collection_freezes_the_run_heap_and_only_it():
+    done = subprocess.run([sys.executable, "-c", SPARE_EXIT_COLLECTION], capture_output=True, text=True, check=True,
+                          cwd=str(REPO))
+    frozen, before, after = done.stdout.split()
+    assert frozen == "True" and before == "0" and int(after) >= 1

@@ -10,7 +10,7 @@ from audiofeat.decode import DECODE_VERSION, decode_params
 from audiofeat.features import FEATURES_VERSION, features_params
 from audiofeat.clap import CLAP_VERSION
 from audiofeat.inventory import input_fingerprint
-from audiofeat.scheduling import cancel_wakeup_timers, shard_job_threads
+from audiofeat.scheduling import cancel_wakeup_timers, shard_job_threads, spare_exit_collection
 from audiofeat.store import params_hash
 
 # Environment variables (PERF_THREADS, CACHE_DIR, ...) override config/config.yaml; --config wins over both.

@@ -62,8 +62,10 @@ rule finalize_strict:
 onsuccess:
     print_summary()
     cancel_wakeup_timers()
+    spare_exit_collection()
 
 
 onerror:
     print_summary()
     cancel_wakeup_timers()
+    spare_exit_collection()
