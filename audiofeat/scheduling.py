@@ -27,15 +27,16 @@ def cancel_wakeup_timers() -> int:
 
 
 def spare_exit_collection() -> None:
-    """Keep the interpreter's teardown from tracing Snakemake's whole heap for reference cycles.
+    """Keep the cyclic collector, at exit above all, from tracing what the Snakemake process holds now.
 
     At exit CPython clears every module and runs the cyclic collector over what is left; with Snakemake's
     imports (its persistence layer, SQLAlchemy, pandas through the SLURM plugin) that took 0.35 s after every
     run here, and 0.03 s with the heap frozen (a real run, the process's end timed from its last statement).
     ``gc.freeze()`` moves every object tracked so far into the permanent generation, which collections skip:
     objects are still freed by reference counting, and what is allocated afterwards is collected as usual.
-    Call it from ``onsuccess``/``onerror``, when the run's work is done; Snakemake's own clean-up (locks,
-    temporary files, log handlers) still runs after it.
+    The workflow calls it once its configuration is read (a run with nothing to do ends without any handler:
+    1.56-1.62 s before, 1.06-1.13 s after, over 1,000 files) and again from ``onsuccess``/``onerror``;
+    Snakemake's own clean-up (locks, temporary files, log handlers) still runs after it.
     """
     gc.freeze()
 

@@ -24,6 +24,9 @@ config.update(_validated)
 
 RESULTS = config["results_dir"]
 THREADS = resolve_threads(config["perf"]["threads"])
+# Snakemake's imports are in memory for the whole run: freeze them now, so that no collection (during the run
+# or at exit, also when there is nothing to do) traces them again; onsuccess/onerror freeze the run's objects.
+spare_exit_collection()
 
 
 def results(path):
