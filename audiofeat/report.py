@@ -6,8 +6,6 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-import orjson
-
 from .store import atomic_write_text
 
 STAGES = ("ingest", "features", "clap")
@@ -135,9 +133,13 @@ def _table(rows: list[dict]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def write_report(profile_paths: list[str], summary_path: str, manifest_jsonl: str, config: dict,
+def write_report(profile_paths: list[str], summary: dict, file_seconds: list[tuple[str, float]], config: dict,
                  html_path: str, tsv_path: str) -> dict:
-    """Write the run's ``timings.tsv`` and ``index.html``; returns the numbers shown."""
+    """Write the run's ``timings.tsv`` and ``index.html``; returns the numbers shown.
+
+    ``summary`` and ``file_seconds`` (each input's path and the sum of its manifest's timings) come from
+    :func:`audiofeat.stages.run_finalize`.
+    """
     profiles = load_profiles(profile_paths)
     totals = stage_totals(profiles)
     rows = timings_rows(totals)
@@ -145,13 +147,7 @@ def write_report(profile_paths: list[str], summary_path: str, manifest_jsonl: st
     tsv = "\t".join(columns) + "\n" + "".join("\t".join(str(r.get(c, "")) for c in columns) + "\n" for r in rows)
     atomic_write_text(tsv_path, tsv)
 
-    summary = json.loads(Path(summary_path).read_text(encoding="utf-8"))
-    per_file = []
-    with open(manifest_jsonl, "rb") as handle:
-        for line in handle:
-            record = orjson.loads(line)
-            per_file.append((record["source"]["path"], sum(record.get("timings", {}).values())))
-    slowest = sorted(per_file, key=lambda item: -item[1])[:10]
+    slowest = sorted(file_seconds, key=lambda item: -item[1])[:10]
     busy = model_busy_fraction(totals)
     clap_profiles = [p for p in profiles if p["stage"] == "clap" and "device" in p]
     settings = {"threads per job": config["perf"]["threads"] or "min(8, cores)",
@@ -173,7 +169,7 @@ def write_report(profile_paths: list[str], summary_path: str, manifest_jsonl: st
         + ("n/a (every embedding came from the cache)" if busy is None else f"<b>{busy:.2f}</b>") + "</p>",
         "<h2>Stages</h2>", _table(rows),
     ]
-    for title, svg in _plots(totals, per_file):
+    for title, svg in _plots(totals, file_seconds):
         parts.append(f"<h2>{html.escape(title)}</h2>{svg}")
     parts += ["<h2>Slowest files</h2>", _table([{"file": p, "seconds": round(s, 4)} for p, s in slowest]),
               "<h2>Failures by cause</h2>",

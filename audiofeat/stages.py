@@ -16,7 +16,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import numpy as np
 import orjson
@@ -482,9 +482,16 @@ def artifacts_in_use(tables: dict[str, dict[str, dict]]) -> set[str]:
     return used
 
 
+class FinalizeResult(NamedTuple):
+    """What :func:`run_finalize` wrote the summary of, and each input's path with its manifest's timings summed."""
+
+    summary: dict
+    file_seconds: list[tuple[str, float]]
+
+
 def run_finalize(files_tsv: str, ingest: list[str], features: list[str], clap: list[str], *,
                  manifests_dir: str, manifest_jsonl: str, embeddings_npy: str, summary_json: str,
-                 config: dict) -> dict:
+                 config: dict) -> FinalizeResult:
     """Write per-file manifests, the dataset-level JSONL and embedding matrix and the run summary, then bound
     the store (``cache.ttl_hours``, ``cache.max_gb``) without touching what this run uses."""
     tables = read_shard_tables(ingest, features, clap)
@@ -534,7 +541,8 @@ def run_finalize(files_tsv: str, ingest: list[str], features: list[str], clap: l
             ttl_hours=cache["ttl_hours"], max_gb=cache["max_gb"],
             protect=artifacts_in_use(tables))
     atomic_write_text(summary_json, json.dumps(summary, indent=1, ensure_ascii=False))
-    return summary
+    return FinalizeResult(summary, [(e["manifest"]["source"]["path"], sum(e["manifest"].get("timings", {}).values()))
+                                    for e in entries])
 
 
 def summary_line(summary: dict) -> str:

@@ -114,7 +114,7 @@ def test_dataset_outputs_and_summary(finished_run):
             "clap_input_wait_s"} <= set(columns)
     clap_row = dict(zip(columns, next(line for line in timings if line.startswith("clap")).split("\t")))
     assert 0 < float(clap_row["clap_input_wait_s"]) < float(clap_row["clap_loop_s"])  # a part of the loop
-    for rule in ("inventory", "ingest_decode", "features_extract", "clap_embed", "finalize_manifests"):
+    for rule in ("inventory", "ingest_decode", "features_extract", "clap_embed", "finalize"):
         assert list((work / "results" / "benchmarks").rglob(f"{rule}*")) or \
             list((work / "results" / "benchmarks" / rule).glob("*.tsv")), rule
 

@@ -51,6 +51,12 @@ def get_shard_outputs(stage):
     return inner
 
 
+def get_shard_profiles(wildcards):
+    """Every shard job's timing profile (the run report sums them)."""
+    return [results(f"timings/{stage}/{shard}.json") for stage in ("ingest", "features", "clap")
+            for shard in get_shards()]
+
+
 def get_shard_threads(stage):
     """A shard job's threads: THREADS, but no more than it has files (or CLAP windows) missing from the store."""
 

@@ -1,13 +1,16 @@
-rule finalize_manifests:
+rule finalize:
     input:
         files=rules.inventory.output.files,
         ingest=get_shard_outputs("ingest"),
         features=get_shard_outputs("features"),
         clap=get_shard_outputs("clap"),
+        profiles=get_shard_profiles,
     output:
         jsonl=results("manifest.jsonl"),
         embeddings=results("embeddings.npy"),
         summary=results("summary.json"),
+        html=report(results("report/index.html"), category="Run report"),
+        tsv=results("report/timings.tsv"),
     conda:
         "../../environment.yaml"
     params:
@@ -15,39 +18,17 @@ rule finalize_manifests:
         # delete them before the job and only changed ones are rewritten.
         manifests_dir=results("manifests"),
     log:
-        results("logs/finalize_manifests.log"),
+        results("logs/finalize.log"),
     benchmark:
-        results("benchmarks/finalize_manifests.tsv")
+        results("benchmarks/finalize.tsv")
     localrule: True
     script:
         "../../scripts/finalize.py"
 
 
-rule finalize_report:
-    input:
-        summary=rules.finalize_manifests.output.summary,
-        profiles=lambda wildcards: [
-            results(f"timings/{stage}/{shard}.json")
-            for stage in ("ingest", "features", "clap")
-            for shard in get_shards()
-        ],
-    output:
-        html=report(results("report/index.html"), category="Run report"),
-        tsv=results("report/timings.tsv"),
-    conda:
-        "../../environment.yaml"
-    log:
-        results("logs/finalize_report.log"),
-    benchmark:
-        results("benchmarks/finalize_report.tsv")
-    localrule: True
-    script:
-        "../../scripts/report.py"
-
-
 rule finalize_strict:
     input:
-        summary=rules.finalize_manifests.output.summary,
+        summary=rules.finalize.output.summary,
     output:
         flag=results("status/strict_ok"),
     conda:
