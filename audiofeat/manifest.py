@@ -57,7 +57,8 @@ class AudioManifest:
     audiofeat_version: str
     error: str | None = None
     audio: AudioInfo | None = None
-    features: FeaturesBlock | None = None
+    # Or the block already serialised as JSON (an ``orjson.Fragment``, as finalize reads it from the store).
+    features: FeaturesBlock | Any = None
     clap: ClapBlock | None = None
     extractors: dict = field(default_factory=dict)  # name -> {"version", "params_hash"}
     timings: dict = field(default_factory=dict)  # stage -> seconds

@@ -154,7 +154,6 @@ def run_features(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: d
         found = store.get(key)
         if found:
             artifact, meta = found.path, found.meta
-            block = orjson.loads(artifact.read_bytes())
         else:
             try:
                 y, _ = read_wav(row["audio"]["wav"])
@@ -164,7 +163,8 @@ def run_features(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: d
                 if not all(np.isfinite(v).all() for part in ("mel", "mfcc") for v in block[part].values()):
                     raise ValueError("non-finite statistics")
                 meta = {"seconds": round(compute, 6)}
-                artifact = store.put(key, orjson.dumps(block), meta)
+                # The artifact is the manifest's features block, byte for byte (finalize inserts it unparsed).
+                artifact = store.put(key, orjson.dumps(block, option=orjson.OPT_SORT_KEYS), meta)
             except Exception as exc:  # noqa: BLE001 - one file's failure must not stop the shard
                 logger.error("features: %s: %s", row["path"], one_line(exc))
                 return {**record, "status": "error", "error": f"features: {one_line(exc)}"}
@@ -172,7 +172,7 @@ def run_features(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: d
                 profile.seconds["features"] += compute
         with lock:
             profile.audio_seconds += row["audio"]["duration_s"]
-        return {**record, "status": "ok", "features": block, "seconds": meta.get("seconds", 0.0),
+        return {**record, "status": "ok", "seconds": meta.get("seconds", 0.0),
                 "cache_hit": bool(found), "artifact": str(artifact),
                 "extractor": {"version": FEATURES_VERSION, "params_hash": phash}}
 
@@ -439,8 +439,12 @@ def read_shard_tables(ingest: list[str], features: list[str], clap: list[str]) -
 
 
 def build_manifests(files_tsv: str, by_stage: dict[str, dict[str, dict]]) -> list[dict]:
-    """One ``audio_manifest_v1`` dict per input path, in the inventory's order."""
-    from .manifest import AudioInfo, AudioManifest, ClapBlock, FeaturesBlock, Source
+    """One ``audio_manifest_v1`` dict per input path, in the inventory's order.
+
+    The features block is the stored artifact's JSON, inserted unparsed (``orjson.Fragment``): parsing and
+    re-serialising 1,000 of them (27 MB of numbers) was most of a finalize job's time.
+    """
+    from .manifest import AudioInfo, AudioManifest, ClapBlock, Source
 
     manifests = []
     for row in read_tsv(files_tsv):
@@ -455,15 +459,21 @@ def build_manifests(files_tsv: str, by_stage: dict[str, dict[str, dict]]) -> lis
                 extractors[name] = record["extractor"]
             if record and "seconds" in record:
                 timings[name] = record["seconds"]
+        features = None
+        if not error:
+            try:
+                features = orjson.Fragment(Path(stages[1]["artifact"]).read_bytes())
+            except OSError as exc:  # removed since the features job, by another run's gc sharing the store
+                error = f"features: its artifact is gone from the store ({one_line(exc)}); rerun with --forcerun " \
+                        "features_extract"
         if error:
             manifest = AudioManifest(source=source, status="error", audiofeat_version=__version__, error=error,
                                      extractors=extractors, timings=timings)
         else:
-            ing, feat, cl = stages
+            ing, _, cl = stages
             manifest = AudioManifest(
-                source=source, status="ok", audiofeat_version=__version__,
-                audio=AudioInfo(**ing["audio"]), features=FeaturesBlock(**feat["features"]),
-                clap=ClapBlock(**cl["clap"]), extractors=extractors, timings=timings)
+                source=source, status="ok", audiofeat_version=__version__, audio=AudioInfo(**ing["audio"]),
+                features=features, clap=ClapBlock(**cl["clap"]), extractors=extractors, timings=timings)
         manifests.append({"relpath": row["relpath"], "manifest": manifest.to_dict()})
     return manifests
 

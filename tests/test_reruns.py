@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import orjson
 import pytest
 
 from audiofeat.clap.windows import Window, active_fraction
@@ -322,3 +323,28 @@ def test_cached_clap_blocks_come_from_the_previous_table_while_the_artifact_is_u
 
     previous.write_text("{not json")  # a damaged previous table is only a missed shortcut
     assert clap_run("fourth") == third and len(opened) == 1 + len(first)
+
+
+def test_finalize_names_a_features_artifact_gone_from_the_store(tmp_path):
+    from audiofeat.inventory import write_tsv
+    from audiofeat.stages import build_manifests
+
+    keys = ["aa" * 16, "bb" * 16]
+    files = tmp_path / "files.tsv"
+    write_tsv(files, ("path", "relpath", "content_key", "size_bytes", "error"),
+              [{"path": f"/in/{k}.wav", "relpath": f"{k}.wav", "content_key": k, "size_bytes": 1, "error": ""}
+               for k in keys])
+    kept = tmp_path / "kept.json"
+    kept.write_bytes(b'{"mel":{},"mfcc":{},"n_frames":3,"params":{"sr":48000}}')
+    audio = {"duration_s": 1.0, "sample_rate": 48000, "channels": 1, "codec": "pcm", "container": "wav",
+             "target_sr": 48000, "wav": "/store/x.wav"}
+    clap = {"model": "HTSAT-tiny", "weights": "w", "embedding": [1.0], "segments": [], "aggregate_strategy": {},
+            "precision": "fp32"}
+    tables = {"ingest": {k: {"status": "ok", "audio": audio} for k in keys},
+              "features": {keys[0]: {"status": "ok", "artifact": str(kept)},
+                           keys[1]: {"status": "ok", "artifact": str(tmp_path / "removed-by-a-gc.json")}},
+              "clap": {k: {"status": "ok", "clap": clap} for k in keys}}
+    ok, gone = (entry["manifest"] for entry in build_manifests(files, tables))
+    assert ok["status"] == "ok" and json.loads(orjson.dumps(ok))["features"]["n_frames"] == 3
+    assert gone["status"] == "error" and "features: its artifact is gone from the store" in gone["error"] \
+        and "removed-by-a-gc.json" in gone["error"] and "--forcerun features_extract" in gone["error"]
