@@ -1,14 +1,16 @@
 """Benchmark reruns: a cold run over N short files, a rerun with nothing to do, and a rerun after adding one file.
 
 Each is a real `snakemake --profile profiles/local` run (start-up included), in one fresh working folder with
-its own store, with the CLAP weights loaded from a LAION-format checkpoint file (a seeded tower). Prints wall
-seconds and each rerun as a share of the cold run.
+its own store, with the CLAP weights loaded from a LAION-format checkpoint file (a seeded tower). Each kind of
+rerun runs ``--repeats`` times (a new file is added before each rerun of the second kind), since one run on a noisy
+machine can be off by a third; prints every wall time, the medians and each median as a share of the cold run.
 
 With ``--compare-claims K``, it then adds K files at a time, four times, and reruns alternately with the
 workflow's thread claims (a shard job claims no more threads than it has pieces of work) and with every shard
 job claiming all of ``perf.threads`` (``--set-threads``, how the workflow claimed before), and prints both.
 
-Usage: python scripts/bench_cache.py [--files 1000] [--target-files 1024] [--compare-claims K] [--workdir DIR]
+Usage: python scripts/bench_cache.py [--files 1000] [--target-files 1024] [--repeats 5] [--compare-claims K]
+                                     [--workdir DIR]
 """
 import argparse
 import os
@@ -16,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from statistics import median
 
 import yaml
 
@@ -39,6 +42,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--target-files", type=int, default=1024, help="shard.target_files")
+    parser.add_argument("--repeats", type=int, default=5, help="reruns of each kind (medians are reported)")
     parser.add_argument("--compare-claims", type=int, default=0, metavar="K")
     parser.add_argument("--workdir")
     args = parser.parse_args()
@@ -53,30 +57,29 @@ def main():
                                           "shard": {"target_files": args.target_files},
                                           "clap": {"checkpoint": str(checkpoint)}}))
         cold = snakemake(root, config)
-        noop = snakemake(root, config)
-        write_tone_clips(media / "added", 1, seed=1)
-        added_at = time.time()
-        added = snakemake(root, config)
-        # Jobs that ran in the incremental run: their Snakemake benchmark files were rewritten by it, at the job's
-        # end, so each job spans [mtime - seconds, mtime]; jobs may overlap (a shard's features and CLAP jobs do).
-        reran = []
-        for tsv in sorted((root / "results" / "benchmarks").rglob("*.tsv")):
-            if tsv.stat().st_mtime >= added_at:
-                header, values = tsv.read_text().splitlines()[:2]
-                seconds = float(dict(zip(header.split("\t"), values.split("\t")))["s"])
-                reran.append((str(tsv.relative_to(root / "results" / "benchmarks")), seconds,
-                              tsv.stat().st_mtime - seconds, tsv.stat().st_mtime))
-        print(f"{args.files} short files (1 s each), {os.cpu_count()} cores, `snakemake --profile profiles/local`:")
-        print("| run | wall s | share of cold |")
-        print("|---|---|---|")
-        for label, seconds in (("cold", cold), ("rerun, nothing to do", noop), ("rerun after adding 1 file", added)):
-            print(f"| {label} | {seconds:.1f} | {seconds / cold:.1%} |")
-        print("\nJobs the incremental run ran (Snakemake benchmark seconds, start relative to the first job's):")
-        first = min((start for *_, start, _ in reran), default=0.0)
-        for name, seconds, start, _ in sorted(reran, key=lambda job: job[2]):
-            print(f"- {name}: {seconds:.2f} s, from {start - first:.2f} s")
-        print(f"- no job running (Snakemake's start-up, DAG, scheduling and exit): "
-              f"{added - busy_seconds([(start, end) for *_, start, end in reran]):.2f} s")
+        noops = [snakemake(root, config) for _ in range(args.repeats)]
+        added, jobs = [], []
+        for repeat in range(args.repeats):  # one more file each time, so every rerun has one file to compute
+            write_tone_clips(media / f"added-one-{repeat}", 1, seed=1 + repeat)
+            added_at = time.time()
+            added.append(snakemake(root, config))
+            jobs.append(jobs_since(root / "results" / "benchmarks", added_at))
+        print(f"{args.files} short files (1 s each), {os.cpu_count()} cores, `snakemake --profile profiles/local`; "
+              f"each rerun {args.repeats} times:")
+        print("| run | wall s, each | median | median's share of cold |")
+        print("|---|---|---|---|")
+        print(f"| cold | {cold:.1f} | {cold:.1f} | 100.0% |")
+        for label, runs in (("rerun, nothing to do", noops), ("rerun after adding 1 file", added)):
+            print(f"| {label} | {', '.join(f'{r:.1f}' for r in runs)} | {median(runs):.2f} | "
+                  f"{median(runs) / cold:.1%} |")
+        print("\nJobs of the reruns after adding 1 file (Snakemake benchmark seconds; medians over the reruns):")
+        for name in sorted({name for run in jobs for name in run}, key=lambda n: median(
+                [run[n][1] for run in jobs if n in run])):
+            print(f"- {name}: {median([run[name][0] for run in jobs if name in run]):.2f} s, from "
+                  f"{median([run[name][1] for run in jobs if name in run]):.2f} s")
+        idle = [wall - busy_seconds([(start, start + seconds) for seconds, start in run.values()])
+                for wall, run in zip(added, jobs)]
+        print(f"- no job running (Snakemake's start-up, DAG, scheduling and exit): {median(idle):.2f} s")
         if args.compare_claims:
             compare_claims(root, media, config, args.compare_claims)
 
@@ -103,6 +106,19 @@ def compare_claims(root: Path, media: Path, config: Path, count: int) -> None:
     for claim, values in seconds.items():
         print(f"| {claim} | {', '.join(f'{v:.1f}' for v in values)} | {mean[claim]:.1f} |")
     print(f"\nBy pending work: {mean[every] / mean[pending]:.2f}x the all-threads claims (ratio of the means).")
+
+
+def jobs_since(benchmarks: Path, since: float) -> dict[str, tuple[float, float]]:
+    """``{job: (seconds, start relative to the first job's)}`` of the jobs that ran since ``since``: their Snakemake
+    benchmark files were rewritten at the job's end, so each job spans ``[mtime - seconds, mtime]``."""
+    spans = {}
+    for tsv in sorted(benchmarks.rglob("*.tsv")):
+        if tsv.stat().st_mtime >= since:
+            header, values = tsv.read_text().splitlines()[:2]
+            seconds = float(dict(zip(header.split("\t"), values.split("\t")))["s"])
+            spans[str(tsv.relative_to(benchmarks))] = (seconds, tsv.stat().st_mtime - seconds)
+    first = min((start for _, start in spans.values()), default=0.0)
+    return {name: (seconds, start - first) for name, (seconds, start) in spans.items()}
 
 
 def busy_seconds(intervals: list[tuple[float, float]]) -> float:
