@@ -13,6 +13,7 @@ Usage: python scripts/bench_cache.py [--files 1000] [--target-files 1024] [--rep
                                      [--workdir DIR]
 """
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
@@ -38,6 +39,17 @@ def snakemake(workdir: Path, config: Path, *extra: str) -> float:
     return time.perf_counter() - started
 
 
+def stale_bytecode() -> list[str]:
+    """audiofeat's modules whose compiled bytecode is missing or older than the source: where writing bytecode is
+    off (PYTHONDONTWRITEBYTECODE=1), every job of every run compiles those anew; `make setup` compiles them."""
+    stale = []
+    for source in sorted((REPO / "audiofeat").rglob("*.py")):
+        compiled = Path(importlib.util.cache_from_source(str(source)))
+        if not compiled.exists() or compiled.stat().st_mtime < source.stat().st_mtime:
+            stale.append(str(source.relative_to(REPO)))
+    return stale
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=1000)
@@ -46,6 +58,9 @@ def main():
     parser.add_argument("--compare-claims", type=int, default=0, metavar="K")
     parser.add_argument("--workdir")
     args = parser.parse_args()
+    if stale_bytecode() and os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        print(f"WARNING: PYTHONDONTWRITEBYTECODE is set and {len(stale_bytecode())} audiofeat modules have no "
+              "up-to-date bytecode, so every job will compile them: run `make setup` first", file=sys.stderr)
     with scratch_folder(args.workdir, "audiofeat-cache-bench-") as root:
         media = root / "media"
         write_tone_clips(media, args.files, seed=0)
