@@ -184,13 +184,22 @@ class ArtifactStore:
             if rehash or record.get("sealed_stat") != _stat_signature(st):
                 if blake2b_file(path) != record["digest"]:
                     raise ValueError("digest mismatch")
-                self._seal(path, record)
+                try:
+                    self._seal(path, record)
+                except OSError as exc:  # not ours to change (a store shared by another user): intact all the same
+                    logger.debug("cannot seal %s (%s); it is rehashed on every lookup", path, exc)
         except FileNotFoundError:
+            return None
+        except PermissionError as exc:  # unreadable to this user, not damaged: never discard another's artifact
+            logger.warning("cannot read artifact %s (%s); it will be recomputed", path, exc)
             return None
         except (ValueError, KeyError, TypeError, OSError) as exc:
             logger.warning("discarding corrupt artifact %s (%s); it will be recomputed", path, exc)
             for stale in (path, sidecar):
-                stale.unlink(missing_ok=True)
+                try:
+                    stale.unlink(missing_ok=True)
+                except PermissionError:  # another user's: the rewrite replaces it, or fails naming the cause
+                    pass
             self.discarded += 1
             return None
         return record

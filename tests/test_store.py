@@ -2,6 +2,8 @@
 import json
 import multiprocessing
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -90,6 +92,38 @@ def test_old_sidecars_are_rehashed_once_then_sealed(tmp_path, monkeypatch):
     assert store.get(key()) is not None and store.get(key()) is not None
     assert hashed == [path.name]
     assert "sealed_stat" in json.loads(sidecar.read_text())
+
+
+def _lookups_as_nobody(root, queue):
+    os.setgid(65534)
+    os.setuid(65534)
+    store = ArtifactStore(root)
+    found, secret = store.get(key()), store.get(key(content="cd" * 16))
+    queue.put((found and found.path.read_bytes(), secret))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a lookup as another user")
+def test_another_users_lookups_never_discard_what_they_cannot_seal_or_read():
+    shared = Path(tempfile.mkdtemp(prefix="audiofeat-shared-store-"))  # pytest's tmp_path is private to root
+    try:
+        shared.chmod(0o755)
+        store = ArtifactStore(shared)
+        path = store.put(key(), b"payload" * 50)
+        secret = store.put(key(content="cd" * 16), b"secret" * 50)
+        os.utime(path)  # a copied store, say: the stat is no longer the sealed one, so a lookup rehashes, reseals
+        secret.with_name(secret.name + ".meta.json").chmod(0o600)
+        for folder in (p for p in shared.rglob("*") if p.is_dir()):
+            folder.chmod(0o777)  # group-writable, as a shared store is: deleting would succeed
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        reader = context.Process(target=_lookups_as_nobody, args=(shared, queue))
+        reader.start()
+        reader.join(60)
+        assert reader.exitcode == 0
+        assert queue.get(timeout=5) == (b"payload" * 50, None)  # found though it could not reseal; unreadable: a miss
+        assert path.exists() and secret.exists() and secret.with_name(secret.name + ".meta.json").exists()
+    finally:
+        shutil.rmtree(shared)
 
 
 def test_verify_finds_damage_that_keeps_the_stat(tmp_path):
