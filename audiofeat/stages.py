@@ -16,7 +16,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 import orjson
@@ -25,8 +25,7 @@ from . import __version__
 from .decode import DECODE_VERSION, DecodeError, decode_params, decode_source, read_wav, resample, wav_bytes
 from .inventory import read_tsv
 from .profiling import JobProfile
-from .store import (ArtifactKey, ArtifactStore, atomic_write_bytes, atomic_write_text, blake2b_bytes, keep_copy,
-                    params_hash)
+from .store import ArtifactKey, ArtifactStore, atomic_write_bytes, atomic_write_text, keep_copy, params_hash
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +105,7 @@ def run_ingest(shard_tsv: str, out_jsonl: str, profile_json: str, config: dict, 
                 meta = {"probe": probe.__dict__, "samples": int(y.shape[0]),
                         "seconds": round(time.perf_counter() - started, 6)}
                 with profile.timer("write"):
-                    path = store.put(key, wav_bytes(y, target_sr), meta)
+                    path = store.put(key, wav_bytes(y, target_sr), meta).path
             except (DecodeError, OSError, ValueError) as exc:
                 message = str(exc) if isinstance(exc, DecodeError) else one_line(exc)
                 logger.error("ingest: %s: %s", row["path"], message)
@@ -164,7 +163,7 @@ def run_features(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: d
                     raise ValueError("non-finite statistics")
                 meta = {"seconds": round(compute, 6)}
                 # The artifact is the manifest's features block, byte for byte (finalize inserts it unparsed).
-                artifact = store.put(key, orjson.dumps(block, option=orjson.OPT_SORT_KEYS), meta)
+                artifact = store.put(key, orjson.dumps(block, option=orjson.OPT_SORT_KEYS), meta).path
             except Exception as exc:  # noqa: BLE001 - one file's failure must not stop the shard
                 logger.error("features: %s: %s", row["path"], one_line(exc))
                 return {**record, "status": "error", "error": f"features: {one_line(exc)}"}
@@ -319,16 +318,15 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
                       "strategy": np.array(json.dumps(strategy))}
             buffer = io.BytesIO()
             np.savez(buffer, **arrays)
-            payload = buffer.getvalue()
             # The file's share of the forward passes, by its windows, at the job's mean cost per window so far.
             share = round(len(windows) * embedder.stats.seconds / max(1, embedder.stats.windows), 6)
             t0 = time.perf_counter()
-            path = store.put(key, payload, {"seconds": share})
+            stored = store.put(key, buffer.getvalue(), {"seconds": share})
             # The block comes from the arrays in hand, as a cache hit builds it from the stored ones.
             block = _clap_block(arrays, clap_cfg["model"], weights, precision)
             if seg_cfg["save_segments"]:
-                block["segments_artifact"] = _segments_artifact(store, key, arrays["window_embeddings"])
-            return content_key, block, (str(path), blake2b_bytes(payload)), share, time.perf_counter() - t0
+                block["segments_artifact"] = _segments_artifact(store, key, lambda: arrays["window_embeddings"])
+            return content_key, block, (str(stored.path), stored.digest), share, time.perf_counter() - t0
 
         # Artifacts are written (fsync included) by a pool, so the device never waits for the disk.
         with ThreadPoolExecutor(max(2, threads), thread_name_prefix="clap-writer") as writer:
@@ -410,16 +408,16 @@ def _clap_block(data, model: str, weights: str, precision: str) -> dict:
             "aggregate_strategy": json.loads(str(data["strategy"]))}
 
 
-def _segments_artifact(store: ArtifactStore, key: ArtifactKey, window_embeddings) -> str:
+def _segments_artifact(store: ArtifactStore, key: ArtifactKey, window_embeddings: Callable[[], np.ndarray]) -> str:
     """Path of the per-window embeddings ``[shape=(windows, 512)]`` stored beside the CLAP artifact ``key``;
-    ``window_embeddings`` is the array, or a function returning it (called only when it must be stored)."""
+    ``window_embeddings`` returns them, and is called only when they must be stored."""
     seg_key = ArtifactKey(key.content_key, "clap_segments", key.version, key.params_hash, ".npy")
     found = store.get(seg_key)
     if found:
         return str(found.path)
     buffer = io.BytesIO()
-    np.save(buffer, window_embeddings() if callable(window_embeddings) else window_embeddings)
-    return str(store.put(seg_key, buffer.getvalue(), {}))
+    np.save(buffer, window_embeddings())
+    return str(store.put(seg_key, buffer.getvalue(), {}).path)
 
 
 # ---------------------------------------------------------------------------------------------- finalize

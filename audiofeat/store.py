@@ -211,13 +211,14 @@ class ArtifactStore:
         record["sealed_stat"] = _stat_signature(path.stat())
         atomic_write_text(self._sidecar(path), json.dumps(record, sort_keys=True))
 
-    def put(self, key: ArtifactKey, data: bytes, meta: Mapping[str, Any] | None = None) -> Path:
-        """Store ``data`` atomically under ``key`` and return its path."""
+    def put(self, key: ArtifactKey, data: bytes, meta: Mapping[str, Any] | None = None) -> StoredArtifact:
+        """Store ``data`` atomically under ``key``; returns what :meth:`get` will return for it."""
         path = self.path(key)
         atomic_write_bytes(path, data)
-        self._seal(path, {"digest": blake2b_bytes(data), "size": len(data), "meta": dict(meta or {}),
-                          "key": key.__dict__, "created": time.time()})
-        return path
+        record = {"digest": blake2b_bytes(data), "size": len(data), "meta": dict(meta or {}), "key": key.__dict__,
+                  "created": time.time()}
+        self._seal(path, record)
+        return StoredArtifact(path, record["meta"], record["digest"])
 
     def touch(self, path: Path) -> None:
         """Mark an artifact as used now (the LRU clock of :func:`collect_garbage`: its sidecar's mtime)."""

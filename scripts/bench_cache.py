@@ -58,9 +58,10 @@ def main():
     parser.add_argument("--compare-claims", type=int, default=0, metavar="K")
     parser.add_argument("--workdir")
     args = parser.parse_args()
-    if stale_bytecode() and os.environ.get("PYTHONDONTWRITEBYTECODE"):
-        print(f"WARNING: PYTHONDONTWRITEBYTECODE is set and {len(stale_bytecode())} audiofeat modules have no "
-              "up-to-date bytecode, so every job will compile them: run `make setup` first", file=sys.stderr)
+    stale = stale_bytecode()
+    if stale and os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        print(f"WARNING: PYTHONDONTWRITEBYTECODE is set and {len(stale)} audiofeat modules have no up-to-date "
+              "bytecode, so every job will compile them: run `make setup` first", file=sys.stderr)
     with scratch_folder(args.workdir, "audiofeat-cache-bench-") as root:
         media = root / "media"
         write_tone_clips(media, args.files, seed=0)

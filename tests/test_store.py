@@ -19,9 +19,10 @@ def key(content="ab" * 16, extractor="features", version="1", params=None, suffi
 
 def test_reuse_if_and_only_if_content_version_and_params_match(tmp_path):
     store = ArtifactStore(tmp_path)
-    store.put(key(), b"payload", {"x": 1})
+    stored = store.put(key(), b"payload", {"x": 1})
     path, meta, digest = store.get(key())
     assert path.read_bytes() == b"payload" and meta == {"x": 1} and digest == blake2b_bytes(b"payload")
+    assert stored == (path, meta, digest)  # put returns what get will
     assert store.get(key(content="cd" * 16)) is None
     assert store.get(key(version="2")) is None
     assert store.get(key(params={"n_mfcc": 13})) is None
@@ -37,7 +38,7 @@ def test_params_hash_is_order_independent_and_value_sensitive():
 @pytest.mark.parametrize("damage", ["truncate", "flip", "delete_sidecar", "garbage_sidecar"])
 def test_corrupt_artifacts_are_discarded_not_fatal(tmp_path, damage):
     store = ArtifactStore(tmp_path)
-    path = store.put(key(), b"0123456789" * 100)
+    path = store.put(key(), b"0123456789" * 100).path
     sidecar = path.with_name(path.name + ".meta.json")
     if damage == "truncate":
         path.write_bytes(path.read_bytes()[:500])
@@ -71,7 +72,7 @@ def _rehashes(monkeypatch) -> list:
 def test_a_hit_whose_stat_is_unchanged_is_not_rehashed(tmp_path, monkeypatch):
     hashed = _rehashes(monkeypatch)
     store = ArtifactStore(tmp_path)
-    path = store.put(key(), b"0123456789" * 100)
+    path = store.put(key(), b"0123456789" * 100).path
     assert path.stat().st_mtime < time.time() - 1.5  # sealed: backdated, so that any later write changes it
     for _ in range(3):
         assert store.get(key())[0] == path
@@ -83,7 +84,7 @@ def test_a_hit_whose_stat_is_unchanged_is_not_rehashed(tmp_path, monkeypatch):
 
 def test_old_sidecars_are_rehashed_once_then_sealed(tmp_path, monkeypatch):
     store = ArtifactStore(tmp_path)
-    path = store.put(key(), b"payload" * 50)
+    path = store.put(key(), b"payload" * 50).path
     sidecar = path.with_name(path.name + ".meta.json")
     record = json.loads(sidecar.read_text())
     del record["sealed_stat"]  # as written before stats were recorded
@@ -108,8 +109,8 @@ def test_another_users_lookups_never_discard_what_they_cannot_seal_or_read():
     try:
         shared.chmod(0o755)
         store = ArtifactStore(shared)
-        path = store.put(key(), b"payload" * 50)
-        secret = store.put(key(content="cd" * 16), b"secret" * 50)
+        path = store.put(key(), b"payload" * 50).path
+        secret = store.put(key(content="cd" * 16), b"secret" * 50).path
         os.utime(path)  # a copied store, say: the stat is no longer the sealed one, so a lookup rehashes, reseals
         secret.with_name(secret.name + ".meta.json").chmod(0o600)
         for folder in (p for p in shared.rglob("*") if p.is_dir()):
@@ -128,8 +129,8 @@ def test_another_users_lookups_never_discard_what_they_cannot_seal_or_read():
 
 def test_verify_finds_damage_that_keeps_the_stat(tmp_path):
     store = ArtifactStore(tmp_path)
-    damaged = store.put(key(), b"0123456789" * 100)
-    intact = store.put(key(content="cd" * 16), b"abcdefghij" * 100)
+    damaged = store.put(key(), b"0123456789" * 100).path
+    intact = store.put(key(content="cd" * 16), b"abcdefghij" * 100).path
     st = damaged.stat()
     data = bytearray(damaged.read_bytes())
     data[10] ^= 0xFF  # bit rot: same size, and the mtime put back as it was
@@ -147,7 +148,7 @@ def test_verify_finds_damage_that_keeps_the_stat(tmp_path):
 def test_artifacts_are_created_with_the_umask_so_a_shared_store_is_readable(tmp_path):
     previous = os.umask(0o022)
     try:
-        path = ArtifactStore(tmp_path).put(key(), b"payload")
+        path = ArtifactStore(tmp_path).put(key(), b"payload").path
     finally:
         os.umask(previous)
     for written in (path, path.with_name(path.name + ".meta.json")):
@@ -186,7 +187,7 @@ def test_gc_by_ttl_and_size_keeps_protected_and_recent(tmp_path):
     now = time.time()
     paths = []
     for i in range(6):
-        path = store.put(key(content=f"{i:032x}"), b"x" * 1000)
+        path = store.put(key(content=f"{i:032x}"), b"x" * 1000).path
         last_used = now - (6 - i) * 3600  # artifact 0 is the oldest; the LRU clock is the sidecar's mtime
         os.utime(path.with_name(path.name + ".meta.json"), (last_used, last_used))
         paths.append(path)
