@@ -181,9 +181,11 @@ class ArtifactStore:
             st = path.stat()
             if st.st_size != record["size"]:
                 raise ValueError("size mismatch")
-            if rehash or record.get("sealed_stat") != _stat_signature(st):
+            sealed = record.get("sealed_stat") == _stat_signature(st)
+            if rehash or not sealed:
                 if blake2b_file(path) != record["digest"]:
                     raise ValueError("digest mismatch")
+            if not sealed:
                 try:
                     self._seal(path, record)
                 except OSError as exc:  # not ours to change (a store shared by another user): intact all the same

@@ -140,8 +140,11 @@ def test_verify_finds_damage_that_keeps_the_stat(tmp_path):
     orphan = store.path(key(content="ef" * 16))
     orphan.parent.mkdir(parents=True, exist_ok=True)
     orphan.write_bytes(b"payload without a sidecar")  # a writer killed between payload and sidecar
+    intact_sidecar = intact.with_name(intact.name + ".meta.json").stat().st_mtime_ns
     assert store.verify() == {"checked": 3, "discarded": 2}  # ... verify rehashes everything
     assert not damaged.exists() and not orphan.exists() and intact.exists()
+    # An intact, sealed artifact is only read: no sidecar rewritten (nor its LRU clock moved) per artifact.
+    assert intact.with_name(intact.name + ".meta.json").stat().st_mtime_ns == intact_sidecar
     assert store.get(key()) is None and store.get(key(content="cd" * 16)) is not None
 
 
