@@ -11,6 +11,7 @@ single soxr resample (quality ``HQ``, librosa's default ``soxr_hq``).
 """
 from __future__ import annotations
 
+import errno
 import io
 import os
 import shutil
@@ -23,7 +24,13 @@ RESAMPLER = "soxr_hq"
 
 
 class DecodeError(RuntimeError):
-    """A file cannot be turned into audio samples; the message is one line naming the cause."""
+    """A verdict on a file's bytes: they cannot be turned into audio samples. The message is one line naming the
+    cause; the verdict is stored with the content key and reused while ``DECODE_VERSION`` is the same."""
+
+
+class InputUnreadable(DecodeError):
+    """The file cannot be opened (its permissions, say): that file's result, but a verdict on its state rather than
+    its bytes, so it is not stored; fixing it changes the file's stat, and the next run tries it again."""
 
 
 @dataclass(frozen=True)
@@ -69,9 +76,15 @@ def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
 
 def _check_readable(path: str) -> None:
     try:
-        size = os.path.getsize(path)
+        fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
-        raise DecodeError(f"cannot read file: {exc.strerror}") from None
+        if exc.errno in (errno.EIO, errno.ENOMEM, errno.EMFILE, errno.ENFILE):
+            raise  # the machine's, not the file's: a fault
+        raise InputUnreadable(f"cannot read file: {exc.strerror}") from None
+    try:
+        size = os.fstat(fd).st_size
+    finally:
+        os.close(fd)
     if size == 0:
         raise DecodeError("empty file (0 bytes)")
 
@@ -302,5 +315,6 @@ def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Read a WAV artifact: ``(y [shape=(n,)] float32, sample rate)``."""
     import soundfile as sf
 
-    y, sr = sf.read(str(path), dtype="float32", always_2d=False)
+    with open(path, "rb") as handle:  # a missing or unreadable artifact is an OSError (a fault), not sf's error
+        y, sr = sf.read(handle, dtype="float32", always_2d=False)
     return y, sr

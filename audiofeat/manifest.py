@@ -4,7 +4,9 @@ The JSON Schema every produced manifest passes is ``workflow/schemas/manifest.sc
 """
 from __future__ import annotations
 
+import base64
 import json
+import os
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,32 @@ SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / 
 
 @dataclass(frozen=True)
 class Source:
-    path: str
+    path: str  # path_text(): valid UTF-8 text
     content_key: str
     size_bytes: int
+    path_bytes: str | None = None  # base64 of the path's bytes, only where they are not UTF-8
+
+    @classmethod
+    def of(cls, path: str, content_key: str, size_bytes: int) -> "Source":
+        """The source record of a path as ``os`` gives it (undecodable bytes as lone surrogates)."""
+        text = path_text(path)
+        exact = None if text == path else base64.b64encode(os.fsencode(path)).decode("ascii")
+        return cls(text, content_key, size_bytes, exact)
+
+    @property
+    def os_path(self) -> str:
+        """The path as ``os`` functions take it, exact also where its bytes are not UTF-8."""
+        return os.fsdecode(base64.b64decode(self.path_bytes)) if self.path_bytes else self.path
+
+
+def path_text(path: str) -> str:
+    """``path`` as valid UTF-8 text for JSON, logs and the report: unchanged when its bytes are UTF-8, else each
+    byte that is not written ``\\xNN`` (``latin1_\\xe9t\\xe9.wav``). The exact bytes go in ``path_bytes``."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import html
 import json
+import os
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
+from .advice import RunFacts, advise
 from .store import atomic_write_text
 
 STAGES = ("ingest", "features", "clap")
@@ -133,12 +136,44 @@ def _table(rows: list[dict]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def run_facts(totals: dict, profiles: list[dict], config: dict, previous_cache_dir: str | None) -> RunFacts:
+    """The numbers and machine facts :mod:`audiofeat.advice` reads, for this run."""
+    from .clap.model import likely_device  # torch-free
+
+    clap = next((p for p in profiles if p["stage"] == "clap" and "device" in p), None)
+    cache = config["cache"]
+    try:
+        usage = shutil.disk_usage(cache["dir"] if cache["enabled"] else config["results_dir"])
+        free, total = usage.free, usage.total
+    except OSError:
+        free = total = None
+    return RunFacts(totals, device_setting=config["perf"]["device"], clap_device=clap["device"] if clap else "",
+                    gpu_visible=likely_device("auto") != "cpu", cache_enabled=cache["enabled"],
+                    cache_dir=os.path.abspath(cache["dir"]), previous_cache_dir=previous_cache_dir,
+                    disk_free_bytes=free, disk_total_bytes=total)
+
+
+def _failures_html(summary: dict, results_link: str) -> str:
+    """Failures by cause, each with its files linked to their manifests (the first few; the rest counted)."""
+    if not summary.get("failures"):
+        return "<p>none</p>"
+    parts = []
+    for group in summary["failures"]:
+        items = "".join(f"<li><a href='{html.escape(results_link + f['manifest'], quote=True)}'>"
+                        f"{html.escape(f['path'])}</a></li>" for f in group["files"])
+        more = (f"<li>and {group['more']} more (every failed file: <code>summary.json</code>, "
+                "<code>failed_files</code>)</li>") if group["more"] else ""
+        parts.append(f"<h3>{html.escape(group['cause'])}: {group['count']}</h3><ul>{items}{more}</ul>")
+    return "".join(parts)
+
+
 def write_report(profile_paths: list[str], summary: dict, file_seconds: list[tuple[str, float]], config: dict,
-                 html_path: str, tsv_path: str) -> dict:
+                 html_path: str, tsv_path: str, run_state_path: str) -> dict:
     """Write the run's ``timings.tsv`` and ``index.html``; returns the numbers shown.
 
     ``summary`` and ``file_seconds`` (each input's path and the sum of its manifest's timings) come from
-    :func:`audiofeat.stages.run_finalize`.
+    :func:`audiofeat.stages.run_finalize`. ``run_state_path`` remembers this run's store for the next run's
+    advice (a results folder finished before with another ``cache.dir``).
     """
     profiles = load_profiles(profile_paths)
     totals = stage_totals(profiles)
@@ -146,9 +181,23 @@ def write_report(profile_paths: list[str], summary: dict, file_seconds: list[tup
     columns = list(dict.fromkeys(k for row in rows for k in row))
     tsv = "\t".join(columns) + "\n" + "".join("\t".join(str(r.get(c, "")) for c in columns) + "\n" for r in rows)
     atomic_write_text(tsv_path, tsv)
-
-    slowest = sorted(file_seconds, key=lambda item: -item[1])[:10]
+    try:
+        previous_cache_dir = json.loads(Path(run_state_path).read_text(encoding="utf-8"))["cache_dir"]
+    except (FileNotFoundError, ValueError, KeyError):
+        previous_cache_dir = None
+    advice = advise(run_facts(totals, profiles, config, previous_cache_dir))
     busy = model_busy_fraction(totals)
+    numbers = {"stage_wall_s": {r["stage"]: r["wall_s"] for r in rows}, "model_busy_fraction": busy,
+               "ok": summary["ok"], "failed": summary["failed"], "advice": advice}
+    results_link = os.path.relpath(config["results_dir"], os.path.dirname(html_path)) + "/"
+    atomic_write_text(html_path, _report_html(summary, rows, totals, busy, advice, file_seconds, profiles, config,
+                                              results_link))
+    atomic_write_text(run_state_path, json.dumps({"cache_dir": os.path.abspath(config["cache"]["dir"])}))
+    return numbers
+
+
+def _report_html(summary, rows, totals, busy, advice, file_seconds, profiles, config, results_link) -> str:
+    slowest = sorted(file_seconds, key=lambda item: -item[1])[:10]
     clap_profiles = [p for p in profiles if p["stage"] == "clap" and "device" in p]
     settings = {"threads per job": config["perf"]["threads"] or "min(8, cores)",
                 "device": clap_profiles[0]["device"] if clap_profiles else config["perf"]["device"],
@@ -156,25 +205,25 @@ def write_report(profile_paths: list[str], summary: dict, file_seconds: list[tup
                 "max_batch_audio_seconds": config["clap"]["max_batch_audio_seconds"],
                 "segment": json.dumps(config["segment"]), "cache": config["cache"]["dir"]
                 if config["cache"]["enabled"] else "disabled"}
-    numbers = {"stage_wall_s": {r["stage"]: r["wall_s"] for r in rows}, "model_busy_fraction": busy,
-               "ok": summary["ok"], "failed": summary["failed"]}
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>audiofeat run report</title>",
-        "<style>body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}th{background:#eef}</style></head><body>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;"
+        "display:block;overflow-x:auto;max-width:100%}td,th{border:1px solid #bbb;padding:3px 8px;"
+        "text-align:right}th{background:#eef}li,td{overflow-wrap:anywhere}</style></head><body>",
         "<h1>audiofeat run report</h1>",
         f"<p><b>{summary['ok']} ok, {summary['failed']} failed</b>. "
         f"Sum of job wall times: {sum(r['wall_s'] for r in rows):.2f} s.</p>",
         "<p>Model-busy fraction (CLAP forward ÷ CLAP job wall time): "
         + ("n/a (every embedding came from the cache)" if busy is None else f"<b>{busy:.2f}</b>") + "</p>",
+        "<h2 id='advice'>Advice</h2>",
+        "<ul>" + "".join(f"<li>{html.escape(a)}</li>" for a in advice) + "</ul>" if advice
+        else "<p>none: no rule fired on this run's numbers</p>",
         "<h2>Stages</h2>", _table(rows),
     ]
     for title, svg in _plots(totals, file_seconds):
         parts.append(f"<h2>{html.escape(title)}</h2>{svg}")
     parts += ["<h2>Slowest files</h2>", _table([{"file": p, "seconds": round(s, 4)} for p, s in slowest]),
-              "<h2>Failures by cause</h2>",
-              _table([{"cause": c, "files": n} for c, n in sorted(summary["failures_by_cause"].items())]),
+              "<h2 id='failures'>Failures by cause</h2>", _failures_html(summary, results_link),
               "<h2>Settings</h2>", _table([{"setting": k, "value": v} for k, v in settings.items()]),
               "</body></html>"]
-    atomic_write_text(html_path, "\n".join(parts))
-    return numbers
+    return "\n".join(parts)

@@ -22,8 +22,11 @@ import numpy as np
 import orjson
 
 from . import __version__
-from .decode import DECODE_VERSION, DecodeError, decode_params, decode_source, read_wav, resample, wav_bytes
-from .inventory import read_tsv
+from .decode import (DECODE_VERSION, DecodeError, InputUnreadable, decode_params, decode_source, read_wav, resample,
+                     wav_bytes)
+from .faults import Fault, InputChanged, is_fault
+from .inventory import input_signature, read_tsv
+from .manifest import path_text
 from .profiling import JobProfile
 from .store import ArtifactKey, ArtifactStore, atomic_write_bytes, atomic_write_text, keep_copy, params_hash
 
@@ -81,35 +84,69 @@ def clap_key(content_key: str, config: dict, *, weights: str, precision: str) ->
     return ArtifactKey(content_key, "clap", CLAP_VERSION, phash, ".npz")
 
 
+def verdict_key(wav_key: ArtifactKey) -> ArtifactKey:
+    """Where the decoder's verdict on bytes that give no WAV is kept, beside the WAV they would have given."""
+    return dataclasses.replace(wav_key, extractor="decode_verdict", suffix=".txt")
+
+
+def check_unchanged(row: dict) -> None:
+    """Raise :class:`InputChanged` unless the input's stat is the one its content key was hashed under."""
+    try:
+        now = input_signature(os.stat(row["path"]))
+    except OSError:
+        raise InputChanged(row["path"]) from None
+    if row.get("stat") and now != row["stat"]:
+        raise InputChanged(row["path"])
+
+
 def run_ingest(shard_tsv: str, out_jsonl: str, profile_json: str, config: dict, threads: int = 1) -> JobProfile:
     """Decode every input of a shard to a mono WAV at ``audio.target_sr`` (or find it in the store), ``threads``
-    files at a time: FFmpeg's decoders, soxr and the store's writes release the GIL."""
+    files at a time: FFmpeg's decoders, soxr and the store's writes release the GIL.
+
+    Only bytes whose stat is the one the inventory hashed are decoded, checked before and after decoding: a file
+    that changed since is a fault (:class:`InputChanged`), so nothing is stored under a key its bytes do not have.
+    A decoder's verdict is stored under the content key and reused; faults propagate and fail the job.
+    """
     store = open_store(config)
     target_sr, decoder = config["audio"]["target_sr"], config["audio"]["decoder"]
     profile = JobProfile("ingest", Path(shard_tsv).stem, extra={"threads": threads})
 
+    def failed(record: dict, message: str, artifact: Path | None = None) -> dict:
+        logger.error("ingest: %s: %s", record["path"], message)
+        return {**record, "status": "error", "error": f"decode: {message}",
+                **({"artifact": str(artifact)} if artifact else {})}
+
     def ingest_one(row: dict) -> tuple[dict, bool]:
         """``(record, cache hit)`` for one input."""
         key = ingest_key(row["content_key"], target_sr)
-        record = {"content_key": row["content_key"], "path": row["path"]}
+        record = {"content_key": row["content_key"], "path": path_text(row["path"])}
         started = time.perf_counter()
+        check_unchanged(row)
         found = store.get(key)
         if found:
             path, meta = found.path, found.meta
+        elif known := store.get(verdict_key(key)):
+            return failed(record, known.meta["error"], known.path), True
         else:
             try:
                 with profile.timer("decode"):
                     probe, y = decode_source(row["path"], decoder=decoder)
                 with profile.timer("resample"):
                     y = resample(y, probe.sample_rate, target_sr)
-                meta = {"probe": probe.__dict__, "samples": int(y.shape[0]),
-                        "seconds": round(time.perf_counter() - started, 6)}
-                with profile.timer("write"):
-                    path = store.put(key, wav_bytes(y, target_sr), meta).path
-            except (DecodeError, OSError, ValueError) as exc:
-                message = str(exc) if isinstance(exc, DecodeError) else one_line(exc)
-                logger.error("ingest: %s: %s", row["path"], message)
-                return {**record, "status": "error", "error": f"decode: {message}"}, False
+            except InputUnreadable as exc:
+                return failed(record, str(exc)), False
+            except DecodeError as exc:
+                check_unchanged(row)  # a verdict on bytes the key does not name would poison the store
+                return failed(record, str(exc), store.put(verdict_key(key), b"", {"error": str(exc)}).path), False
+            except Exception as exc:  # noqa: BLE001 - classified: a fault stops the job, anything else is this file's
+                if is_fault(exc):
+                    raise
+                return failed(record, one_line(exc)), False
+            check_unchanged(row)
+            meta = {"probe": probe.__dict__, "samples": int(y.shape[0]),
+                    "seconds": round(time.perf_counter() - started, 6)}
+            with profile.timer("write"):
+                path = store.put(key, wav_bytes(y, target_sr), meta).path
         probe = meta["probe"]
         return {**record, "status": "ok", "samples": meta["samples"],
                 "audio": {**probe, "target_sr": target_sr, "wav": str(path)},
@@ -164,7 +201,9 @@ def run_features(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: d
                 meta = {"seconds": round(compute, 6)}
                 # The artifact is the manifest's features block, byte for byte (finalize inserts it unparsed).
                 artifact = store.put(key, orjson.dumps(block, option=orjson.OPT_SORT_KEYS), meta).path
-            except Exception as exc:  # noqa: BLE001 - one file's failure must not stop the shard
+            except Exception as exc:  # noqa: BLE001 - one file's verdict must not stop the shard; a fault does
+                if is_fault(exc):
+                    raise
                 logger.error("features: %s: %s", row["path"], one_line(exc))
                 return {**record, "status": "error", "error": f"features: {one_line(exc)}"}
             with lock:
@@ -264,6 +303,7 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
         prepared: queue.Queue = queue.Queue(maxsize=2 * embedder.max_batch_windows)
         plans: dict[str, tuple] = {}
         load_errors: dict[str, str] = {}
+        fault: list[BaseException] = []  # the loader's, raised by the job once the forward loop has stopped
 
         def prepare(job):
             row, key = job
@@ -278,8 +318,8 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
                 weights_ = [active_fraction(y, w, window, MODEL_SAMPLE_RATE) for w in windows] \
                     if seg_cfg["aggregate_mode"] == "weighted" else None
                 return row, key, (windows, weights_), inputs, time.perf_counter() - t0, None
-            except Exception as exc:  # noqa: BLE001 - recorded per file
-                return row, key, None, None, 0.0, one_line(exc)
+            except Exception as exc:  # noqa: BLE001 - a verdict is recorded per file, a fault ends the job
+                return row, key, None, None, 0.0, exc
 
         def loader():
             # Runs beside the forward passes (torch releases the GIL while the model computes); on CUDA with one
@@ -289,8 +329,11 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
                 for row, key, plan, inputs, seconds, error in ordered_prefetch(
                         prepare, todo, workers=loaders, depth=2 * loaders):
                     profile.seconds["clap_preprocess"] += seconds
-                    if error:
-                        load_errors[row["content_key"]] = error
+                    if error is not None and is_fault(error):
+                        fault.append(error)
+                        return
+                    if error is not None:
+                        load_errors[row["content_key"]] = one_line(error)
                     else:
                         plans[row["content_key"]] = (*plan, key)
                         prepared.put((row["content_key"], inputs))
@@ -332,6 +375,8 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
         with ThreadPoolExecutor(max(2, threads), thread_name_prefix="clap-writer") as writer:
             written = []
             for content_key, output in embedder.embed_stream(items()):
+                if isinstance(output, BaseException) and is_fault(output):
+                    raise output
                 if isinstance(output, BaseException):
                     load_errors[content_key] = f"CLAP forward pass failed: {one_line(output)}"
                     continue
@@ -347,6 +392,8 @@ def run_clap(ingest_jsonl: str, out_jsonl: str, profile_json: str, config: dict,
                 clap_seconds[content_key] = share
                 profile.seconds["write"] += write_seconds
         thread.join()
+        if fault:
+            raise fault[0]
         profile.seconds["clap_forward"] += embedder.stats.seconds
         profile.seconds["clap_loop"] += time.perf_counter() - started
         profile.extra.update({"windows": embedder.stats.windows, "batches": embedder.stats.batches,
@@ -436,17 +483,26 @@ def read_shard_tables(ingest: list[str], features: list[str], clap: list[str]) -
     return tables
 
 
+class ArtifactGone(Fault):
+    """A features artifact a shard table names is missing or damaged (another run's gc sharing the store)."""
+
+    def __init__(self, content_key: str, artifact: str) -> None:
+        super().__init__(f"features artifact {artifact} is gone from the store or damaged (another run's gc?)")
+        self.content_key, self.artifact = content_key, artifact
+
+
 def build_manifests(files_tsv: str, by_stage: dict[str, dict[str, dict]]) -> list[dict]:
     """One ``audio_manifest_v1`` dict per input path, in the inventory's order.
 
     The features block is the stored artifact's JSON, inserted unparsed (``orjson.Fragment``): parsing and
-    re-serialising 1,000 of them (27 MB of numbers) was most of a finalize job's time.
+    re-serialising 1,000 of them (27 MB of numbers) was most of a finalize job's time. Its size and seal are
+    checked first (:meth:`ArtifactStore.intact`); a missing or damaged one raises :class:`ArtifactGone`.
     """
     from .manifest import AudioInfo, AudioManifest, ClapBlock, Source
 
     manifests = []
     for row in read_tsv(files_tsv):
-        source = Source(row["path"], row["content_key"], int(row["size_bytes"]))
+        source = Source.of(row["path"], row["content_key"], int(row["size_bytes"]))
         stages = [by_stage[s].get(row["content_key"]) for s in ("ingest", "features", "clap")]
         error = row["error"] or next((r["error"] for r in stages if r and r["status"] == "error"), None)
         if not error and any(r is None for r in stages):
@@ -459,11 +515,10 @@ def build_manifests(files_tsv: str, by_stage: dict[str, dict[str, dict]]) -> lis
                 timings[name] = record["seconds"]
         features = None
         if not error:
-            try:
-                features = orjson.Fragment(Path(stages[1]["artifact"]).read_bytes())
-            except OSError as exc:  # removed since the features job, by another run's gc sharing the store
-                error = f"features: its artifact is gone from the store ({one_line(exc)}); rerun with --forcerun " \
-                        "features_extract"
+            artifact = Path(stages[1]["artifact"])
+            if not ArtifactStore.intact(artifact):
+                raise ArtifactGone(row["content_key"], str(artifact))
+            features = orjson.Fragment(artifact.read_bytes())
         if error:
             manifest = AudioManifest(source=source, status="error", audiofeat_version=__version__, error=error,
                                      extractors=extractors, timings=timings)
@@ -503,7 +558,14 @@ def run_finalize(files_tsv: str, ingest: list[str], features: list[str], clap: l
     """Write per-file manifests, the dataset-level JSONL and embedding matrix and the run summary, then bound
     the store (``cache.ttl_hours``, ``cache.max_gb``) without touching what this run uses."""
     tables = read_shard_tables(ingest, features, clap)
-    entries = build_manifests(files_tsv, tables)
+    try:
+        entries = build_manifests(files_tsv, tables)
+    except ArtifactGone as gone:
+        # The features tables that name it are removed, so that the same command recomputes what they held.
+        for table in features:
+            if any(r["content_key"] == gone.content_key for r in read_jsonl(table)):
+                Path(table).unlink()
+        raise Fault(f"{gone}; its shard's features table was removed: rerun the same command") from None
     root = Path(manifests_dir)
     root.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -533,16 +595,9 @@ def run_finalize(files_tsv: str, ingest: list[str], features: list[str], clap: l
     np.save(buffer, matrix)
 
     atomic_write_bytes(embeddings_npy, buffer.getvalue())
-    failures: dict[str, int] = {}
-    for entry in entries:
-        if entry["manifest"]["status"] == "error":
-            cause = entry["manifest"]["error"].split(" (")[0]
-            failures[cause] = failures.get(cause, 0) + 1
     summary = {"ok": sum(1 for e in entries if e["manifest"]["status"] == "ok"),
                "failed": sum(1 for e in entries if e["manifest"]["status"] == "error"),
-               "failures_by_cause": failures,
-               "failed_files": [e["manifest"]["source"]["path"] for e in entries
-                                if e["manifest"]["status"] == "error"]}
+               **failure_summary(entries, Path(manifests_dir).name)}
     cache = config["cache"]
     if cache["enabled"] and (cache["ttl_hours"] or cache["max_gb"]):
         summary["cache_gc"] = ArtifactStore(cache["dir"]).collect_garbage(
@@ -551,6 +606,31 @@ def run_finalize(files_tsv: str, ingest: list[str], features: list[str], clap: l
     atomic_write_text(summary_json, json.dumps(summary, indent=1, ensure_ascii=False))
     return FinalizeResult(summary, [(e["manifest"]["source"]["path"], sum(e["manifest"].get("timings", {}).values()))
                                     for e in entries])
+
+
+FAILURES_LISTED_PER_CAUSE = 50
+
+
+def failure_summary(entries: list[dict], manifests_folder: str) -> dict:
+    """Failures grouped by cause (the error up to its first parenthesis), each with its first
+    :data:`FAILURES_LISTED_PER_CAUSE` files and their manifests (relative to the results folder), and the count of
+    the rest; ``failed_files`` lists every failed path."""
+    by_cause: dict[str, dict] = {}
+    failed = []
+    for entry in entries:
+        manifest = entry["manifest"]
+        if manifest["status"] != "error":
+            continue
+        failed.append(manifest["source"]["path"])
+        group = by_cause.setdefault(manifest["error"].split(" (")[0], {"count": 0, "files": []})
+        group["count"] += 1
+        if len(group["files"]) < FAILURES_LISTED_PER_CAUSE:
+            link = f"{manifests_folder}/{path_text(_manifest_relpath(entry['relpath']))}"
+            group["files"].append({"path": manifest["source"]["path"], "manifest": link})
+    return {"failures_by_cause": {cause: g["count"] for cause, g in sorted(by_cause.items())},
+            "failures": [{"cause": cause, "count": g["count"], "files": g["files"],
+                          "more": g["count"] - len(g["files"])} for cause, g in sorted(by_cause.items())],
+            "failed_files": failed}
 
 
 def summary_line(summary: dict) -> str:

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, NamedTuple
 
+from .faults import ENVIRONMENT_ERRNOS
+
 logger = logging.getLogger(__name__)
 
 _DIGEST_BYTES = 16  # BLAKE2b-128: collision-resistant far beyond any dataset size.
@@ -196,6 +198,8 @@ class ArtifactStore:
             logger.warning("cannot read artifact %s (%s); it will be recomputed", path, exc)
             return None
         except (ValueError, KeyError, TypeError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS:
+                raise  # the disk's or the machine's trouble (EIO, ...), not damage: a fault, nothing discarded
             logger.warning("discarding corrupt artifact %s (%s); it will be recomputed", path, exc)
             for stale in (path, sidecar):
                 try:
@@ -205,6 +209,22 @@ class ArtifactStore:
             self.discarded += 1
             return None
         return record
+
+    @classmethod
+    def intact(cls, path: str | os.PathLike) -> bool:
+        """Whether the artifact at ``path`` is there with its sidecar, at its recorded size and, unless its stat is
+        the sealed one, its recorded digest: what a reader of a path from a shard table checks before using it."""
+        path = Path(path)
+        try:
+            record = json.loads(cls._sidecar(path).read_text(encoding="utf-8"))
+            st = path.stat()
+            if st.st_size != record["size"]:
+                return False
+            return record.get("sealed_stat") == _stat_signature(st) or blake2b_file(path) == record["digest"]
+        except FileNotFoundError:
+            return False
+        except (ValueError, KeyError, TypeError):
+            return False
 
     def _seal(self, path: Path, record: dict) -> None:
         """Backdate the payload's mtime and write ``record`` with the resulting stat as the sidecar."""
@@ -219,7 +239,11 @@ class ArtifactStore:
         atomic_write_bytes(path, data)
         record = {"digest": blake2b_bytes(data), "size": len(data), "meta": dict(meta or {}), "key": key.__dict__,
                   "created": time.time()}
-        self._seal(path, record)
+        try:
+            self._seal(path, record)
+        except BaseException:  # no payload without its sidecar (a full disk fails the sidecar after the payload)
+            path.unlink(missing_ok=True)
+            raise
         return StoredArtifact(path, record["meta"], record["digest"])
 
     def touch(self, path: Path) -> None:

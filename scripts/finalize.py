@@ -15,5 +15,5 @@ for path in summary["failed_files"]:
 # The report is written by the same job: a job of its own cost a process start and a second reading of
 # manifest.jsonl on every run.
 log.info("report: %s", write_report(job.input.profiles, summary, file_seconds, job.config, job.output.html,
-                                    job.output.tsv))
+                                    job.output.tsv, job.params.run_state))
 finish()

@@ -26,6 +26,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..faults import Fault
+
 logger = logging.getLogger(__name__)
 
 MODEL_SAMPLE_RATE = 48000
@@ -44,7 +46,7 @@ PUBLISHED_CHECKPOINTS = {
 _PRIVATE_PACKAGE = "_audiofeat_laion_clap"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(Fault):
     """A CLAP checkpoint cannot be used; the message names the file and what to do."""
 
 
@@ -441,8 +443,9 @@ def fetch_published_checkpoint(model_name: str, cache_dir: str | os.PathLike,
         partial.unlink(missing_ok=True)
         reason = getattr(exc, "reason", exc)
         raise CheckpointError(
-            f"clap.checkpoint=auto could not download {url} ({reason}); set clap.checkpoint to a local LAION "
-            "checkpoint file, or clap.allow_random_weights: true for a seeded random model") from None
+            f"clap.checkpoint: auto could not download {url} ({reason}): download it where you can and set "
+            "clap.checkpoint to its path (for random weights: clap.checkpoint: '' with "
+            "clap.allow_random_weights: true)") from None
     os.replace(partial, target)
     digest = checkpoint_sha256(target, target.parent)
     digest_file.write_text(digest + "\n")

@@ -10,6 +10,7 @@ from audiofeat.decode import DECODE_VERSION, decode_params
 from audiofeat.features import FEATURES_VERSION, features_params
 from audiofeat.clap import CLAP_VERSION
 from audiofeat.inventory import input_fingerprint
+from audiofeat.preflight import preflight
 from audiofeat.scheduling import cancel_wakeup_timers, shard_job_threads, spare_exit_collection
 from audiofeat.store import params_hash
 
@@ -21,6 +22,11 @@ _validated = validate_config(
 )
 config.clear()
 config.update(_validated)
+
+# Configuration problems (weights, folders, device) stop the run here, before any job, one line each.
+if workflow.is_main_process:
+    for warning in preflight(config, check_device=workflow.local_exec):
+        print(f"audiofeat: warning: {warning}", file=sys.stderr)
 
 RESULTS = config["results_dir"]
 THREADS = resolve_threads(config["perf"]["threads"])
@@ -109,4 +115,5 @@ def print_summary():
     if os.path.exists(path):
         with open(path) as handle:
             data = json.load(handle)
-        print(f"audiofeat: {data['ok']} ok, {data['failed']} failed; manifests in {results('manifests')}")
+        where = f"; failures by cause in {results('report/index.html')}" if data["failed"] else ""
+        print(f"audiofeat: {data['ok']} ok, {data['failed']} failed; manifests in {results('manifests')}{where}")

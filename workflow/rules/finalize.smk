@@ -17,6 +17,8 @@ rule finalize:
         # Per-file manifests mirror manifest.jsonl; they are not a declared output, so that Snakemake does not
         # delete them before the job and only changed ones are rewritten.
         manifests_dir=results("manifests"),
+        # This run's store, read by the next run's advice (a results folder finished before with another store).
+        run_state=results("run_state.json"),
     log:
         results("logs/finalize.log"),
     benchmark:
