@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import sqlite3
 from typing import Mapping
 
 VERDICT, FAULT = "verdict", "fault"
@@ -43,7 +44,7 @@ def classify(exc: BaseException) -> str:
     """
     if isinstance(exc, (Fault, MemoryError)):
         return FAULT
-    if isinstance(exc, OSError):
+    if isinstance(exc, (OSError, sqlite3.OperationalError)):  # SQLite's: a full, locked or failing disk
         return FAULT
     if type(exc).__name__ in ("OutOfMemoryError", "AcceleratorError") or "CUDA error" in str(exc):
         return FAULT  # torch's: an OOM that the batch fall-back could not absorb, or a broken device

@@ -1,0 +1,222 @@
+"""Results you can trust: a changed file is noticed, a fault of the machine is never a file's result.
+
+Real Snakemake runs over real recordings; the full disk is a real tmpfs, the read-only results folder a real
+read-only bind mount (the test machine's CI runs as root, as `make test-deps` does).
+"""
+import base64
+import errno
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from audiofeat.faults import FAULT, VERDICT, InputChanged, classify, fault_line
+from audiofeat.decode import DecodeError, InputUnreadable
+from audiofeat.store import ArtifactStore, blake2b_file
+
+from conftest import REAL_RECORDINGS, created_since, read_jsonl, run_snakemake, write_config
+
+
+@pytest.mark.parametrize("exc, kind", [
+    (DecodeError("no audio stream"), VERDICT),
+    (InputUnreadable("cannot read file: Permission denied"), VERDICT),
+    (ValueError("non-finite statistics"), VERDICT),
+    (RuntimeError("CLAP forward pass: shape mismatch"), VERDICT),
+    (OSError(errno.ENOSPC, "No space left on device", "/c/x.wav"), FAULT),
+    (OSError(errno.EDQUOT, "Disk quota exceeded"), FAULT),
+    (OSError(errno.EIO, "Input/output error"), FAULT),
+    (PermissionError(errno.EACCES, "Permission denied"), FAULT),
+    (OSError(errno.EROFS, "Read-only file system"), FAULT),
+    (FileNotFoundError(errno.ENOENT, "No such file or directory"), FAULT),
+    (MemoryError(), FAULT),
+    (InputChanged("/in/a.wav"), FAULT),
+    (sqlite3.OperationalError("database or disk is full"), FAULT),
+    (RuntimeError("CUDA error: an illegal memory access was encountered"), FAULT),
+    (type("OutOfMemoryError", (RuntimeError,), {})("CUDA out of memory"), FAULT),
+])
+def test_classifier_table(exc, kind):
+    assert classify(exc) == kind
+
+
+def test_fault_lines_name_the_folder_the_cause_and_the_fix(tmp_path):
+    roots = {"cache.dir": str(tmp_path / "cache"), "results_dir": str(tmp_path / "results")}
+    full = fault_line(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "cache/artifacts/wav/x")), roots)
+    assert full.startswith(f"cache.dir {tmp_path / 'cache'} is full: ") and "bytes free" in full
+    assert full.endswith("point CACHE_DIR elsewhere, then rerun the same command")
+    readonly = fault_line(OSError(errno.EROFS, "Read-only file system", str(tmp_path / "results/clap/a.jsonl")), roots)
+    assert readonly.startswith(f"results_dir {tmp_path / 'results'} cannot be written (Read-only file system")
+    assert "\n" not in full + readonly
+
+
+def _media(folder, count):
+    folder.mkdir(parents=True, exist_ok=True)
+    for source in REAL_RECORDINGS[:count]:
+        shutil.copy(source, folder / source.name)
+    return folder
+
+
+def _comparable(manifest, cache_dir):
+    """A manifest without what differs between two correct runs: timings, the store's place, float noise."""
+    manifest = json.loads(json.dumps(manifest))
+    manifest.pop("timings", None)
+    manifest["source"]["path"] = os.path.basename(manifest["source"]["path"])
+    if "audio" in manifest:
+        manifest["audio"]["wav"] = os.path.relpath(manifest["audio"]["wav"], cache_dir)
+    if "clap" in manifest:
+        manifest["clap"]["embedding"] = [round(v, 4) for v in manifest["clap"]["embedding"]]
+    return manifest
+
+
+def _manifests(results, cache_dir):
+    return {m["source"]["path"].rsplit("/", 1)[1]: _comparable(m, cache_dir)
+            for m in read_jsonl(results / "manifest.jsonl")}
+
+
+def _store_is_whole(cache_dir):
+    """Every payload has its sidecar and digest, and no temporary file is left."""
+    leftovers = [p for p in Path(cache_dir).rglob("*.tmp")]
+    assert not leftovers, leftovers
+    assert ArtifactStore(cache_dir).verify()["discarded"] == 0
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory):
+    """The reference: twelve real recordings run on a healthy machine."""
+    work = tmp_path_factory.mktemp("clean")
+    media = _media(work / "media", 12)
+    config = write_config(work / "c.yaml", input_dir=str(media), results_dir="results",
+                          cache={"dir": str(work / "cache")})
+    run_snakemake(work, config)
+    return _manifests(work / "results", work / "cache")
+
+
+@contextmanager
+def _tmpfs(path, size):
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_full_disk_fails_the_job_in_one_line_then_the_same_command_completes(tmp_path, clean_run):
+    media = _media(tmp_path / "media", 12)
+    with _tmpfs(tmp_path / "cache", "1m") as cache:
+        config = write_config(tmp_path / "c.yaml", input_dir=str(media), results_dir="results",
+                              cache={"dir": str(cache)})
+        full = run_snakemake(tmp_path, config, check=False)
+        output = full.stdout + full.stderr
+        assert full.returncode != 0
+        assert f"audiofeat: cache.dir {cache} is full: " in output
+        assert "then rerun the same command" in output and "Traceback" not in output
+        for table in (tmp_path / "results" / "ingest").glob("*.jsonl"):  # no good file failed for the disk
+            assert not any(r["status"] == "error" for r in read_jsonl(table))
+        assert not (tmp_path / "results" / "manifest.jsonl").exists()
+        _store_is_whole(cache)
+
+        subprocess.run(["mount", "-o", "remount,size=200m", str(cache)], check=True)  # the fix: more space
+        run_snakemake(tmp_path, config)
+        assert _manifests(tmp_path / "results", cache) == clean_run
+        _store_is_whole(cache)
+
+
+def test_results_folder_read_only_mid_run_then_the_same_command_completes(tmp_path, clean_run):
+    """The per-file manifests' folder is read-only when finalize, the last job, writes into it."""
+    media = _media(tmp_path / "media", 12)
+    cache = tmp_path / "cache"
+    config = write_config(tmp_path / "c.yaml", input_dir=str(media), results_dir="results", cache={"dir": str(cache)})
+    manifests = tmp_path / "results" / "manifests"
+    manifests.mkdir(parents=True)
+    subprocess.run(["mount", "--bind", str(manifests), str(manifests)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(manifests)], check=True)
+        broken = run_snakemake(tmp_path, config, check=False)
+        output = broken.stdout + broken.stderr
+        assert broken.returncode != 0
+        assert f"audiofeat: results_dir {tmp_path / 'results'} cannot be written (Read-only file system" in output
+        assert "Traceback" not in output
+        assert not (tmp_path / "results" / "manifest.jsonl").exists()
+        assert (tmp_path / "results" / "clap").glob("*.jsonl")  # the shard jobs had finished
+    finally:
+        subprocess.run(["umount", str(manifests)], check=True)  # the fix
+    started = time.time()
+    run_snakemake(tmp_path, config)
+    assert created_since(cache, started) == {}  # nothing the shard jobs computed was lost
+    assert _manifests(tmp_path / "results", cache) == clean_run
+    _store_is_whole(cache)
+
+
+@pytest.fixture
+def two_files(tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    first, second, other = REAL_RECORDINGS[0], REAL_RECORDINGS[1], REAL_RECORDINGS[-1]
+    shutil.copy(first, media / "a.wav")
+    shutil.copy(second, media / "b.wav")
+    cache = tmp_path / "cache"
+    config = write_config(tmp_path / "c.yaml", input_dir=str(media), results_dir="results", cache={"dir": str(cache)})
+    return media, cache, config, other
+
+
+def test_a_file_edited_in_place_is_recomputed_and_only_it(tmp_path, two_files):
+    media, cache, config, other = two_files
+    run_snakemake(tmp_path, config)
+    before = {m["source"]["path"]: m for m in read_jsonl(tmp_path / "results" / "manifest.jsonl")}
+    with open(media / "a.wav", "r+b") as handle:  # in place: same inode, same name
+        handle.truncate(0)
+        handle.write(other.read_bytes())
+    started = time.time()
+    run_snakemake(tmp_path, config)
+    assert created_since(cache, started) == {"wav": 1, "features": 1, "clap": 1}
+    after = {m["source"]["path"]: m for m in read_jsonl(tmp_path / "results" / "manifest.jsonl")}
+    a, b = str(media / "a.wav"), str(media / "b.wav")
+    assert after[a]["source"]["content_key"] == blake2b_file(media / "a.wav") != before[a]["source"]["content_key"]
+    assert after[a]["audio"]["codec"] == "vorbis" and after[a]["audio"] != before[a]["audio"]
+    assert after[b] == before[b]
+
+
+def test_a_file_replaced_between_inventory_and_ingest_never_reaches_the_store(tmp_path, two_files):
+    media, cache, config, other = two_files
+    run_snakemake(tmp_path, config, "--cores", "2", "inventory")  # the inventory alone (a target after a flag)
+    old_key = blake2b_file(media / "a.wav")
+    (media / "a.wav").unlink()
+    shutil.copy(other, media / "a.wav")  # new bytes under the name the inventory hashed
+    # As within one run: Snakemake's params trigger would rerun the inventory, here it must not (mtime only).
+    done = run_snakemake(tmp_path, config, "--rerun-triggers", "mtime", check=False)
+    assert done.returncode != 0
+    assert f"audiofeat: input '{media / 'a.wav'}' changed during the run" in done.stdout + done.stderr
+    assert not list((cache / "artifacts").rglob(f"{old_key}*")), "an artifact under the old key"
+    run_snakemake(tmp_path, config)  # the same command again: the inventory sees the new bytes
+    manifests = {m["source"]["path"]: m for m in read_jsonl(tmp_path / "results" / "manifest.jsonl")}
+    assert manifests[str(media / "a.wav")]["source"]["content_key"] == blake2b_file(other)
+    assert all(m["status"] == "ok" for m in manifests.values())
+
+
+def test_names_that_are_not_utf8_or_awkward_are_processed_like_any_other(tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    latin1 = os.fsdecode(b"latin1_\xe9t\xe9.wav")
+    awkward = [latin1, "new\nline.wav", "-leading-dash.wav", "$(touch pwned).wav"]
+    for name, source in zip(awkward, REAL_RECORDINGS):
+        shutil.copy(source, media / name)
+    os.symlink("loop.wav", media / "loop.wav")  # a symlink loop and a dangling link: each its own error
+    os.symlink(media / "missing.wav", media / "dangling.wav")
+    config = write_config(tmp_path / "c.yaml", input_dir=str(media), results_dir="results",
+                          cache={"dir": str(tmp_path / "cache")})
+    run_snakemake(tmp_path, config)
+    manifests = read_jsonl(tmp_path / "results" / "manifest.jsonl")
+    by_name = {os.path.basename(m["source"]["path"]): m for m in manifests}
+    escaped = by_name["latin1_\\xe9t\\xe9.wav"]
+    assert escaped["status"] == "ok"
+    assert base64.b64decode(escaped["source"]["path_bytes"]) == os.fsencode(str(media / latin1))
+    assert all(by_name[n]["status"] == "ok" and "path_bytes" not in by_name[n]["source"] for n in awkward[1:])
+    assert by_name["dangling.wav"]["status"] == by_name["loop.wav"]["status"] == "error"
+    assert (tmp_path / "results" / "manifests" / (latin1 + ".json")).exists()  # the per-file manifest's own name
+    assert not (tmp_path / "pwned").exists()
