@@ -155,14 +155,49 @@ def test_corrupt_artifact_is_recomputed_not_fatal(small_run):
     work, media, cache, base = small_run
     config = write_config(work / "force.yaml", **base)
     run_snakemake(work, config)
-    # Truncated artifacts, as after a disk error: found on the verified read, then recomputed.
-    for victim in (next((cache / "artifacts" / "features").rglob("*.json")),
-                   next((cache / "artifacts" / "clap").rglob("*.npz"))):
+    before = (work / "results" / "manifest.jsonl").read_bytes()
+    # Truncated artifacts, as after a disk error.
+    victims = (next((cache / "artifacts" / "features").rglob("*.json")),
+               next((cache / "artifacts" / "clap").rglob("*.npz")))
+    for victim in victims:
         victim.write_bytes(victim.read_bytes()[:40])
+    # A plain rerun reads nothing (its outputs are complete and were made from intact artifacts): they stay.
+    done = run_snakemake(work, config)
+    assert "Nothing to be done" in done.stdout + done.stderr
+    assert (work / "results" / "manifest.jsonl").read_bytes() == before
+    # A job that reads them finds the damage on its verified read and recomputes them.
     started = time.time()
     run_snakemake(work, config, "--forcerun", "features_extract", "clap_embed")
     assert created_since(cache, started) == {"features": 1, "clap": 1}
     assert all(m["status"] == "ok" for m in _manifests(work / "results").values())
+
+
+def test_a_features_artifact_damaged_under_a_finished_shard_fails_finalize_then_is_recomputed(tmp_path):
+    """Finalize inserts features artifacts unparsed: a damaged one is a fault that names the rerun, never broken
+    JSON in manifest.jsonl, and the same command recomputes it."""
+    from audiofeat.inventory import shard_of
+    from audiofeat.store import blake2b_file
+
+    media = tmp_path / "media"
+    _write_clips(media, 7, seed=6)
+    cache = tmp_path / "cache"
+    config = write_config(tmp_path / "c.yaml", input_dir=str(media), results_dir="out", cache={"dir": str(cache)},
+                          shard={"target_files": 2})  # four shards, before and after adding the eighth file
+    run_snakemake(tmp_path, config)
+    _write_clips(media / "new", 1, seed=7)
+    new_shard = shard_of(blake2b_file(next((media / "new").iterdir())), 4)
+    victim = next(p for p in (cache / "artifacts" / "features").rglob("*.json")
+                  if shard_of(p.name.split(".")[0], 4) != new_shard)  # a shard whose jobs do not rerun
+    victim.write_bytes(victim.read_bytes()[:100])
+    failed = run_snakemake(tmp_path, config, check=False)
+    assert failed.returncode != 0
+    assert f"audiofeat: features artifact {victim} is gone from the store or damaged" in failed.stderr
+    assert "rerun the same command" in failed.stderr
+    started = time.time()
+    run_snakemake(tmp_path, config)
+    assert created_since(cache, started) == {"features": 1}
+    lines = (tmp_path / "out" / "manifest.jsonl").read_bytes().splitlines()
+    assert len(lines) == 8 and all(orjson.loads(line)["status"] == "ok" for line in lines)
 
 
 def test_cache_disabled_reads_and_writes_nothing_in_the_store(tmp_path):
@@ -229,8 +264,14 @@ def test_sigkill_at_a_random_point_then_rerun_equals_a_clean_run(tmp_path):
     time.sleep(delay)
     os.killpg(proc.pid, signal.SIGKILL)  # snakemake and every job it started
     proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not (killed_dir / "out" / "manifest.jsonl").exists()
+    finished_before = sum(created_since(killed_dir / "cache", 0).values())
+    assert finished_before > 0, "the kill came before any artifact was written"
     run_snakemake(killed_dir, killed_cfg, "--unlock")
+    resumed = time.time()
     run_snakemake(killed_dir, killed_cfg)
+    total = sum(created_since(clean_dir / "cache", 0).values())
+    assert sum(created_since(killed_dir / "cache", resumed).values()) == total - finished_before  # the rest only
 
     clean = _manifests(clean_dir / "out")
     killed = _manifests(killed_dir / "out")
@@ -323,28 +364,3 @@ def test_cached_clap_blocks_come_from_the_previous_table_while_the_artifact_is_u
 
     previous.write_text("{not json")  # a damaged previous table is only a missed shortcut
     assert clap_run("fourth") == third and len(opened) == 1 + len(first)
-
-
-def test_finalize_names_a_features_artifact_gone_from_the_store(tmp_path):
-    from audiofeat.inventory import write_tsv
-    from audiofeat.stages import build_manifests
-
-    keys = ["aa" * 16, "bb" * 16]
-    files = tmp_path / "files.tsv"
-    write_tsv(files, ("path", "relpath", "content_key", "size_bytes", "error"),
-              [{"path": f"/in/{k}.wav", "relpath": f"{k}.wav", "content_key": k, "size_bytes": 1, "error": ""}
-               for k in keys])
-    kept = tmp_path / "kept.json"
-    kept.write_bytes(b'{"mel":{},"mfcc":{},"n_frames":3,"params":{"sr":48000}}')
-    audio = {"duration_s": 1.0, "sample_rate": 48000, "channels": 1, "codec": "pcm", "container": "wav",
-             "target_sr": 48000, "wav": "/store/x.wav"}
-    clap = {"model": "HTSAT-tiny", "weights": "w", "embedding": [1.0], "segments": [], "aggregate_strategy": {},
-            "precision": "fp32"}
-    tables = {"ingest": {k: {"status": "ok", "audio": audio} for k in keys},
-              "features": {keys[0]: {"status": "ok", "artifact": str(kept)},
-                           keys[1]: {"status": "ok", "artifact": str(tmp_path / "removed-by-a-gc.json")}},
-              "clap": {k: {"status": "ok", "clap": clap} for k in keys}}
-    ok, gone = (entry["manifest"] for entry in build_manifests(files, tables))
-    assert ok["status"] == "ok" and json.loads(orjson.dumps(ok))["features"]["n_frames"] == 3
-    assert gone["status"] == "error" and "features: its artifact is gone from the store" in gone["error"] \
-        and "removed-by-a-gc.json" in gone["error"] and "--forcerun features_extract" in gone["error"]

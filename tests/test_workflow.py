@@ -4,6 +4,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -104,7 +105,11 @@ def test_dataset_outputs_and_summary(finished_run):
             assert not row.any()
     summary = json.loads((work / "results" / "summary.json").read_text())
     assert (summary["ok"], summary["failed"]) == (len(GOOD), len(BAD))
-    assert f"{len(GOOD)} ok, {len(BAD)} failed" in done.stdout + done.stderr
+    assert f"{len(GOOD)} ok, {len(BAD)} failed; manifests in results/manifests; failures by cause in " \
+           "results/report/index.html" in done.stdout + done.stderr
+    listed = {f["path"]: f["manifest"] for group in summary["failures"] for f in group["files"]}
+    assert set(listed) == {str(media / name) for name in BAD}
+    assert all((work / "results" / link).is_file() for link in listed.values())  # each links its manifest
     assert (work / "results" / "report" / "index.html").read_text(encoding="utf-8").count("<svg") == 2  # plots
     timings = (work / "results" / "report" / "timings.tsv").read_text().splitlines()
     assert timings[0].startswith("stage") and len(timings) == 4
@@ -113,20 +118,28 @@ def test_dataset_outputs_and_summary(finished_run):
     assert {"decode_s", "resample_s", "features_s", "clap_preprocess_s", "clap_forward_s", "write_s",
             "clap_input_wait_s"} <= set(columns)
     clap_row = dict(zip(columns, next(line for line in timings if line.startswith("clap")).split("\t")))
-    assert 0 < float(clap_row["clap_input_wait_s"]) < float(clap_row["clap_loop_s"])  # a part of the loop
+    assert 0 <= float(clap_row["clap_input_wait_s"]) < float(clap_row["clap_loop_s"])  # a part of the loop
     for rule in ("inventory", "ingest_decode", "features_extract", "clap_embed", "finalize"):
         assert list((work / "results" / "benchmarks").rglob(f"{rule}*")) or \
             list((work / "results" / "benchmarks" / rule).glob("*.tsv")), rule
 
 
 def test_strict_mode_fails_after_finishing_everything(finished_run):
+    """A fresh results folder (the store is the finished run's, so its jobs are quick): every job runs and every
+    output is written by this run, then strict fails it."""
     work, media, config, _ = finished_run
-    strict = write_config(work / "strict.yaml", input_dir=str(media), results_dir="results",
+    strict = write_config(work / "strict.yaml", input_dir=str(media), results_dir="strict-results",
                           cache={"dir": str(work / "cache")}, strict=True)
+    started = time.time()
     done = run_snakemake(work, strict, check=False)
     assert done.returncode != 0
     assert "strict: 4 inputs failed" in done.stderr
-    assert len(read_jsonl(work / "results" / "manifest.jsonl")) == len(GOOD) + len(BAD)
+    out = work / "strict-results"
+    for written in ("manifest.jsonl", "embeddings.npy", "summary.json", "report/index.html"):
+        assert (out / written).stat().st_mtime >= started, written
+    statuses = [line["status"] for line in read_jsonl(out / "manifest.jsonl")]
+    assert (statuses.count("ok"), statuses.count("error")) == (len(GOOD), len(BAD))
+    assert not (out / "status" / "strict_ok").exists()
 
 
 def test_input_list_and_identical_contents(tmp_path):
@@ -233,7 +246,7 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
 
     parsed = Collect()
     parsed.feed(text)
-    assert {"Stages", "Time per stage", "Per-file cost", "Slowest files", "Failures by cause",
+    assert {"Advice", "Stages", "Time per stage", "Per-file cost", "Slowest files", "Failures by cause",
             "Settings"} <= set(parsed.headings)
     assert "ingest" in parsed.cells and "clap" in parsed.cells
     assert "Model-busy fraction" in text and "not a media file" in text
@@ -268,6 +281,21 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
         pixels = next(container.decode(video=0)).to_ndarray(format="rgb24")
     not_white = (pixels < 230).any(axis=-1).mean()
     assert 0.02 < not_white < 0.9, not_white  # text, tables and plots, not a blank page
+
+    # Wide tables scroll inside their box: the page itself is no wider than a narrow window. Chromium lays the
+    # page out and a probe script (added to a copy beside it) reports the document's scroll width.
+    probe = page.with_name("layout-probe.html")
+    probe.write_text(text.replace("</body>", "<script>document.body.setAttribute('data-width', "
+                                  "document.documentElement.scrollWidth)</script></body>"), encoding="utf-8")
+    try:
+        dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                              f"--user-data-dir={tmp_path / 'profile'}", "--window-size=700,900", "--dump-dom",
+                              probe.as_uri()], check=True, capture_output=True, text=True, timeout=120).stdout
+    finally:
+        probe.unlink()
+    width = int(re.search(r'data-width="(\d+)"', dom).group(1))
+    assert width <= 700, width
+    assert "<a href='../manifests/bad/empty.wav.json'>" in text  # failures link their manifests
 
 
 def test_manifest_record_round_trip_and_nan_refusal():

@@ -1,0 +1,95 @@
+"""Preflight: configuration problems stop the run before any work, one line each naming the key and the fix."""
+import subprocess
+import zipfile
+
+import pytest
+
+from audiofeat.preflight import (checkpoint_problem, device_problem, disk_warning, folder_problem,
+                                 preflight)
+from audiofeat.testmedia import write_seeded_checkpoint
+
+from conftest import run_snakemake, write_config
+
+# A proxy on a port nothing listens on: a real connection failure, the same with or without a network.
+NO_NETWORK = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": ""}
+
+
+def _check(checkpoint, tmp_path, allow=False):
+    return checkpoint_problem(checkpoint, allow_random_weights=allow, model_name="HTSAT-tiny",
+                              cache_dir=str(tmp_path / "cache"))
+
+
+def test_checkpoint_problems_name_the_key_and_the_fix(tmp_path):
+    assert _check("", tmp_path, allow=True) is None
+    assert "clap.allow_random_weights is false" in _check("", tmp_path)
+    assert f"clap.checkpoint '{tmp_path}/nope.pt' does not exist" in _check(str(tmp_path / "nope.pt"), tmp_path)
+    assert "cannot be read" in _check(str(tmp_path), tmp_path)  # a folder
+    other = tmp_path / "other.pt"
+    with zipfile.ZipFile(other, "w") as archive:  # a torch-style zip whose pickle names no audio tower
+        archive.writestr("other/data.pkl", b"\x80\x02}q\x00X\x06\x00\x00\x00weightsq\x01s.")
+    assert "is not a LAION CLAP checkpoint" in _check(str(other), tmp_path)
+    (tmp_path / "notes.txt").write_text("hello")
+    assert "is not a LAION CLAP checkpoint" in _check(str(tmp_path / "notes.txt"), tmp_path)
+    laion = write_seeded_checkpoint(tmp_path / "laion.pt")
+    assert _check(str(laion), tmp_path) is None
+
+
+def test_auto_without_network_says_what_auto_means(tmp_path, monkeypatch):
+    for name, value in NO_NETWORK.items():
+        monkeypatch.setenv(name, value)
+    for allow in (False, True):  # random weights never stand in for 'auto'
+        line = _check("auto", tmp_path, allow=allow)
+        assert line.startswith("clap.checkpoint: auto needs LAION's 630k-audioset-best.pt, which is not in ")
+        assert "set clap.checkpoint to its path" in line and "clap.checkpoint: ''" in line and "\n" not in line
+    cached = tmp_path / "cache" / "checkpoints"
+    cached.mkdir(parents=True)
+    (cached / "630k-audioset-best.pt").write_bytes(b"x")
+    (cached / "630k-audioset-best.pt.sha256").write_text("0" * 64)
+    assert _check("auto", tmp_path) is None  # already downloaded: no network needed
+
+
+def test_folders_devices_and_disk(tmp_path):
+    (tmp_path / "file").write_text("")
+    assert folder_problem("cache.dir", str(tmp_path / "file" / "store")).startswith(
+        f"cache.dir {tmp_path}/file/store cannot be written (Not a directory)")
+    assert folder_problem("results_dir", str(tmp_path / "new" / "results")) is None
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,ro", "tmpfs", str(small)], check=True)
+    try:
+        assert "cannot be written (Read-only file system)" in folder_problem("cache.dir", str(small))
+        assert disk_warning(str(small)).startswith(f"{small} has 8 MiB free")
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+    assert device_problem("cpu") is None and device_problem("auto") is None
+    assert device_problem("cuda:3") == "perf.device is 'cuda:3' but no NVIDIA GPU is visible here: " \
+                                      "set perf.device: auto or cpu"
+
+
+def test_preflight_names_every_problem_at_once(tmp_path):
+    config = {"clap": {"checkpoint": str(tmp_path / "missing.pt"), "allow_random_weights": False,
+                       "model": "HTSAT-tiny"},
+              "cache": {"dir": str(tmp_path / "cache"), "enabled": True}, "results_dir": str(tmp_path / "results"),
+              "perf": {"device": "cuda:1"}}
+    with pytest.raises(ValueError) as info:
+        preflight(config)
+    lines = str(info.value).splitlines()
+    assert len(lines) == 2 and lines[0].startswith("clap.checkpoint") and lines[1].startswith("perf.device")
+    fine = config | {"clap": {**config["clap"], "checkpoint": "", "allow_random_weights": True},
+                     "perf": {"device": "cpu"}}
+    assert preflight(fine) in ([], [disk_warning(str(tmp_path / "cache"))])
+    with pytest.raises(ValueError, match="clap.allow_random_weights is false"):
+        preflight(config | {"clap": {**config["clap"], "checkpoint": ""}, "perf": {"device": "cpu"}})
+
+
+def test_a_run_with_bad_settings_stops_before_any_job(tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    config = write_config(tmp_path / "c.yaml", input_dir=str(media), results_dir="results",
+                          cache={"dir": str(tmp_path / "cache")},
+                          clap={"checkpoint": "auto", "allow_random_weights": True}, perf={"device": "cuda:2"})
+    done = run_snakemake(tmp_path, config, check=False, env=NO_NETWORK)
+    assert done.returncode != 0
+    assert "clap.checkpoint: auto needs LAION's 630k-audioset-best.pt" in done.stderr
+    assert "perf.device is 'cuda:2' but no NVIDIA GPU is visible here" in done.stderr
+    assert not (tmp_path / "results" / "inventory").exists()  # no job ran

@@ -1,0 +1,95 @@
+"""The run report: every failure named and linked, and advice from the run's own numbers (each rule fires on its
+condition and stays quiet without it)."""
+import json
+
+import pytest
+
+from audiofeat import advice
+from audiofeat.report import stage_totals, write_report
+from audiofeat.stages import FAILURES_LISTED_PER_CAUSE, failure_summary
+
+
+def _profile(stage, wall=10.0, hits=0, misses=10, **seconds):
+    return {"stage": stage, "shard": "n1-000", "wall_s": wall, "files": 10, "failed": 0, "audio_s": 100.0,
+            "cache_hits": hits, "cache_misses": misses, "seconds": seconds, "peak_rss_mb": 100.0,
+            "peak_gpu_mb": None, "workers": 1}
+
+
+def _entry(name, status="ok", error=None):
+    manifest = {"source": {"path": f"/in/{name}"}, "status": status, **({"error": error} if error else {})}
+    return {"relpath": name, "manifest": manifest}
+
+
+def test_failures_are_listed_per_cause_with_their_manifests_and_the_rest_counted():
+    entries = [_entry(f"bad{i}.wav", "error", "decode: no audio stream") for i in range(60)]
+    entries += [_entry("t.mp3", "error", "decode: truncated or corrupt audio after 1 samples (Invalid data)"),
+                _entry("fine.wav")]
+    summary = failure_summary(entries, "manifests")
+    assert summary["failures_by_cause"] == {"decode: no audio stream": 60,
+                                            "decode: truncated or corrupt audio after 1 samples": 1}
+    no_audio = summary["failures"][0]
+    assert no_audio["count"] == 60 and no_audio["more"] == 60 - FAILURES_LISTED_PER_CAUSE
+    assert no_audio["files"][0] == {"path": "/in/bad0.wav", "manifest": "manifests/bad0.wav.json"}
+    assert len(no_audio["files"]) == FAILURES_LISTED_PER_CAUSE and len(summary["failed_files"]) == 61
+
+
+def _config(tmp_path, cache="cache"):
+    return {"perf": {"threads": 2, "device": "auto"}, "clap": {"max_batch_audio_seconds": 160},
+            "segment": {}, "cache": {"dir": str(tmp_path / cache), "enabled": True},
+            "results_dir": str(tmp_path / "results")}
+
+
+def _report(tmp_path, profiles, summary, cache="cache"):
+    paths = []
+    for i, profile in enumerate(profiles):
+        path = tmp_path / f"p{i}.json"
+        path.write_text(json.dumps(profile))
+        paths.append(str(path))
+    html_path = tmp_path / "results" / "report" / "index.html"
+    numbers = write_report(paths, summary, [], _config(tmp_path, cache), str(html_path),
+                           str(tmp_path / "results" / "report" / "timings.tsv"),
+                           str(tmp_path / "results" / "run_state.json"))
+    return numbers, html_path.read_text(encoding="utf-8")
+
+
+def test_report_links_each_failed_file_to_its_manifest(tmp_path):
+    entries = [_entry(f"bad{i}.wav", "error", "decode: no audio stream") for i in range(55)]
+    summary = {"ok": 0, "failed": 55, **failure_summary(entries, "manifests")}
+    _, page = _report(tmp_path, [_profile("ingest")], summary)
+    assert "<a href='../manifests/bad0.wav.json'>/in/bad0.wav</a>" in page
+    assert "<h3>decode: no audio stream: 55</h3>" in page and "and 5 more" in page
+    assert "bad50.wav" not in page
+
+
+def _facts(profiles, **kwargs):
+    return advice.RunFacts(stage_totals(profiles), **kwargs)
+
+
+STARVED = _profile("clap", wall=10.0, clap_forward=3.0, clap_loop=9.0, clap_input_wait=5.0, setup=0.5)
+FED = _profile("clap", wall=10.0, clap_forward=9.0, clap_loop=9.5, clap_input_wait=0.1, setup=0.5)
+SLOW_START = _profile("clap", wall=10.0, clap_forward=6.0, clap_loop=6.5, clap_input_wait=0.1, setup=3.5)
+
+
+@pytest.mark.parametrize("rule, fires, quiet", [
+    (advice.model_starved, _facts([STARVED]), _facts([FED])),
+    (advice.startup_heavy, _facts([SLOW_START]), _facts([FED])),
+    (advice.cpu_despite_gpu, _facts([FED], gpu_visible=True, clap_device="cpu"),
+     _facts([FED], gpu_visible=False, clap_device="cpu")),
+    (advice.cold_store_on_rerun, _facts([_profile("ingest")], cache_dir="/b", previous_cache_dir="/a"),
+     _facts([_profile("ingest", hits=10, misses=0)], cache_dir="/b", previous_cache_dir="/a")),
+    (advice.disk_nearly_full, _facts([FED], disk_free_bytes=2 * 1024**3, disk_total_bytes=100 * 1024**3),
+     _facts([FED], disk_free_bytes=50 * 1024**3, disk_total_bytes=100 * 1024**3)),
+])
+def test_each_advice_rule_fires_on_its_condition_only(rule, fires, quiet):
+    assert rule(fires) and rule(quiet) is None
+    assert rule(fires) in advice.advise(fires) and rule(fires) not in advice.advise(quiet)
+
+
+def test_a_first_run_gets_no_cold_store_advice_and_a_first_run_elsewhere_does(tmp_path):
+    cold = [_profile("ingest"), _profile("features")]
+    numbers, page = _report(tmp_path, cold, {"ok": 10, "failed": 0, **failure_summary([], "manifests")})
+    assert not any("Nothing came from the store" in a for a in numbers["advice"])  # no earlier run here
+    numbers, page = _report(tmp_path, cold, {"ok": 10, "failed": 0, **failure_summary([], "manifests")},
+                            cache="another-cache")
+    assert any(f"cache.dir {tmp_path / 'cache'} (now {tmp_path / 'another-cache'})" in a for a in numbers["advice"])
+    assert "point cache.dir (CACHE_DIR) back at it" in page
