@@ -16,6 +16,8 @@ rehashes everything. The least-recently-used clock is the sidecar's mtime.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -84,6 +86,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = 
         if isinstance(exc, OSError) and exc.filename is None:  # a write's error names no file: name it
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
+
+
+@contextlib.contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on an artifact's folder (1/256 of an extractor's artifacts): one process at a time
+    writes a payload with its sidecar, or removes one it found damaged."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _temporary_name(path: Path) -> Path:
@@ -177,21 +192,20 @@ class ArtifactStore:
     def _verified_record(self, path: Path, *, rehash: bool) -> dict | None:
         """The sidecar record of an intact payload; None when there is none, after removing a damaged one.
 
-        The digest is checked when the payload's stat is not the sealed one (or always, with ``rehash``).
+        The digest is checked when the payload's stat is not the sealed one (or always, with ``rehash``). What
+        looks damaged is checked again under the folder's write lock before it is removed, so that a payload and
+        sidecar caught between another writer's two renames are never taken for damage.
         """
-        sidecar = self._sidecar(path)
         try:
-            record = json.loads(sidecar.read_text(encoding="utf-8"))
-            st = path.stat()
-            if st.st_size != record["size"]:
-                raise ValueError("size mismatch")
-            sealed = record.get("sealed_stat") == _stat_signature(st)
-            if rehash or not sealed:
-                if blake2b_file(path) != record["digest"]:
-                    raise ValueError("digest mismatch")
+            try:
+                record, sealed = self._checked(path, rehash=rehash)
+            except (ValueError, KeyError, TypeError):
+                with _exclusive(path.parent):
+                    record, sealed = self._checked(path, rehash=True)
             if not sealed:
                 try:
-                    self._seal(path, record)
+                    with _exclusive(path.parent):
+                        self._seal(path, record)
                 except OSError as exc:  # not ours to change (a store shared by another user): intact all the same
                     logger.debug("cannot seal %s (%s); it is rehashed on every lookup", path, exc)
         except FileNotFoundError:
@@ -203,7 +217,7 @@ class ArtifactStore:
             if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS:
                 raise  # the disk's or the machine's trouble (EIO, ...), not damage: a fault, nothing discarded
             logger.warning("discarding corrupt artifact %s (%s); it will be recomputed", path, exc)
-            for stale in (path, sidecar):
+            for stale in (path, self._sidecar(path)):
                 try:
                     stale.unlink(missing_ok=True)
                 except PermissionError:  # another user's: the rewrite replaces it, or fails naming the cause
@@ -213,19 +227,25 @@ class ArtifactStore:
         return record
 
     @classmethod
+    def _checked(cls, path: Path, *, rehash: bool) -> tuple[dict, bool]:
+        """``(sidecar record, whether the payload's stat is the sealed one)``; ValueError when it is damaged."""
+        record = json.loads(cls._sidecar(path).read_text(encoding="utf-8"))
+        st = path.stat()
+        if st.st_size != record["size"]:
+            raise ValueError("size mismatch")
+        sealed = record.get("sealed_stat") == _stat_signature(st)
+        if (rehash or not sealed) and blake2b_file(path) != record["digest"]:
+            raise ValueError("digest mismatch")
+        return record, sealed
+
+    @classmethod
     def intact(cls, path: str | os.PathLike) -> bool:
         """Whether the artifact at ``path`` is there with its sidecar, at its recorded size and, unless its stat is
         the sealed one, its recorded digest: what a reader of a path from a shard table checks before using it."""
-        path = Path(path)
         try:
-            record = json.loads(cls._sidecar(path).read_text(encoding="utf-8"))
-            st = path.stat()
-            if st.st_size != record["size"]:
-                return False
-            return record.get("sealed_stat") == _stat_signature(st) or blake2b_file(path) == record["digest"]
-        except FileNotFoundError:
-            return False
-        except (ValueError, KeyError, TypeError):
+            cls._checked(Path(path), rehash=False)
+            return True
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
             return False
 
     def _seal(self, path: Path, record: dict) -> None:
@@ -238,14 +258,15 @@ class ArtifactStore:
     def put(self, key: ArtifactKey, data: bytes, meta: Mapping[str, Any] | None = None) -> StoredArtifact:
         """Store ``data`` atomically under ``key``; returns what :meth:`get` will return for it."""
         path = self.path(key)
-        atomic_write_bytes(path, data)
         record = {"digest": blake2b_bytes(data), "size": len(data), "meta": dict(meta or {}), "key": key.__dict__,
                   "created": time.time()}
-        try:
-            self._seal(path, record)
-        except BaseException:  # no payload without its sidecar (a full disk fails the sidecar after the payload)
-            path.unlink(missing_ok=True)
-            raise
+        with _exclusive(path.parent):  # another writer's payload never gets this sidecar
+            atomic_write_bytes(path, data)
+            try:
+                self._seal(path, record)
+            except BaseException:  # no payload without its sidecar (a full disk fails the sidecar after the payload)
+                path.unlink(missing_ok=True)
+                raise
         return StoredArtifact(path, record["meta"], record["digest"])
 
     def touch(self, path: Path) -> None:

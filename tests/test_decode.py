@@ -44,7 +44,13 @@ def test_probe_reports_source_facts(media):
 
 
 def test_one_resample_to_target_keeps_a_tone(media):
+    import soxr
+
+    from audiofeat.decode import decode_source
+
     probe, y = load_audio(str(media["wav_8k_mono"]), target_sr=48000)
+    _, native = decode_source(str(media["wav_8k_mono"]))
+    assert np.array_equal(y, soxr.resample(native, 8000, 48000, "HQ").astype(np.float32))  # one resample, no other
     spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y))))
     assert np.argmax(spectrum) * 48000 / len(y) == pytest.approx(300, abs=2)
     _, y16 = load_audio(str(media["wav_8k_mono"]), target_sr=16000)
@@ -86,7 +92,8 @@ def test_bad_inputs_raise_one_line_errors(tmp_path, media):
             assert "\n" not in message
 
 
-def test_awkward_file_names_are_never_shell_parsed(tmp_path):
+def test_awkward_file_names_are_never_shell_parsed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where a shell would run $(touch pwned)
     for name in ("with space.wav", "quote'd \"x\".wav", "$(touch pwned).wav", "ünïcødé-日本.wav", "-dash.wav"):
         path = make_audio(tmp_path / name, seconds=0.5, sr=16000)
         for decoder in ("pyav", "ffmpeg"):

@@ -29,6 +29,8 @@ def _signals(real_recordings, espeak_wav, rng):
     yield "tone", (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
     yield "silence", np.zeros(sr // 2, dtype=np.float32)
     yield "shorter-than-a-frame", (0.1 * rng.standard_normal(300)).astype(np.float32)
+    for frames in (3, 4, 8):  # the reduced-width delta of short inputs
+        yield f"{frames}-frames", (0.1 * rng.standard_normal(480 * (frames - 1))).astype(np.float32)
 
 
 def _mel_kwargs(params):
@@ -42,15 +44,13 @@ def test_logmel_and_mfcc_match_librosa(params, real_recordings, espeak_wav, rng)
         expected_mel = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr, **_mel_kwargs(params)))
         got_mel = dsp.power_to_db(dsp.melspectrogram(y, sr=sr, **_mel_kwargs(params)))
         assert got_mel.shape == expected_mel.shape, name
-        above_floor = expected_mel > expected_mel.max() - 80.0 + 1e-3
-        if above_floor.any():
-            assert np.abs(got_mel - expected_mel)[above_floor].max() <= 0.01, name
+        assert np.abs(got_mel - expected_mel).max() <= 0.01, name  # floor bins (max - 80 dB) included
         assert np.isfinite(got_mel).all(), name
 
         expected = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=params["n_mfcc"], **_mel_kwargs(params))
         got = dsp.mfcc(y, sr=sr, n_mfcc=params["n_mfcc"], **_mel_kwargs(params))
-        scale = max(np.abs(expected).max(), 1e-6)
-        assert np.abs(got - expected).max() <= 1e-3 * scale, name
+        # Per coefficient: c0 (hundreds of dB) must not hide errors in c1..cN.
+        assert np.allclose(got, expected, rtol=1e-4, atol=1e-3), (name, np.abs(got - expected).max(axis=1))
 
 
 @pytest.mark.parametrize("params", PARAM_SETS)
@@ -68,9 +68,11 @@ def test_summary_statistics_equal_numpy_on_librosa_arrays(params, real_recording
                          "p90": np.percentile(X, 90, axis=1)}
             for stat, values in reference.items():
                 assert np.abs(np.asarray(summary[block][stat]) - values).max() <= tol, (name, block, stat)
-        if M.shape[1] >= 9:
-            delta = librosa.feature.delta(M)
-            assert np.allclose(summary["mfcc"]["delta_mean"], delta.mean(1), atol=1e-3 * np.abs(M).max()), name
+        n = M.shape[1]
+        if n >= 3:  # width 9, or the widest odd width that fits a short input (as librosa needs)
+            delta = librosa.feature.delta(M, width=min(9, n if n % 2 else n - 1))
+            for stat, values in (("delta_mean", delta.mean(1)), ("delta_std", delta.std(1))):
+                assert np.allclose(summary["mfcc"][stat], values, rtol=1e-4, atol=2e-3), (name, stat)
         assert all(np.isfinite(v).all() for blk in ("mel", "mfcc") for v in summary[blk].values())
 
 

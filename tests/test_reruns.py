@@ -201,14 +201,28 @@ def test_a_features_artifact_damaged_under_a_finished_shard_fails_finalize_then_
 
 
 def test_cache_disabled_reads_and_writes_nothing_in_the_store(tmp_path):
+    from audiofeat.decode import wav_bytes
+    from audiofeat.stages import ingest_key
+    from audiofeat.store import ArtifactStore, blake2b_file
+
     media = tmp_path / "media"
     _write_clips(media, 3, seed=5)
     cache = tmp_path / "cache"
+    # A poisoned WAV under the first clip's very key: a run that read the store would report its 7 s.
+    first = sorted(media.rglob("*.wav"))[0]
+    ArtifactStore(cache).put(ingest_key(blake2b_file(first), 48000), wav_bytes(np.zeros(7 * 48000, np.float32), 48000),
+                             {"probe": {"duration_s": 7.0, "sample_rate": 48000, "channels": 1, "codec": "x",
+                                        "container": "x"}, "samples": 7 * 48000, "seconds": 0.0})
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in cache.rglob("*") if p.is_file()}
     config = write_config(tmp_path / "off.yaml", input_dir=str(media), results_dir="out",
                           cache={"dir": str(cache)})
     run_snakemake(tmp_path, config, env={"CACHE_ENABLED": "false"})
-    assert not cache.exists()
-    assert all(m["status"] == "ok" for m in _manifests(tmp_path / "out").values())
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in cache.rglob("*") if p.is_file()} == before
+    manifests = _manifests(tmp_path / "out")
+    assert all(m["status"] == "ok" for m in manifests.values())
+    assert manifests[str(first)]["audio"]["duration_s"] == pytest.approx(0.4, abs=0.01)
+    assert all((tmp_path / m["audio"]["wav"]).resolve().is_relative_to(tmp_path / "out" / "work")
+               for m in manifests.values())
 
 
 def test_one_file_added_to_a_finished_200_file_run(tmp_path):

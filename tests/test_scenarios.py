@@ -25,7 +25,8 @@ def test_run_local_processing_quick(tmp_path):
     one_window = summary["scenarios"][names.index("short: one window per clip (segment.enabled: false)")]
     assert one_window["windows"] == summary["sets"]["short_files"]  # one window per clip, as the loop
     assert 0 < one_window["windows"] <= cold["windows"] and summary["same_work_speedup_vs_loop"] > 0
-    assert 0.0 < summary["segmentation_min_cosine"] <= 1.0
+    assert cached["windows"] == 0  # every embedding from the store
+    assert 0.99 < summary["segmentation_min_cosine"] <= 1.0  # sliding windows and the centre one agree
     assert len(summary["recommendations"]) >= 4 and summary["recommendations"][0].startswith("perf.threads")
     markdown = (tmp_path / "run_local_processing.md").read_text()
     assert "| scenario |" in markdown and "## Recommendations" in markdown

@@ -82,15 +82,18 @@ def test_cancel_wakeup_timers_ends_snakemakes_and_only_those():
     from snakemake.scheduling.job_scheduler import JobScheduler
 
     woken = threading.Semaphore(0)
-    # Snakemake's own wake-up, as its scheduler starts it after a submission (a 60 s delay here).
-    JobScheduler._schedule_reevalutation(types.SimpleNamespace(_open_jobs=woken), 60)
+    # Snakemake's own wake-up, as its scheduler starts it after a submission (0.2 s here, so that a wake-up that
+    # was not cancelled fires within the wait below).
+    JobScheduler._schedule_reevalutation(types.SimpleNamespace(_open_jobs=woken), 0.2)
     others = threading.Timer(60, lambda: None)
     others.start()
     try:
         assert cancel_wakeup_timers() == 1
         assert others.is_alive() and not others.finished.is_set()
-        assert not woken.acquire(timeout=0.5)  # cancelled: it never fires
+        assert not woken.acquire(timeout=0.6)  # cancelled: it never fires
         assert cancel_wakeup_timers() == 0
+        JobScheduler._schedule_reevalutation(types.SimpleNamespace(_open_jobs=woken), 0.2)
+        assert woken.acquire(timeout=5)  # the control: left alone, it fires
     finally:
         others.cancel()
 

@@ -103,8 +103,8 @@ def _lookups_as_nobody(root, queue):
     queue.put((found and found.path.read_bytes(), secret))
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a lookup as another user")
 def test_another_users_lookups_never_discard_what_they_cannot_seal_or_read():
+    assert os.geteuid() == 0, "needs root to run a lookup as another user (CI runs as root: make test-deps)"
     shared = Path(tempfile.mkdtemp(prefix="audiofeat-shared-store-"))  # pytest's tmp_path is private to root
     try:
         shared.chmod(0o755)
@@ -173,7 +173,8 @@ def _writer(root, n, payload):
 
 def test_two_processes_writing_the_same_store(tmp_path):
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(tmp_path, 40, b"same")) for _ in range(2)]
+    # Different bytes under the same keys, so that an interleaved or torn write would show.
+    procs = [ctx.Process(target=_writer, args=(tmp_path, 40, payload)) for payload in (b"first", b"secnd")]
     for p in procs:
         p.start()
     for p in procs:
@@ -181,8 +182,10 @@ def test_two_processes_writing_the_same_store(tmp_path):
         assert p.exitcode == 0
     store = ArtifactStore(tmp_path)
     for i in range(40):
-        assert store.get(key(content=f"{i:032x}"))[0].read_bytes() == b"same" * 2000
-    assert not list(tmp_path.rglob("*.tmp"))
+        found = store.get(key(content=f"{i:032x}"))
+        assert found.path.read_bytes() in (b"first" * 2000, b"secnd" * 2000)
+        assert blake2b_bytes(found.path.read_bytes()) == found.digest
+    assert store.discarded == 0 and not list(tmp_path.rglob("*.tmp"))
 
 
 def test_gc_by_ttl_and_size_keeps_protected_and_recent(tmp_path):

@@ -52,6 +52,7 @@ def test_fault_lines_name_the_folder_the_cause_and_the_fix(tmp_path):
     readonly = fault_line(OSError(errno.EROFS, "Read-only file system", str(tmp_path / "results/clap/a.jsonl")), roots)
     assert readonly.startswith(f"results_dir {tmp_path / 'results'} cannot be written (Read-only file system")
     assert "\n" not in full + readonly
+    assert fault_line(MemoryError(), roots).startswith("out of memory; lower perf.threads or shard.target_files")
 
 
 def _media(folder, count):
@@ -116,8 +117,7 @@ def test_full_disk_fails_the_job_in_one_line_then_the_same_command_completes(tmp
         assert full.returncode != 0
         assert f"audiofeat: cache.dir {cache} is full: " in output
         assert "then rerun the same command" in output and "Traceback" not in output
-        for table in (tmp_path / "results" / "ingest").glob("*.jsonl"):  # no good file failed for the disk
-            assert not any(r["status"] == "error" for r in read_jsonl(table))
+        assert not list((tmp_path / "results" / "ingest").glob("*.jsonl"))  # the failed job's table is not kept
         assert not (tmp_path / "results" / "manifest.jsonl").exists()
         _store_is_whole(cache)
 
@@ -220,3 +220,46 @@ def test_names_that_are_not_utf8_or_awkward_are_processed_like_any_other(tmp_pat
     assert by_name["dangling.wav"]["status"] == by_name["loop.wav"]["status"] == "error"
     assert (tmp_path / "results" / "manifests" / (latin1 + ".json")).exists()  # the per-file manifest's own name
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_decoders_verdict_is_stored_and_reused(tmp_path):
+    media = _media(tmp_path / "media", 2)
+    (media / "notes.mp3").write_text("plain text\n" * 50)
+    config = write_config(tmp_path / "c.yaml", input_dir=str(media), results_dir="results",
+                          cache={"dir": str(tmp_path / "cache")})
+    run_snakemake(tmp_path, config)
+    assert created_since(tmp_path / "cache", 0)["decode_verdict"] == 1
+    started = time.time()
+    run_snakemake(tmp_path, config, "--forcerun", "ingest_decode")
+    assert created_since(tmp_path / "cache", started) == {}
+    profile = json.loads(next((tmp_path / "results" / "timings" / "ingest").glob("*.json")).read_text())
+    assert (profile["cache_hits"], profile["cache_misses"], profile["failed"]) == (3, 0, 1)  # not decoded again
+    manifest = json.loads((tmp_path / "results" / "manifests" / "notes.mp3.json").read_text())
+    assert manifest["error"].startswith("decode: not a media file FFmpeg can read")
+
+
+def test_an_input_the_run_may_not_open_is_its_result_and_is_tried_again_after_chmod(tmp_path):
+    """Run as uid nobody (forked from root): a file readable by root only."""
+    from audiofeat.inventory import identify_inputs, input_fingerprint
+
+    media = tmp_path / "media"
+    media.mkdir()
+    locked = media / "locked.wav"
+    shutil.copy(REAL_RECORDINGS[0], locked)
+    locked.chmod(0o600)
+    os.chmod(tmp_path, 0o755)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to nobody, identify, report, exit without pytest's teardown
+        os.setgid(65534)
+        os.setuid(65534)
+        error = identify_inputs([(str(locked), "locked.wav")], None, 1)[0].error
+        os.write(write, error.encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 10000).decode() == "cannot read file: Permission denied"
+    before = input_fingerprint(str(media), "")
+    time.sleep(0.01)
+    locked.chmod(0o644)  # the fix changes the file's ctime: the inventory reruns and hashes it
+    assert input_fingerprint(str(media), "") != before
+    assert identify_inputs([(str(locked), "locked.wav")], None, 1)[0].error == ""

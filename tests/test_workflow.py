@@ -82,6 +82,7 @@ def test_every_manifest_passes_the_schema_and_the_facts(finished_run):
         per_file = results / "manifests" / (name + ".json")
         assert json.loads(per_file.read_text(encoding="utf-8")) == record
         assert AudioManifest.from_dict(record).to_dict() == record
+    _recomputed_from_the_wav(by_path[str(media / "audio/chirp_44k.mp3")], by_path[str(media / "video/clip.mp4")])
     long = by_path[str(media / "long/three_minutes.m4a")]
     assert len(long["clap"]["segments"]) == 35  # 0-10, 5-15, ..., 170-180
     assert long["clap"]["segments"][-1]["end_s"] == pytest.approx(180.0, abs=0.01)
@@ -91,6 +92,31 @@ def test_every_manifest_passes_the_schema_and_the_facts(finished_run):
         assert record["status"] == "error" and cause in record["error"], (name, record.get("error"))
         assert "\n" not in record["error"]
     assert not (work / "pwned").exists() and not (REPO / "pwned").exists()
+
+
+def _recomputed_from_the_wav(*records):
+    """Each file's features and embedding, computed here from its WAV with the library and the model, equal its
+    manifest's (wrong parameters, or blocks swapped between files, would not)."""
+    import torch
+
+    from audiofeat import dsp
+    from audiofeat.clap.model import get_model
+    from audiofeat.clap.windows import aggregate, model_inputs, plan_windows
+    from audiofeat.decode import read_wav
+
+    model = get_model("HTSAT-tiny", None, "random(seed=0)", device="cpu", warm_up=False)
+    for record in records:
+        y, sr = read_wav(record["audio"]["wav"])
+        params = {k: v for k, v in record["features"]["params"].items()}
+        summary = dsp.feature_summary(y, **params)
+        for part in ("mfcc", "mel"):
+            for name, values in summary[part].items():
+                assert np.allclose(record["features"][part][name], values, rtol=1e-5, atol=1e-5), (part, name)
+        windows = plan_windows(len(y), 480000, 240000)
+        with torch.no_grad():
+            per_window = model.model(torch.from_numpy(model_inputs(y, windows, 480000))).numpy()
+        embedding, _ = aggregate(per_window, "mean")
+        assert np.abs(np.asarray(record["clap"]["embedding"]) - embedding).max() <= 1e-5
 
 
 def test_dataset_outputs_and_summary(finished_run):
@@ -212,6 +238,10 @@ def _run_on_local_slurm(work, media):
         [(r["source"]["path"], r["status"]) for r in read_jsonl(on_slurm / "manifest.jsonl")] == \
         [(r["source"]["path"], r["status"]) for r in read_jsonl(local / "manifest.jsonl")]
     assert np.abs(np.load(on_slurm / "embeddings.npy") - np.load(local / "embeddings.npy")).max() <= 1e-5
+    features = {r["source"]["path"]: r.get("features") for r in read_jsonl(local / "manifest.jsonl")}
+    for record in read_jsonl(on_slurm / "manifest.jsonl"):  # the statistics too, not only the embeddings
+        expected = features[record["source"]["path"]]
+        assert (expected is None and "features" not in record) or _close(record["features"], expected)
     # Which SLURM job ran which rule, from the plugin's lines: "... submitted with SLURM jobid N (log: .../rule_R/...".
     job_ids = {}
     for job_id, rule in re.findall(r"SLURM jobid (\d+) \(log: \S*/rule_(\w+)/", done.stdout + done.stderr):
@@ -220,8 +250,19 @@ def _run_on_local_slurm(work, media):
     requested = {rule: subprocess.run(["sacct", "-n", "-P", "-X", "-j", ",".join(ids), "--format=ReqTRES"],
                                       capture_output=True, text=True, check=True, timeout=30).stdout.split()
                  for rule, ids in job_ids.items()}
-    assert requested["clap_embed"] and all("gres/gpu=1" in t and "cpu=8" in t for t in requested["clap_embed"])
+    assert requested["clap_embed"] and all("gres/gpu=1" in t and "cpu=8" in t and "mem=16000M" in t
+                                           for t in requested["clap_embed"])
+    assert all("cpu=8" in t for t in requested["features_extract"])  # set-threads fixes features at 8
     assert all("gres/gpu" not in t for t in requested["ingest_decode"] + requested["features_extract"])
+
+
+def _close(a, b):
+    """Nested manifest blocks equal within float32 noise (two machines' thread counts differ)."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return np.allclose(np.asarray(a, float), np.asarray(b, float), rtol=1e-5, atol=1e-5)
+    return a == b
 
 
 def test_report_renders_in_headless_chromium(finished_run, tmp_path):
