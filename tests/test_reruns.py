@@ -225,12 +225,12 @@ def test_cache_disabled_reads_and_writes_nothing_in_the_store(tmp_path):
                for m in manifests.values())
 
 
-def test_one_file_added_to_a_finished_200_file_run(tmp_path):
+def test_one_file_added_to_a_finished_four_shard_run(tmp_path):
     media = tmp_path / "media"
-    _write_clips(media, 200, seed=1, seconds=0.2)
+    _write_clips(media, 96, seed=1, seconds=0.2)
     cache = tmp_path / "cache"
     config = write_config(tmp_path / "c.yaml", input_dir=str(media), results_dir="out", cache={"dir": str(cache)},
-                          shard={"target_files": 64})
+                          shard={"target_files": 32})
     run_snakemake(tmp_path, config)
     timings = tmp_path / "out" / "timings"
     cold_threads = {json.loads(p.read_text())["threads"] for p in timings.rglob("*.json")}
@@ -240,7 +240,7 @@ def test_one_file_added_to_a_finished_200_file_run(tmp_path):
     started = time.time()
     done = run_snakemake(tmp_path, config)
     assert created_since(cache, started) == {"wav": 1, "features": 1, "clap": 1}
-    assert len(read_jsonl(tmp_path / "out" / "manifest.jsonl")) == 201
+    assert len(read_jsonl(tmp_path / "out" / "manifest.jsonl")) == 97
     # Four shards: only the new file's shard reran its three jobs.
     assert (done.stdout + done.stderr).count("rule ingest_decode:") == 1
     # Each claimed every core when all its files were new, and one thread for its one new file now, so that
@@ -248,7 +248,7 @@ def test_one_file_added_to_a_finished_200_file_run(tmp_path):
     rerun = [json.loads(p.read_text()) for p in timings.rglob("*.json") if p.stat().st_mtime >= started]
     assert cold_threads == {2} and sorted(p["stage"] for p in rerun) == ["clap", "features", "ingest"]
     assert all(p["threads"] == 1 and p["cache_misses"] == 1 for p in rerun)
-    # The other 200 manifests were not rewritten: a cache hit keeps the timings of the run that computed it.
+    # The other 96 manifests were not rewritten: a cache hit keeps the timings of the run that computed it.
     written = sorted(p.relative_to(manifests).as_posix() for p in manifests.rglob("*.json")
                      if p.stat().st_mtime >= started)
     assert written == ["new/clip_2_00000.wav.json"]

@@ -153,49 +153,45 @@ def test_results_folder_read_only_mid_run_then_the_same_command_completes(tmp_pa
     _store_is_whole(cache)
 
 
-@pytest.fixture
-def two_files(tmp_path):
+def test_changed_bytes_under_the_same_name_are_noticed_and_never_poison_the_store(tmp_path):
     media = tmp_path / "media"
     media.mkdir()
-    first, second, other = REAL_RECORDINGS[0], REAL_RECORDINGS[1], REAL_RECORDINGS[-1]
+    first, second, other, third = REAL_RECORDINGS[0], REAL_RECORDINGS[1], REAL_RECORDINGS[-1], REAL_RECORDINGS[-2]
     shutil.copy(first, media / "a.wav")
     shutil.copy(second, media / "b.wav")
     cache = tmp_path / "cache"
     config = write_config(tmp_path / "c.yaml", input_dir=str(media), results_dir="results", cache={"dir": str(cache)})
-    return media, cache, config, other
-
-
-def test_a_file_edited_in_place_is_recomputed_and_only_it(tmp_path, two_files):
-    media, cache, config, other = two_files
+    a, b = str(media / "a.wav"), str(media / "b.wav")
     run_snakemake(tmp_path, config)
     before = {m["source"]["path"]: m for m in read_jsonl(tmp_path / "results" / "manifest.jsonl")}
-    with open(media / "a.wav", "r+b") as handle:  # in place: same inode, same name
+
+    # 1. Edited in place (same inode, same name) after a finished run: that file only is recomputed.
+    with open(media / "a.wav", "r+b") as handle:
         handle.truncate(0)
         handle.write(other.read_bytes())
     started = time.time()
     run_snakemake(tmp_path, config)
     assert created_since(cache, started) == {"wav": 1, "features": 1, "clap": 1}
     after = {m["source"]["path"]: m for m in read_jsonl(tmp_path / "results" / "manifest.jsonl")}
-    a, b = str(media / "a.wav"), str(media / "b.wav")
     assert after[a]["source"]["content_key"] == blake2b_file(media / "a.wav") != before[a]["source"]["content_key"]
     assert after[a]["audio"]["codec"] == "vorbis" and after[a]["audio"] != before[a]["audio"]
     assert after[b] == before[b]
 
-
-def test_a_file_replaced_between_inventory_and_ingest_never_reaches_the_store(tmp_path, two_files):
-    media, cache, config, other = two_files
+    # 2. Replaced between the inventory and the ingest of one run: a fault, and nothing under the old key.
+    shutil.copy(first, media / "a.wav")
     run_snakemake(tmp_path, config, "--cores", "2", "inventory")  # the inventory alone (a target after a flag)
     old_key = blake2b_file(media / "a.wav")
+    shutil.rmtree(cache / "artifacts")  # so that any artifact under the old key would be this run's
     (media / "a.wav").unlink()
-    shutil.copy(other, media / "a.wav")  # new bytes under the name the inventory hashed
+    shutil.copy(third, media / "a.wav")
     # As within one run: Snakemake's params trigger would rerun the inventory, here it must not (mtime only).
     done = run_snakemake(tmp_path, config, "--rerun-triggers", "mtime", check=False)
     assert done.returncode != 0
-    assert f"audiofeat: input '{media / 'a.wav'}' changed during the run" in done.stdout + done.stderr
+    assert f"audiofeat: input '{a}' changed during the run" in done.stdout + done.stderr
     assert not list((cache / "artifacts").rglob(f"{old_key}*")), "an artifact under the old key"
     run_snakemake(tmp_path, config)  # the same command again: the inventory sees the new bytes
     manifests = {m["source"]["path"]: m for m in read_jsonl(tmp_path / "results" / "manifest.jsonl")}
-    assert manifests[str(media / "a.wav")]["source"]["content_key"] == blake2b_file(other)
+    assert manifests[a]["source"]["content_key"] == blake2b_file(third)
     assert all(m["status"] == "ok" for m in manifests.values())
 
 
