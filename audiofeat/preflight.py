@@ -142,3 +142,35 @@ def disk_warning(folder: str) -> str | None:
         return None
     return (f"{folder} has {free / 1024**2:.0f} MiB free; decoded audio takes 11.5 MB a minute: free space or "
             "point CACHE_DIR elsewhere before a large run")
+
+
+# What a decoded file costs the store: 48 kHz float32 mono, plus its features block and CLAP arrays (measured on
+# the test runs' artifacts: about 30 kB and 5 kB a file).
+WAV_BYTES_PER_SECOND_PER_HZ = 4
+OTHER_BYTES_PER_FILE = 35_000
+
+
+def store_estimate(shard_tables: list[str], config: dict) -> tuple[int, int | None]:
+    """``(bytes this run will add to the store, bytes free there)``: decoded audio for every unique content whose
+    WAV is not stored yet, at the container's declared duration (the inventory's), plus its other artifacts."""
+    from .inventory import read_tsv
+    from .stages import ingest_key, open_store
+
+    store = open_store(config)
+    sr = config["audio"]["target_sr"]
+    pending = [row for table in shard_tables for row in read_tsv(table)
+               if not store.path(ingest_key(row["content_key"], sr)).exists()]
+    seconds = sum(float(row["duration_s"] or 0.0) for row in pending)
+    estimate = int(seconds * sr * WAV_BYTES_PER_SECOND_PER_HZ) + OTHER_BYTES_PER_FILE * len(pending)
+    try:
+        free = shutil.disk_usage(_existing(store.root)).free
+    except OSError:
+        free = None
+    return estimate, free
+
+
+def _existing(path) -> str:
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path

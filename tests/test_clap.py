@@ -257,6 +257,49 @@ def test_no_weights_and_auto_without_network_fail_fast_naming_the_keys(tmp_path,
     assert "set clap.checkpoint to its path" in str(info.value) and "clap.checkpoint: ''" in str(info.value)
 
 
+def test_auto_downloads_once_records_its_sha256_and_fetches_again_when_damaged(tmp_path, monkeypatch):
+    """``auto`` against a real HTTP server on this machine standing in for LAION's."""
+    import functools
+    import http.server
+
+    served = tmp_path / "served"
+    served.mkdir()
+    payload = os.urandom(1 << 20)
+    (served / "630k-audioset-best.pt").write_bytes(payload)
+    downloads = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            downloads.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/630k-audioset-best.pt"
+    monkeypatch.setitem(clap_model.PUBLISHED_CHECKPOINTS, "HTSAT-tiny", (url, "630k-audioset-best.pt"))
+    for name in ("http_proxy", "HTTP_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    cache = tmp_path / "cache"
+
+    def auto():
+        return clap_model.resolve_weights("auto", allow_random_weights=False, model_name="HTSAT-tiny", cache_dir=cache)
+
+    try:
+        path, weights = auto()
+        assert weights == f"laion:sha256:{hashlib.sha256(payload).hexdigest()}" and len(downloads) == 1
+        assert (cache / "checkpoints" / "630k-audioset-best.pt.sha256").read_text().strip() == weights.split(":")[-1]
+        assert auto() == (path, weights) and len(downloads) == 1  # once
+        with open(path, "r+b") as handle:  # damaged in the cache: its sha256 no longer matches
+            handle.write(b"garbage")
+        assert auto() == (path, weights) and len(downloads) == 2
+        assert open(path, "rb").read() == payload
+    finally:
+        server.shutdown()
+
+
 def test_out_of_memory_halves_the_batch_and_keeps_the_numbers(loaded, rng):
     windows = (0.2 * rng.standard_normal((5, L))).astype(np.float32)
     expected = ClapEmbedder(loaded, max_batch_windows=5).embed(windows)
@@ -395,3 +438,26 @@ def test_glibc_keeps_freed_memory_when_asked():
     from audiofeat.clap.embed import retain_freed_memory
 
     assert retain_freed_memory() is (platform.libc_ver()[0] == "glibc")
+
+
+def test_a_cpu_clap_job_asks_glibc_to_keep_freed_memory(tmp_path, monkeypatch, rng):
+    import json
+
+    from audiofeat.clap import embed
+    from audiofeat.config import validate_config
+    from audiofeat.decode import wav_bytes
+    from audiofeat.stages import run_clap
+
+    wav = tmp_path / "a.wav"
+    wav.write_bytes(wav_bytes((0.1 * rng.standard_normal(SR)).astype(np.float32), SR))
+    table = tmp_path / "ingest.jsonl"
+    table.write_text(json.dumps({"content_key": "ab" * 16, "path": "/in/a.wav", "status": "ok",
+                                 "audio": {"wav": str(wav), "duration_s": 1.0}}) + "\n")
+    config = validate_config({"input_dir": str(tmp_path), "results_dir": str(tmp_path / "out"),
+                              "cache": {"dir": str(tmp_path / "cache")}, "perf": {"device": "cpu"},
+                              "clap": {"checkpoint": "", "allow_random_weights": True}})
+    asked = []
+    monkeypatch.setattr(embed, "retain_freed_memory", lambda: asked.append(True) or True)
+    run_clap(str(table), str(tmp_path / "clap.jsonl"), str(tmp_path / "profile.json"), config, threads=1)
+    assert asked == [True]
+    assert json.loads((tmp_path / "clap.jsonl").read_text())["status"] == "ok"

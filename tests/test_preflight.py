@@ -93,3 +93,19 @@ def test_a_run_with_bad_settings_stops_before_any_job(tmp_path):
     assert "clap.checkpoint: auto needs LAION's 630k-audioset-best.pt" in done.stderr
     assert "perf.device is 'cuda:2' but no NVIDIA GPU is visible here" in done.stderr
     assert not (tmp_path / "results" / "inventory").exists()  # no job ran
+
+
+def test_store_estimate_counts_what_is_not_decoded_yet(tmp_path):
+    from audiofeat.config import validate_config
+    from audiofeat.inventory import SHARD_COLUMNS, write_tsv
+    from audiofeat.stages import ingest_key, open_store
+    from audiofeat.preflight import OTHER_BYTES_PER_FILE, store_estimate
+
+    config = validate_config({"input_dir": str(tmp_path), "cache": {"dir": str(tmp_path / "cache")}})
+    table = tmp_path / "n1-000.tsv"
+    write_tsv(table, SHARD_COLUMNS, [{"content_key": "aa" * 16, "path": "/a", "duration_s": 60.0, "stat": ""},
+                                     {"content_key": "bb" * 16, "path": "/b", "duration_s": 600.0, "stat": ""}])
+    estimate, free = store_estimate([str(table)], config)
+    assert estimate == 660 * 48000 * 4 + 2 * OTHER_BYTES_PER_FILE and free > 0
+    open_store(config).put(ingest_key("bb" * 16, 48000), b"stored", {})  # the long one is decoded already
+    assert store_estimate([str(table)], config)[0] == 60 * 48000 * 4 + OTHER_BYTES_PER_FILE

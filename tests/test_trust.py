@@ -115,6 +115,7 @@ def test_full_disk_fails_the_job_in_one_line_then_the_same_command_completes(tmp
         full = run_snakemake(tmp_path, config, check=False)
         output = full.stdout + full.stderr
         assert full.returncode != 0
+        assert "audiofeat: warning: this run will write about" in output  # the inventory's estimate said so
         assert f"audiofeat: cache.dir {cache} is full: " in output
         assert "then rerun the same command" in output and "Traceback" not in output
         assert not list((tmp_path / "results" / "ingest").glob("*.jsonl"))  # the failed job's table is not kept

@@ -291,6 +291,9 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
             "Settings"} <= set(parsed.headings)
     assert "ingest" in parsed.cells and "clap" in parsed.cells
     assert "Model-busy fraction" in text and "not a media file" in text
+    assert not re.search(r"(?:src|href)=['\"](?:https?:)?//", text)  # self-contained: nothing fetched
+    slowest = text.split("<h2>Slowest files</h2>")[1].split("<h2")[0]
+    assert slowest.count("<tr>") == 1 + 10  # the header and the ten slowest of 13 files
     # The two plots are inline SVG whose bars carry their numbers: the stage bars are timings.tsv's wall
     # seconds, and the histogram counts every processed file once.
     stages_svg, files_svg = (ET.fromstring(svg) for svg in re.findall(r"<svg.*?</svg>", text, re.S))
