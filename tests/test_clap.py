@@ -3,7 +3,6 @@ checkpoint checks and the out-of-memory fall-back."""
 import hashlib
 import os
 import threading
-import time
 
 import librosa
 import numpy as np
@@ -12,7 +11,7 @@ import torch
 
 from audiofeat.clap import model as clap_model
 from audiofeat.clap.embed import ClapEmbedder, max_batch_windows
-from audiofeat.clap.windows import (Window, active_fraction, aggregate, geometric_median, int16_round_trip,
+from audiofeat.clap.windows import (Window, active_fraction, aggregate, geometric_median,
                                     model_inputs, plan_windows)
 
 SR = 48000
