@@ -75,7 +75,7 @@ def scan_inputs(input_dir: str, input_list: str) -> list[tuple[str, str]]:
                     found.setdefault(full, os.path.relpath(full, root))
     if input_list:
         list_path = Path(input_list).resolve()
-        for line in list_path.read_text(encoding="utf-8").splitlines():
+        for line in list_path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():  # paths as bytes
             entry = line.strip()
             if not entry or entry.startswith("#"):
                 continue

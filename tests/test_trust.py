@@ -18,6 +18,7 @@ import pytest
 
 from audiofeat.faults import FAULT, VERDICT, InputChanged, classify, fault_line
 from audiofeat.decode import DecodeError, InputUnreadable
+from audiofeat.inventory import scan_inputs
 from audiofeat.store import ArtifactStore, blake2b_file
 
 from conftest import REAL_RECORDINGS, created_since, read_jsonl, run_snakemake, write_config
@@ -88,9 +89,9 @@ def _store_is_whole(cache_dir):
 
 @pytest.fixture(scope="module")
 def clean_run(tmp_path_factory):
-    """The reference: twelve real recordings run on a healthy machine."""
+    """The reference: eight real recordings run on a healthy machine."""
     work = tmp_path_factory.mktemp("clean")
-    media = _media(work / "media", 12)
+    media = _media(work / "media", 8)
     config = write_config(work / "c.yaml", input_dir=str(media), results_dir="results",
                           cache={"dir": str(work / "cache")})
     run_snakemake(work, config)
@@ -108,7 +109,7 @@ def _tmpfs(path, size):
 
 
 def test_full_disk_fails_the_job_in_one_line_then_the_same_command_completes(tmp_path, clean_run):
-    media = _media(tmp_path / "media", 12)
+    media = _media(tmp_path / "media", 8)
     with _tmpfs(tmp_path / "cache", "1m") as cache:
         config = write_config(tmp_path / "c.yaml", input_dir=str(media), results_dir="results",
                               cache={"dir": str(cache)})
@@ -130,7 +131,7 @@ def test_full_disk_fails_the_job_in_one_line_then_the_same_command_completes(tmp
 
 def test_results_folder_read_only_mid_run_then_the_same_command_completes(tmp_path, clean_run):
     """The per-file manifests' folder is read-only when finalize, the last job, writes into it."""
-    media = _media(tmp_path / "media", 12)
+    media = _media(tmp_path / "media", 8)
     cache = tmp_path / "cache"
     config = write_config(tmp_path / "c.yaml", input_dir=str(media), results_dir="results", cache={"dir": str(cache)})
     manifests = tmp_path / "results" / "manifests"
@@ -217,6 +218,9 @@ def test_names_that_are_not_utf8_or_awkward_are_processed_like_any_other(tmp_pat
     assert by_name["dangling.wav"]["status"] == by_name["loop.wav"]["status"] == "error"
     assert (tmp_path / "results" / "manifests" / (latin1 + ".json")).exists()  # the per-file manifest's own name
     assert not (tmp_path / "pwned").exists()
+    listing = tmp_path / "inputs.txt"  # an input list naming it in its own bytes
+    listing.write_bytes(b"media/latin1_\xe9t\xe9.wav\n")
+    assert scan_inputs("", str(listing)) == [(str(media / latin1), os.path.join("media", latin1))]
 
 
 def test_a_decoders_verdict_is_stored_and_reused(tmp_path):
