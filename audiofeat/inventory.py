@@ -47,6 +47,7 @@ class InputFile:
     duration_s: float  # container's declared duration, 0 when unknown
     error: str = ""
     stat: str = ""  # input_signature() when it was hashed
+    hashed: bool = False  # hashed by this run (new or changed), not found in the stat index
 
 
 def input_signature(st: os.stat_result) -> str:
@@ -171,7 +172,7 @@ def _hash_new(item: tuple[str, str]) -> tuple[InputFile, tuple | None]:
         return InputFile(path, rel, 0, "", 0.0, f"cannot read file: {exc.strerror}"), None
     duration = declared_duration(path) if before.st_size else 0.0
     signature = input_signature(before)
-    record = InputFile(path, rel, before.st_size, key, duration, stat=signature)
+    record = InputFile(path, rel, before.st_size, key, duration, stat=signature, hashed=True)
     if input_signature(after) != signature:
         logger.warning("inventory: %a changed while it was hashed; the ingest will ask for a rerun", path)
         return record, None
@@ -296,5 +297,9 @@ def run_inventory(input_dir: str, input_list: str, out_dir: str, *, index_path: 
         index.close()
     shards = plan_shards(files, target_files, target_audio_seconds)
     write_inventory(out_dir, files, shards, state_path)
+    # Contents this run hashed (new or changed files) are what it will decode: the store's growth, roughly.
+    known = {f.content_key for f in files if not f.hashed}
+    new = [r for records in shards.values() for r in records if r.content_key not in known]
     return {"files": len(files), "unique": sum(len(v) for v in shards.values()), "shards": len(shards),
-            "rehashed": rehashed, "unreadable": sum(1 for f in files if f.error)}
+            "rehashed": rehashed, "unreadable": sum(1 for f in files if f.error),
+            "new_files": len(new), "new_audio_s": sum(r.duration_s for r in new)}

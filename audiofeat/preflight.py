@@ -144,33 +144,24 @@ def disk_warning(folder: str) -> str | None:
             "point CACHE_DIR elsewhere before a large run")
 
 
-# What a decoded file costs the store: 48 kHz float32 mono, plus its features block and CLAP arrays (measured on
-# the test runs' artifacts: about 30 kB and 5 kB a file).
+# What a new file costs the store: its WAV (float32: 4 bytes a sample), plus its features block and CLAP arrays
+# (medians of the test suite's artifacts: 26.5 kB and 5.4 kB, sidecars 0.3 kB each).
 WAV_BYTES_PER_SECOND_PER_HZ = 4
-OTHER_BYTES_PER_FILE = 35_000
+OTHER_BYTES_PER_FILE = 33_000
 
 
-def store_estimate(shard_tables: list[str], config: dict) -> tuple[int, int | None]:
-    """``(bytes this run will add to the store, bytes free there)``: decoded audio for every unique content whose
-    WAV is not stored yet, at the container's declared duration (the inventory's), plus its other artifacts."""
-    from .inventory import read_tsv
-    from .stages import ingest_key, open_store
-
-    store = open_store(config)
-    sr = config["audio"]["target_sr"]
-    pending = [row for table in shard_tables for row in read_tsv(table)
-               if not store.path(ingest_key(row["content_key"], sr)).exists()]
-    seconds = sum(float(row["duration_s"] or 0.0) for row in pending)
-    estimate = int(seconds * sr * WAV_BYTES_PER_SECOND_PER_HZ) + OTHER_BYTES_PER_FILE * len(pending)
-    try:
-        free = shutil.disk_usage(_existing(store.root)).free
-    except OSError:
-        free = None
-    return estimate, free
+def store_growth(audio_seconds: float, files: int, *, target_sr: int) -> int:
+    """Bytes decoding ``files`` new files of ``audio_seconds`` in all adds to the store (the WAVs, and the
+    files' other artifacts)."""
+    return int(audio_seconds * target_sr * WAV_BYTES_PER_SECOND_PER_HZ) + OTHER_BYTES_PER_FILE * files
 
 
-def _existing(path) -> str:
-    path = os.path.abspath(path)
+def free_bytes(folder: str) -> int | None:
+    """Free space on the disk that holds ``folder`` (or would, once created); None when unknown."""
+    path = os.path.abspath(folder)
     while not os.path.exists(path):
         path = os.path.dirname(path)
-    return path
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None

@@ -226,10 +226,9 @@ class ArtifactStore:
             return None
         return record
 
-    @classmethod
-    def _checked(cls, path: Path, *, rehash: bool) -> tuple[dict, bool]:
+    def _checked(self, path: Path, *, rehash: bool) -> tuple[dict, bool]:
         """``(sidecar record, whether the payload's stat is the sealed one)``; ValueError when it is damaged."""
-        record = json.loads(cls._sidecar(path).read_text(encoding="utf-8"))
+        record = json.loads(self._sidecar(path).read_text(encoding="utf-8"))
         st = path.stat()
         if st.st_size != record["size"]:
             raise ValueError("size mismatch")
@@ -237,16 +236,6 @@ class ArtifactStore:
         if (rehash or not sealed) and blake2b_file(path) != record["digest"]:
             raise ValueError("digest mismatch")
         return record, sealed
-
-    @classmethod
-    def intact(cls, path: str | os.PathLike) -> bool:
-        """Whether the artifact at ``path`` is there with its sidecar, at its recorded size and, unless its stat is
-        the sealed one, its recorded digest: what a reader of a path from a shard table checks before using it."""
-        try:
-            cls._checked(Path(path), rehash=False)
-            return True
-        except (FileNotFoundError, ValueError, KeyError, TypeError):
-            return False
 
     def _seal(self, path: Path, record: dict) -> None:
         """Backdate the payload's mtime and write ``record`` with the resulting stat as the sidecar."""

@@ -95,17 +95,26 @@ def test_a_run_with_bad_settings_stops_before_any_job(tmp_path):
     assert not (tmp_path / "results" / "inventory").exists()  # no job ran
 
 
-def test_store_estimate_counts_what_is_not_decoded_yet(tmp_path):
-    from audiofeat.config import validate_config
-    from audiofeat.inventory import SHARD_COLUMNS, write_tsv
-    from audiofeat.stages import ingest_key, open_store
-    from audiofeat.preflight import OTHER_BYTES_PER_FILE, store_estimate
+def test_the_inventory_counts_what_this_run_will_decode(tmp_path):
+    """New contents (hashed by this run) count toward the store's growth; known ones and copies do not."""
+    import shutil as sh
 
-    config = validate_config({"input_dir": str(tmp_path), "cache": {"dir": str(tmp_path / "cache")}})
-    table = tmp_path / "n1-000.tsv"
-    write_tsv(table, SHARD_COLUMNS, [{"content_key": "aa" * 16, "path": "/a", "duration_s": 60.0, "stat": ""},
-                                     {"content_key": "bb" * 16, "path": "/b", "duration_s": 600.0, "stat": ""}])
-    estimate, free = store_estimate([str(table)], config)
-    assert estimate == 660 * 48000 * 4 + 2 * OTHER_BYTES_PER_FILE and free > 0
-    open_store(config).put(ingest_key("bb" * 16, 48000), b"stored", {})  # the long one is decoded already
-    assert store_estimate([str(table)], config)[0] == 60 * 48000 * 4 + OTHER_BYTES_PER_FILE
+    from audiofeat.inventory import run_inventory
+    from audiofeat.preflight import OTHER_BYTES_PER_FILE, free_bytes, store_growth
+    from audiofeat.testmedia import make_audio
+
+    media = tmp_path / "media"
+    make_audio(media / "a.wav", seconds=2.0, sr=16000)
+    sh.copy(media / "a.wav", media / "copy of a.wav")
+
+    def inventory():
+        return run_inventory(str(media), "", str(tmp_path / "inv"), index_path=str(tmp_path / "index.sqlite"),
+                             state_path=str(tmp_path / "state.json"), target_files=64, target_audio_seconds=7200)
+
+    first = inventory()
+    assert (first["new_files"], first["new_audio_s"]) == (1, pytest.approx(2.0, abs=0.01))
+    make_audio(media / "b.wav", seconds=3.0, sr=16000)
+    second = inventory()
+    assert (second["new_files"], second["new_audio_s"]) == (1, pytest.approx(3.0, abs=0.01))
+    assert store_growth(60.0, 2, target_sr=48000) == 60 * 48000 * 4 + 2 * OTHER_BYTES_PER_FILE
+    assert free_bytes(str(tmp_path / "not" / "yet")) == free_bytes(str(tmp_path)) > 0
