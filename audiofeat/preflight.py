@@ -134,11 +134,8 @@ def visible_gpu_count() -> int:
 
 def disk_warning(folder: str) -> str | None:
     """A warning when the disk under ``folder`` has less than :data:`LOW_DISK_BYTES` free."""
-    try:
-        free = shutil.disk_usage(folder).free
-    except OSError:
-        return None
-    if free >= LOW_DISK_BYTES:
+    free = free_bytes(folder)
+    if free is None or free >= LOW_DISK_BYTES:
         return None
     return (f"{folder} has {free / 1024**2:.0f} MiB free; decoded audio takes 11.5 MB a minute: free space or "
             "point CACHE_DIR elsewhere before a large run")
@@ -165,3 +162,14 @@ def free_bytes(folder: str) -> int | None:
         return shutil.disk_usage(path).free
     except OSError:
         return None
+
+
+def growth_report(audio_seconds: float, files: int, *, target_sr: int, store_dir: str) -> tuple[str, str | None]:
+    """``(log line, warning or None)`` on what this run adds to the store against the free space there."""
+    growth, free = store_growth(audio_seconds, files, target_sr=target_sr), free_bytes(store_dir)
+    line = (f"store: this run adds about {growth / 1e9:.2f} GB ({files} new contents), "
+            f"{'?' if free is None else f'{free / 1e9:.2f}'} GB free")
+    if free is None or growth <= free:
+        return line, None
+    return line, (f"this run will write about {growth / 1e9:.2f} GB to the store and its disk has {free / 1e9:.2f} GB "
+                  "free: free space or point CACHE_DIR elsewhere (the run stops cleanly when full)")

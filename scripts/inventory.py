@@ -5,7 +5,7 @@ from _job import finish, start  # scripts/ is on sys.path: Snakemake adds each s
 
 log = start(snakemake)  # noqa: F821 - injected by Snakemake
 from audiofeat.inventory import run_inventory  # noqa: E402
-from audiofeat.preflight import free_bytes, store_growth  # noqa: E402
+from audiofeat.preflight import growth_report  # noqa: E402
 
 config = snakemake.config  # noqa: F821
 index_dir = config["cache"]["dir"] if config["cache"]["enabled"] else os.path.join(config["results_dir"], "work")
@@ -18,12 +18,10 @@ counts = run_inventory(
 )
 log.info("inventory: %(files)d files, %(unique)d unique contents in %(shards)d shards, %(rehashed)d hashed, "
          "%(unreadable)d unreadable", counts)
-growth = store_growth(counts["new_audio_s"], counts["new_files"], target_sr=config["audio"]["target_sr"])
-free = free_bytes(index_dir)
-log.info("store: this run adds about %.2f GB (%d new contents), %s GB free", growth / 1e9, counts["new_files"],
-         "?" if free is None else f"{free / 1e9:.2f}")
-if free is not None and growth > free:
-    print(f"audiofeat: warning: this run will write about {growth / 1e9:.2f} GB to the store and its disk has "
-          f"{free / 1e9:.2f} GB free: free space or point CACHE_DIR elsewhere (the run stops cleanly when full)",
-          file=sys.__stderr__, flush=True)
+line, warning = growth_report(counts["new_audio_s"], counts["new_files"], target_sr=config["audio"]["target_sr"],
+                              store_dir=index_dir)
+log.info("%s", line)
+if warning:
+    log.warning("%s", warning)
+    print(f"audiofeat: warning: {warning}", file=sys.__stderr__, flush=True)
 finish()
