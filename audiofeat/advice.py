@@ -26,6 +26,7 @@ class RunFacts:
     cache_enabled: bool = True
     cache_dir: str = ""
     previous_cache_dir: str | None = None  # the last finished run's, from this results folder; None if none
+    rerun_lookups: tuple[int, int] | None = None  # (hits, misses) of the shard jobs that ran since that run
     disk_free_bytes: int | None = None
     disk_total_bytes: int | None = None
 
@@ -51,8 +52,9 @@ def startup_heavy(facts: RunFacts) -> str | None:
     share = clap["seconds"].get("setup", 0.0) / clap["wall_s"]
     if share <= STARTUP_SHARE:
         return None
-    return (f"CLAP jobs spent {share:.0%} of their time starting (importing torch, loading the model) over "
-            f"{clap['jobs']} jobs: use larger shards (raise shard.target_files and shard.target_audio_seconds).")
+    jobs = f"{clap['jobs']} job" + ("s" if clap["jobs"] != 1 else "")
+    return (f"CLAP jobs ({jobs}) spent {share:.0%} of their time starting (importing torch, loading the model): "
+            "use larger shards (raise shard.target_files and shard.target_audio_seconds).")
 
 
 def cpu_despite_gpu(facts: RunFacts) -> str | None:
@@ -64,10 +66,9 @@ def cpu_despite_gpu(facts: RunFacts) -> str | None:
 
 
 def cold_store_on_rerun(facts: RunFacts) -> str | None:
-    if not facts.cache_enabled or facts.previous_cache_dir is None:
+    if not facts.cache_enabled or facts.previous_cache_dir is None or facts.rerun_lookups is None:
         return None
-    hits = sum(t["cache_hits"] for t in facts.totals.values())
-    misses = sum(t["cache_misses"] for t in facts.totals.values())
+    hits, misses = facts.rerun_lookups
     if hits or not misses:
         return None
     if facts.previous_cache_dir != facts.cache_dir:

@@ -5,6 +5,7 @@ import html
 import json
 import os
 import shutil
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -16,7 +17,8 @@ BAR_COLOURS = ("#4c72b0", "#55a868", "#c44e52")
 
 
 def load_profiles(paths: list[str]) -> list[dict]:
-    return [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
+    """Each job profile, with ``written``: when its job wrote it (the file's mtime)."""
+    return [{**json.loads(Path(p).read_text(encoding="utf-8")), "written": os.stat(p).st_mtime} for p in paths]
 
 
 def stage_totals(profiles: list[dict]) -> dict[str, dict]:
@@ -136,8 +138,9 @@ def _table(rows: list[dict]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def run_facts(totals: dict, profiles: list[dict], config: dict, previous_cache_dir: str | None) -> RunFacts:
-    """The numbers and machine facts :mod:`audiofeat.advice` reads, for this run."""
+def run_facts(totals: dict, profiles: list[dict], config: dict, previous: dict | None) -> RunFacts:
+    """The numbers and machine facts :mod:`audiofeat.advice` reads, for this run; ``previous`` is the last
+    finished run's state in this results folder (its store and when it finished), None before the first."""
     from .clap.model import likely_device  # torch-free
 
     clap = next((p for p in profiles if p["stage"] == "clap" and "device" in p), None)
@@ -149,8 +152,18 @@ def run_facts(totals: dict, profiles: list[dict], config: dict, previous_cache_d
         free = total = None
     return RunFacts(totals, device_setting=config["perf"]["device"], clap_device=clap["device"] if clap else "",
                     gpu_visible=likely_device("auto") != "cpu", cache_enabled=cache["enabled"],
-                    cache_dir=os.path.abspath(cache["dir"]), previous_cache_dir=previous_cache_dir,
+                    cache_dir=os.path.abspath(cache["dir"]), previous_cache_dir=previous and previous["cache_dir"],
+                    rerun_lookups=_lookups_since(profiles, previous["finished"]) if previous else None,
                     disk_free_bytes=free, disk_total_bytes=total)
+
+
+def _lookups_since(profiles: list[dict], finished: float) -> tuple[int, int] | None:
+    """Store hits and misses of the shard jobs that ran after ``finished`` (a shard that did not rerun keeps the
+    profile of the run that made it); None when none did."""
+    recent = [p for p in profiles if p["written"] > finished]
+    if not recent:
+        return None
+    return sum(p["cache_hits"] for p in recent), sum(p["cache_misses"] for p in recent)
 
 
 def _failures_html(summary: dict, results_link: str) -> str:
@@ -182,17 +195,19 @@ def write_report(profile_paths: list[str], summary: dict, file_seconds: list[tup
     tsv = "\t".join(columns) + "\n" + "".join("\t".join(str(r.get(c, "")) for c in columns) + "\n" for r in rows)
     atomic_write_text(tsv_path, tsv)
     try:
-        previous_cache_dir = json.loads(Path(run_state_path).read_text(encoding="utf-8"))["cache_dir"]
-    except (FileNotFoundError, ValueError, KeyError):
-        previous_cache_dir = None
-    advice = advise(run_facts(totals, profiles, config, previous_cache_dir))
+        previous = json.loads(Path(run_state_path).read_text(encoding="utf-8"))
+        previous = {"cache_dir": previous["cache_dir"], "finished": float(previous["finished"])}
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        previous = None
+    advice = advise(run_facts(totals, profiles, config, previous))
     busy = model_busy_fraction(totals)
     numbers = {"stage_wall_s": {r["stage"]: r["wall_s"] for r in rows}, "model_busy_fraction": busy,
                "ok": summary["ok"], "failed": summary["failed"], "advice": advice}
     results_link = os.path.relpath(config["results_dir"], os.path.dirname(html_path)) + "/"
     atomic_write_text(html_path, _report_html(summary, rows, totals, busy, advice, file_seconds, profiles, config,
                                               results_link))
-    atomic_write_text(run_state_path, json.dumps({"cache_dir": os.path.abspath(config["cache"]["dir"])}))
+    atomic_write_text(run_state_path, json.dumps({"cache_dir": os.path.abspath(config["cache"]["dir"]),
+                                                  "finished": time.time()}))
     return numbers
 
 
@@ -209,7 +224,7 @@ def _report_html(summary, rows, totals, busy, advice, file_seconds, profiles, co
         "<!doctype html><html><head><meta charset='utf-8'><title>audiofeat run report</title>",
         "<style>body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;"
         "display:block;overflow-x:auto;max-width:100%}td,th{border:1px solid #bbb;padding:3px 8px;"
-        "text-align:right}th{background:#eef}li,td{overflow-wrap:anywhere}</style></head><body>",
+        "text-align:right}th{background:#eef}li{overflow-wrap:anywhere}</style></head><body>",
         "<h1>audiofeat run report</h1>",
         f"<p><b>{summary['ok']} ok, {summary['failed']} failed</b>. "
         f"Sum of job wall times: {sum(r['wall_s'] for r in rows):.2f} s.</p>",

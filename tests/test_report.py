@@ -75,8 +75,9 @@ SLOW_START = _profile("clap", wall=10.0, clap_forward=6.0, clap_loop=6.5, clap_i
     (advice.startup_heavy, _facts([SLOW_START]), _facts([FED])),
     (advice.cpu_despite_gpu, _facts([FED], gpu_visible=True, clap_device="cpu"),
      _facts([FED], gpu_visible=False, clap_device="cpu")),
-    (advice.cold_store_on_rerun, _facts([_profile("ingest")], cache_dir="/b", previous_cache_dir="/a"),
-     _facts([_profile("ingest", hits=10, misses=0)], cache_dir="/b", previous_cache_dir="/a")),
+    (advice.cold_store_on_rerun, _facts([_profile("ingest")], cache_dir="/b", previous_cache_dir="/a",
+                                        rerun_lookups=(0, 10)),
+     _facts([_profile("ingest")], cache_dir="/b", previous_cache_dir="/a", rerun_lookups=(10, 0))),
     (advice.disk_nearly_full, _facts([FED], disk_free_bytes=2 * 1024**3, disk_total_bytes=100 * 1024**3),
      _facts([FED], disk_free_bytes=50 * 1024**3, disk_total_bytes=100 * 1024**3)),
 ])
@@ -93,3 +94,10 @@ def test_a_first_run_gets_no_cold_store_advice_and_a_first_run_elsewhere_does(tm
                             cache="another-cache")
     assert any(f"cache.dir {tmp_path / 'cache'} (now {tmp_path / 'another-cache'})" in a for a in numbers["advice"])
     assert "point cache.dir (CACHE_DIR) back at it" in page
+    # Finalize alone again (no shard job reran, their profiles are the cold run's): nothing to say about the store.
+    html_path = tmp_path / "results" / "report" / "index.html"
+    profiles = sorted(str(p) for p in tmp_path.glob("p*.json"))
+    numbers = write_report(profiles, {"ok": 10, "failed": 0, **failure_summary([], "manifests")}, [],
+                           _config(tmp_path, "another-cache"), str(html_path), str(html_path.with_name("t.tsv")),
+                           str(tmp_path / "results" / "run_state.json"))
+    assert not any("Nothing came from the store" in a for a in numbers["advice"])
