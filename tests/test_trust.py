@@ -19,6 +19,7 @@ import pytest
 from audiofeat.faults import FAULT, VERDICT, InputChanged, classify, fault_line
 from audiofeat.decode import DecodeError, InputUnreadable
 from audiofeat.inventory import scan_inputs
+from audiofeat.manifest import Source
 from audiofeat.store import ArtifactStore, blake2b_file
 
 from conftest import REAL_RECORDINGS, created_since, read_jsonl, run_snakemake, write_config
@@ -214,6 +215,7 @@ def test_names_that_are_not_utf8_or_awkward_are_processed_like_any_other(tmp_pat
     escaped = by_name["latin1_\\xe9t\\xe9.wav"]
     assert escaped["status"] == "ok"
     assert base64.b64decode(escaped["source"]["path_bytes"]) == os.fsencode(str(media / latin1))
+    assert Source(**escaped["source"]).os_path == str(media / latin1)  # the path back, for os functions
     assert all(by_name[n]["status"] == "ok" and "path_bytes" not in by_name[n]["source"] for n in awkward[1:])
     assert by_name["dangling.wav"]["status"] == by_name["loop.wav"]["status"] == "error"
     assert (tmp_path / "results" / "manifests" / (latin1 + ".json")).exists()  # the per-file manifest's own name
