@@ -68,12 +68,13 @@ def scan_inputs(input_dir: str, input_list: str) -> list[tuple[str, str]]:
         root = Path(input_dir).resolve()
         if not root.is_dir():
             raise FileNotFoundError(f"input_dir {input_dir!r} is not a folder")
+        prefix = os.path.join(str(root), "")  # every walked path starts with it: a slice, not os.path.relpath
         for dirpath, dirnames, filenames in os.walk(root, onerror=_warn_unlisted):
             dirnames.sort()
             for name in filenames:
                 if name.rsplit(".", 1)[-1].lower() in MEDIA_EXTENSIONS and not name.startswith("."):
                     full = os.path.join(dirpath, name)
-                    found.setdefault(full, os.path.relpath(full, root))
+                    found.setdefault(full, full[len(prefix):])
     if input_list:
         list_path = Path(input_list).resolve()
         for line in list_path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():  # paths as bytes
@@ -101,7 +102,8 @@ def input_fingerprint(input_dir: str, input_list: str) -> str:
     """Digest of every input's path and stat (:func:`input_signature`), and of the list file's.
 
     Adding, removing, renaming or rewriting a file (in place or by a copy over it) changes it, so Snakemake reruns
-    the inventory, which rehashes only the files whose stat changed. One ``stat`` per file: about 1 µs each.
+    the inventory, which rehashes only the files whose stat changed. It runs at every workflow start, in
+    Snakemake's process (the walk and one ``stat`` per file; measurements in docs/benchmarks.md).
     """
     digest = hashlib.blake2b(digest_size=16)
     if input_list and os.path.exists(input_list):
