@@ -71,10 +71,10 @@ def fault_line(exc: BaseException, roots: Mapping[str, str]) -> str:
     where = f"{key} {root}" if key else (path or "a file")
     reason = exc.strerror or type(exc).__name__
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        free = _free_bytes(root or path)
+        free = free_bytes(root or path or ".")
         what = "is full" if exc.errno == errno.ENOSPC else "is over its quota"
         hint = "point CACHE_DIR elsewhere" if key == "cache.dir" else "point it elsewhere"
-        return f"{where} {what}: {free} bytes free; free space or {hint}, {rerun}"
+        return f"{where} {what}: {'unknown' if free is None else free} bytes free; free space or {hint}, {rerun}"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"{where} cannot be written ({reason}: {path}); fix its permissions or mount, {rerun}"
     return f"{where}: {reason} ({path}); check the disk or filesystem, {rerun}"
@@ -92,11 +92,12 @@ def _owning_root(path: str, roots: Mapping[str, str]) -> tuple[str, str]:
     return best
 
 
-def _free_bytes(path: str) -> int | str:
-    probe = path
-    while probe and not os.path.exists(probe):
-        probe = os.path.dirname(probe)
+def free_bytes(folder: str) -> int | None:
+    """Free space on the disk that holds ``folder`` (or would, once created); None when unknown."""
+    path = os.path.abspath(folder)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
     try:
-        return shutil.disk_usage(probe or ".").free
+        return shutil.disk_usage(path).free
     except OSError:
-        return "unknown"
+        return None

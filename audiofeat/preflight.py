@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
+
+from .faults import free_bytes
 
 # Under this much free space on the store's disk the run is warned: about 90 minutes of decoded audio
 # (48 kHz float32 mono WAV, 11.5 MB a minute), less than one feature film.
@@ -151,17 +152,6 @@ def store_growth(audio_seconds: float, files: int, *, target_sr: int) -> int:
     """Bytes decoding ``files`` new files of ``audio_seconds`` in all adds to the store (the WAVs, and the
     files' other artifacts)."""
     return int(audio_seconds * target_sr * WAV_BYTES_PER_SECOND_PER_HZ) + OTHER_BYTES_PER_FILE * files
-
-
-def free_bytes(folder: str) -> int | None:
-    """Free space on the disk that holds ``folder`` (or would, once created); None when unknown."""
-    path = os.path.abspath(folder)
-    while not os.path.exists(path):
-        path = os.path.dirname(path)
-    try:
-        return shutil.disk_usage(path).free
-    except OSError:
-        return None
 
 
 def growth_report(audio_seconds: float, files: int, *, target_sr: int, store_dir: str) -> tuple[str, str | None]:

@@ -100,7 +100,8 @@ def test_the_inventory_counts_what_this_run_will_decode(tmp_path):
     import shutil as sh
 
     from audiofeat.inventory import run_inventory
-    from audiofeat.preflight import OTHER_BYTES_PER_FILE, free_bytes, store_growth
+    from audiofeat.faults import free_bytes
+    from audiofeat.preflight import OTHER_BYTES_PER_FILE, store_growth
     from audiofeat.testmedia import make_audio
 
     media = tmp_path / "media"
