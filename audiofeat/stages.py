@@ -129,6 +129,7 @@ def run_ingest(shard_tsv: str, out_jsonl: str, profile_json: str, config: dict, 
         elif known := store.get(verdict_key(key)):
             return failed(record, known.meta["error"], known.path), True
         else:
+            verdict = None
             try:
                 with profile.timer("decode"):
                     probe, y = decode_source(row["path"], decoder=decoder)
@@ -137,13 +138,14 @@ def run_ingest(shard_tsv: str, out_jsonl: str, profile_json: str, config: dict, 
             except InputUnreadable as exc:
                 return failed(record, str(exc)), False
             except DecodeError as exc:
-                check_unchanged(row)  # a verdict on bytes the key does not name would poison the store
-                return failed(record, str(exc), store.put(verdict_key(key), b"", {"error": str(exc)}).path), False
+                verdict = str(exc)
             except Exception as exc:  # noqa: BLE001 - classified: a fault stops the job, anything else is this file's
                 if is_fault(exc):
                     raise
                 return failed(record, one_line(exc)), False
-            check_unchanged(row)
+            check_unchanged(row)  # samples or a verdict from bytes the key does not name would poison the store
+            if verdict is not None:
+                return failed(record, verdict, store.put(verdict_key(key), b"", {"error": verdict}).path), False
             meta = {"probe": probe.__dict__, "samples": int(y.shape[0]),
                     "seconds": round(time.perf_counter() - started, 6)}
             with profile.timer("write"):
