@@ -23,19 +23,19 @@ $(STAMP): pyproject.toml Makefile
 # README's figures come from and in many container images): there every job of every run compiled audiofeat
 # anew, about 0.5 s of a rerun after adding one file to 1,000. Redone whenever a source file changes; a stale
 # file is never used (Python checks the source's mtime and size).
-$(COMPILED): $(STAMP) $(wildcard audiofeat/*.py audiofeat/*/*.py scripts/*.py)
-	$(BIN)/python -m compileall -q audiofeat scripts
+$(COMPILED): $(STAMP) $(wildcard audiofeat/*.py audiofeat/*/*.py workflow/scripts/*.py)
+	$(BIN)/python -m compileall -q audiofeat workflow/scripts
 	touch $@
 
 demo: setup
-	$(BIN)/python scripts/make_demo_media.py demo/media > /dev/null
+	$(BIN)/python demo/make_media.py demo/media > /dev/null
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --profile profiles/local --configfile config/demo.yaml --quiet rules
 	@echo "Results: results/demo/ (manifests/, manifest.jsonl, embeddings.npy, summary.json, report/index.html)"
 
 # Debian packages the tests use where they are missing (root only): real recordings, headless Chromium, and a
 # one-node SLURM cluster (slurmctld, slurmd, slurmdbd, munge, MariaDB) for the test of profiles/slurm.
 test-deps:
-	@bash scripts/install_test_deps.sh
+	@bash .ci/install_test_deps.sh
 
 test: setup test-deps
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest tests -q
@@ -44,7 +44,7 @@ lint: setup
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
 
 bench: setup
-	$(BIN)/python scripts/bench_features.py
+	$(BIN)/python benchmarks/bench_features.py
 
 clean:
 	rm -rf results .snakemake

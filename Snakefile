@@ -13,8 +13,7 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/inventory.smk"
 include: "workflow/rules/ingest.smk"
-include: "workflow/rules/features.smk"
-include: "workflow/rules/clap.smk"
+include: "workflow/rules/extract.smk"
 include: "workflow/rules/finalize.smk"
 
 

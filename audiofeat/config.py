@@ -26,6 +26,7 @@ ENV_OVERRIDES: dict[str, tuple[str, type]] = {
     "CACHE_DIR": ("cache.dir", str),
     "CACHE_TTL_HOURS": ("cache.ttl_hours", float),
     "CACHE_ENABLED": ("cache.enabled", bool),
+    "AUDIOFEAT_EXTRACTORS": ("extractors", list),
 }
 
 
@@ -41,6 +42,8 @@ def _parse_env_value(name: str, raw: str, kind: type) -> Any:
         if lowered in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"environment variable {name}={raw!r} must be true or false")
+    if kind is list:
+        return [item.strip() for item in raw.split(",") if item.strip()]
     try:
         return kind(raw)
     except ValueError:
@@ -113,7 +116,18 @@ def _fill_defaults(instance: Any, schema: Mapping) -> Any:
     return _coerce_scalar(instance, schema)
 
 
-def validate_config(config: Mapping, schema: Mapping | None = None) -> dict:
+def merge_config(base: Mapping, extra: Mapping) -> dict:
+    """A copy of ``base`` with ``extra`` merged in, nested sections key by key."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_config(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def validate_config(config: Mapping, schema: Mapping | None = None, *, require_inputs: bool = True) -> dict:
     """Validate ``config`` against the schema and return a copy with every default filled in.
 
     Raises
@@ -140,7 +154,13 @@ def validate_config(config: Mapping, schema: Mapping | None = None) -> dict:
     if filled["segment"]["hop_seconds"] > filled["segment"]["window_seconds"]:
         raise ConfigError("config key segment.hop_seconds must not exceed segment.window_seconds "
                           "(audio between windows would be skipped)")
-    if not filled["input_dir"] and not filled["input_list"]:
+    from .extractors import EXTRACTORS  # registered names: adding an extractor touches no schema
+
+    unknown = [name for name in filled["extractors"] if name not in EXTRACTORS]
+    if unknown:
+        raise ConfigError(f"config key extractors: {', '.join(map(repr, unknown))} unknown; allowed values: "
+                          f"{', '.join(EXTRACTORS)}")
+    if require_inputs and not filled["input_dir"] and not filled["input_list"]:
         raise ConfigError("config: set input_dir and/or input_list")
     return filled
 

@@ -101,3 +101,16 @@ def free_bytes(folder: str) -> int | None:
         return shutil.disk_usage(path).free
     except OSError:
         return None
+
+
+class Verdict(Exception):
+    """An extractor's finding about one file's content (non-finite output, a failed forward pass): the file's
+    error, worded by the message alone."""
+
+
+def one_line(exc: BaseException) -> str:
+    """A failure as one line: a :class:`Verdict`'s message, else ``Type: first line``."""
+    text = str(exc).strip().splitlines()
+    if isinstance(exc, Verdict):
+        return text[0] if text else "no result"
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -9,7 +9,9 @@ import json
 import os
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
+
+from .settings import DEFAULT_EXTRACTORS
 
 SCHEMA_NAME = "audio_manifest_v1"
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "manifest.schema.json"
@@ -57,34 +59,17 @@ class AudioInfo:
 
 
 @dataclass(frozen=True)
-class FeaturesBlock:
-    params: dict
-    mfcc: dict
-    mel: dict
-    n_frames: int
-
-
-@dataclass(frozen=True)
-class ClapBlock:
-    model: str
-    weights: str
-    embedding: list
-    segments: list  # [{"start_s", "end_s"}], one per window
-    aggregate_strategy: dict
-    precision: str
-    segments_artifact: str | None = None
-
-
-@dataclass(frozen=True)
 class AudioManifest:
+    """One input's record. ``blocks`` holds each extractor's block by its name (``features``, ``clap``, ...),
+    written at the top level of the JSON beside ``audio``; a block may be JSON already serialised (an
+    ``orjson.Fragment``, as finalize reads a features artifact from the store)."""
+
     source: Source
     status: str  # "ok" or "error"
     audiofeat_version: str
     error: str | None = None
     audio: AudioInfo | None = None
-    # Or the block already serialised as JSON (an ``orjson.Fragment``, as finalize reads it from the store).
-    features: FeaturesBlock | Any = None
-    clap: ClapBlock | None = None
+    blocks: dict = field(default_factory=dict)
     extractors: dict = field(default_factory=dict)  # name -> {"version", "params_hash"}
     timings: dict = field(default_factory=dict)  # stage -> seconds
     schema: str = SCHEMA_NAME
@@ -92,20 +77,22 @@ class AudioManifest:
     def to_dict(self) -> dict:
         """JSON-ready dict without ``None`` fields (:meth:`to_json` refuses NaN and infinity). Lists and dicts
         inside are shared with the record, not copied: records are read-only."""
-        return _json_data(self)
+        data = {f.name: _json_data(getattr(self, f.name)) for f in fields(self)
+                if f.name != "blocks" and getattr(self, f.name) is not None}
+        return {**data, **self.blocks}
 
     @classmethod
     def from_dict(cls, data: dict) -> "AudioManifest":
         if data.get("schema") != SCHEMA_NAME:
             raise ValueError(f"not an {SCHEMA_NAME} record: schema={data.get('schema')!r}")
+        own = {f.name for f in fields(cls)}
         return cls(
             source=Source(**data["source"]),
             status=data["status"],
             audiofeat_version=data["audiofeat_version"],
             error=data.get("error"),
             audio=AudioInfo(**data["audio"]) if "audio" in data else None,
-            features=FeaturesBlock(**data["features"]) if "features" in data else None,
-            clap=ClapBlock(**data["clap"]) if "clap" in data else None,
+            blocks={name: value for name, value in data.items() if name not in own},
             extractors=data.get("extractors", {}),
             timings=data.get("timings", {}),
         )
@@ -120,12 +107,22 @@ def _json_data(value: Any) -> Any:
     return value
 
 
-def load_schema() -> dict:
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+def run_schema(extractors: Iterable[str]) -> dict:
+    """The JSON Schema of a run's manifests: the base (``workflow/schemas/manifest.schema.json``) with the block
+    of each of ``extractors`` (registered names), every one of them required of an ``ok`` record."""
+    from .extractors import EXTRACTORS
+
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    names = list(extractors)
+    for name in names:
+        schema["properties"][name] = EXTRACTORS[name].block_schema
+    schema["allOf"][0]["then"]["required"] = ["audio", *names]
+    return schema
 
 
-def validate_manifest(data: dict) -> None:
-    """Raise ``jsonschema.ValidationError`` unless ``data`` is a valid ``audio_manifest_v1`` record."""
+def validate_manifest(data: dict, extractors: Iterable[str] = DEFAULT_EXTRACTORS) -> None:
+    """Raise ``jsonschema.ValidationError`` unless ``data`` is a valid ``audio_manifest_v1`` record of a run of
+    ``extractors``."""
     import jsonschema
 
-    jsonschema.Draft202012Validator(load_schema()).validate(data)
+    jsonschema.Draft202012Validator(run_schema(extractors)).validate(data)

@@ -12,7 +12,12 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from .faults import free_bytes
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 # Under this much free space on the store's disk the run is warned: about 90 minutes of decoded audio
 # (48 kHz float32 mono WAV, 11.5 MB a minute), less than one feature film.
@@ -25,21 +30,21 @@ class PreflightError(ValueError):
     """One or more configuration problems; the message has one line per problem."""
 
 
-def preflight(config: dict, *, check_device: bool = True) -> list[str]:
-    """Check a validated workflow config before any work; raise :class:`PreflightError` naming every problem,
-    else return warnings. ``check_device`` is off where jobs run on other machines (a cluster's nodes)."""
-    clap, cache = config["clap"], config["cache"]
+def preflight(settings: "Settings", *, check_device: bool = True) -> list[str]:
+    """Check a run's settings before any work; raise :class:`PreflightError` naming every problem, else return
+    warnings. ``check_device`` is off where jobs run on other machines (a cluster's nodes)."""
+    clap, cache, uses_clap = settings.clap, settings.cache, "clap" in settings.extractors
     problems = [
-        checkpoint_problem(clap["checkpoint"], allow_random_weights=clap["allow_random_weights"],
-                           model_name=clap["model"], cache_dir=cache["dir"]),
-        folder_problem("cache.dir", cache["dir"]) if cache["enabled"] else None,
-        folder_problem("results_dir", config["results_dir"]),
-        device_problem(config["perf"]["device"]) if check_device else None,
+        checkpoint_problem(clap.checkpoint, allow_random_weights=clap.allow_random_weights,
+                           model_name=clap.model, cache_dir=cache.dir) if uses_clap else None,
+        folder_problem("cache.dir", cache.dir) if cache.enabled else None,
+        folder_problem("results_dir", settings.results_dir),
+        device_problem(settings.perf.device) if check_device and uses_clap else None,
     ]
     problems = [p for p in problems if p]
     if problems:
         raise PreflightError("\n".join(problems))
-    warning = disk_warning(cache["dir"] if cache["enabled"] else config["results_dir"])
+    warning = disk_warning(settings.store_dir())
     return [warning] if warning else []
 
 
@@ -66,7 +71,7 @@ def checkpoint_problem(checkpoint: str, *, allow_random_weights: bool, model_nam
 def _auto_problem(model_name: str, cache_dir: str) -> str | None:
     """``auto`` is LAION's published file: fine when it is in ``cache_dir/checkpoints`` or its server answers.
     It never means random weights (``clap.allow_random_weights`` applies to an empty ``clap.checkpoint`` only)."""
-    from .clap.model import PUBLISHED_CHECKPOINTS  # a torch-free module
+    from .clap.checkpoint import PUBLISHED_CHECKPOINTS  # a torch-free module
 
     if model_name not in PUBLISHED_CHECKPOINTS:
         return f"clap.checkpoint: auto has no published file for clap.model {model_name!r}: set a checkpoint path"

@@ -51,6 +51,11 @@ class JobProfile:
             with self._lock:
                 self.seconds[name] += time.perf_counter() - start
 
+    def add(self, name: str, seconds: float) -> None:
+        """Thread-safe ``seconds[name] += seconds``."""
+        with self._lock:
+            self.seconds[name] += seconds
+
     def to_dict(self) -> dict:
         wall = time.perf_counter() - self.started
         return {

@@ -10,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .advice import RunFacts, advise
+from .settings import Settings
 from .store import atomic_write_text
 
 STAGES = ("ingest", "features", "clap")
@@ -138,21 +139,21 @@ def _table(rows: list[dict]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def run_facts(totals: dict, profiles: list[dict], config: dict, previous: dict | None) -> RunFacts:
+def run_facts(totals: dict, profiles: list[dict], settings: Settings, previous: dict | None) -> RunFacts:
     """The numbers and machine facts :mod:`audiofeat.advice` reads, for this run; ``previous`` is the last
     finished run's state in this results folder (its store and when it finished), None before the first."""
     from .clap.model import likely_device  # torch-free
 
     clap = next((p for p in profiles if p["stage"] == "clap" and "device" in p), None)
-    cache = config["cache"]
+    cache = settings.cache
     try:
-        usage = shutil.disk_usage(cache["dir"] if cache["enabled"] else config["results_dir"])
+        usage = shutil.disk_usage(settings.store_dir())
         free, total = usage.free, usage.total
     except OSError:
         free = total = None
-    return RunFacts(totals, device_setting=config["perf"]["device"], clap_device=clap["device"] if clap else "",
-                    gpu_visible=likely_device("auto") != "cpu", cache_enabled=cache["enabled"],
-                    cache_dir=os.path.abspath(cache["dir"]), previous_cache_dir=previous and previous["cache_dir"],
+    return RunFacts(totals, device_setting=settings.perf.device, clap_device=clap["device"] if clap else "",
+                    gpu_visible=likely_device("auto") != "cpu", cache_enabled=cache.enabled,
+                    cache_dir=os.path.abspath(cache.dir), previous_cache_dir=previous and previous["cache_dir"],
                     rerun_lookups=_lookups_since(profiles, previous["finished"]) if previous else None,
                     disk_free_bytes=free, disk_total_bytes=total)
 
@@ -180,12 +181,12 @@ def _failures_html(summary: dict, results_link: str) -> str:
     return "".join(parts)
 
 
-def write_report(profile_paths: list[str], summary: dict, file_seconds: list[tuple[str, float]], config: dict,
+def write_report(profile_paths: list[str], summary: dict, file_seconds: list[tuple[str, float]], settings: Settings,
                  html_path: str, tsv_path: str, run_state_path: str) -> dict:
     """Write the run's ``timings.tsv`` and ``index.html``; returns the numbers shown.
 
     ``summary`` and ``file_seconds`` (each input's path and the sum of its manifest's timings) come from
-    :func:`audiofeat.stages.run_finalize`. ``run_state_path`` remembers this run's store for the next run's
+    :func:`audiofeat.finalize.run_finalize`. ``run_state_path`` remembers this run's store for the next run's
     advice (a results folder finished before with another ``cache.dir``).
     """
     profiles = load_profiles(profile_paths)
@@ -199,27 +200,28 @@ def write_report(profile_paths: list[str], summary: dict, file_seconds: list[tup
         previous = {"cache_dir": previous["cache_dir"], "finished": float(previous["finished"])}
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         previous = None
-    advice = advise(run_facts(totals, profiles, config, previous))
+    advice = advise(run_facts(totals, profiles, settings, previous))
     busy = model_busy_fraction(totals)
     numbers = {"stage_wall_s": {r["stage"]: r["wall_s"] for r in rows}, "model_busy_fraction": busy,
                "ok": summary["ok"], "failed": summary["failed"], "advice": advice}
-    results_link = os.path.relpath(config["results_dir"], os.path.dirname(html_path)) + "/"
-    atomic_write_text(html_path, _report_html(summary, rows, totals, busy, advice, file_seconds, profiles, config,
+    results_link = os.path.relpath(settings.results_dir, os.path.dirname(html_path)) + "/"
+    atomic_write_text(html_path, _report_html(summary, rows, totals, busy, advice, file_seconds, profiles, settings,
                                               results_link))
-    atomic_write_text(run_state_path, json.dumps({"cache_dir": os.path.abspath(config["cache"]["dir"]),
+    atomic_write_text(run_state_path, json.dumps({"cache_dir": os.path.abspath(settings.cache.dir),
                                                   "finished": time.time()}))
     return numbers
 
 
-def _report_html(summary, rows, totals, busy, advice, file_seconds, profiles, config, results_link) -> str:
+def _report_html(summary, rows, totals, busy, advice, file_seconds, profiles, settings, results_link) -> str:
     slowest = sorted(file_seconds, key=lambda item: -item[1])[:10]
     clap_profiles = [p for p in profiles if p["stage"] == "clap" and "device" in p]
-    settings = {"threads per job": config["perf"]["threads"] or "min(8, cores)",
-                "device": clap_profiles[0]["device"] if clap_profiles else config["perf"]["device"],
-                "precision": clap_profiles[0]["precision"] if clap_profiles else "",
-                "max_batch_audio_seconds": config["clap"]["max_batch_audio_seconds"],
-                "segment": json.dumps(config["segment"]), "cache": config["cache"]["dir"]
-                if config["cache"]["enabled"] else "disabled"}
+    shown = {"extractors": ", ".join(settings.extractors),
+             "threads per job": settings.perf.threads or "min(8, cores)",
+             "device": clap_profiles[0]["device"] if clap_profiles else settings.perf.device,
+             "precision": clap_profiles[0]["precision"] if clap_profiles else "",
+             "max_batch_audio_seconds": settings.clap.max_batch_audio_seconds,
+             "segment": json.dumps(settings.segment.to_dict()),
+             "cache": settings.cache.dir if settings.cache.enabled else "disabled"}
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>audiofeat run report</title>",
         "<style>body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;"
@@ -239,6 +241,6 @@ def _report_html(summary, rows, totals, busy, advice, file_seconds, profiles, co
         parts.append(f"<h2>{html.escape(title)}</h2>{svg}")
     parts += ["<h2>Slowest files</h2>", _table([{"file": p, "seconds": round(s, 4)} for p, s in slowest]),
               "<h2 id='failures'>Failures by cause</h2>", _failures_html(summary, results_link),
-              "<h2>Settings</h2>", _table([{"setting": k, "value": v} for k, v in settings.items()]),
+              "<h2>Settings</h2>", _table([{"setting": k, "value": v} for k, v in shown.items()]),
               "</body></html>"]
     return "\n".join(parts)

@@ -4,7 +4,7 @@ import pytest
 import soundfile as sf
 
 from audiofeat.decode import DecodeError, decode_source, downmix, load_audio, read_wav, wav_bytes
-from audiofeat.testmedia import make_audio, make_video, run_ffmpeg
+from audiofeat.testing.media import make_audio, make_video, run_ffmpeg
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ import logging
 import os
 
 from audiofeat.inventory import scan_inputs
-from audiofeat.testmedia import make_audio
+from audiofeat.testing.media import make_audio
 
 
 def test_a_folder_that_cannot_be_listed_is_named_in_a_warning(tmp_path, caplog):

@@ -6,7 +6,7 @@ import pytest
 
 from audiofeat.preflight import (checkpoint_problem, device_problem, disk_warning, folder_problem,
                                  preflight)
-from audiofeat.testmedia import write_seeded_checkpoint
+from audiofeat.testing.media import write_seeded_checkpoint
 
 from conftest import run_snakemake, write_config
 
@@ -102,7 +102,7 @@ def test_the_inventory_counts_what_this_run_will_decode(tmp_path):
     from audiofeat.inventory import run_inventory
     from audiofeat.faults import free_bytes
     from audiofeat.preflight import OTHER_BYTES_PER_FILE, store_growth
-    from audiofeat.testmedia import make_audio
+    from audiofeat.testing.media import make_audio
 
     media = tmp_path / "media"
     make_audio(media / "a.wav", seconds=2.0, sr=16000)

@@ -15,7 +15,7 @@ import pytest
 
 from audiofeat.clap.windows import Window, active_fraction
 from audiofeat.decode import read_wav
-from audiofeat.testmedia import make_audio, write_tone_clips
+from audiofeat.testing.media import make_audio, write_tone_clips
 
 from conftest import REPO, created_since, read_jsonl, run_snakemake, write_config
 
@@ -80,7 +80,7 @@ def test_features_version_bump_recomputes_only_features(small_run, tmp_path):
     work, media, cache, base = small_run
     copy = tmp_path / "audiofeat-bumped"
     copy.mkdir()
-    for part in ("Snakefile", "workflow", "scripts", "audiofeat", "config", "profiles", "environment.yaml"):
+    for part in ("Snakefile", "workflow", "audiofeat", "config", "profiles", "environment.yaml"):
         if (REPO / part).is_dir():
             shutil.copytree(REPO / part, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
         else:
@@ -119,7 +119,7 @@ def test_clap_settings_change_recomputes_only_clap(small_run):
 
 
 def test_checkpoint_change_recomputes_only_clap(small_run):
-    from audiofeat.testmedia import write_seeded_checkpoint
+    from audiofeat.testing.media import write_seeded_checkpoint
 
     work, media, cache, base = small_run
     checkpoint = write_seeded_checkpoint(work / "630k-other.pt", seed=3)

@@ -7,7 +7,7 @@ from conftest import REPO
 
 
 def test_run_local_processing_quick(tmp_path):
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "run_local_processing.py"), "--quick", "--out",
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run_local_processing.py"), "--quick", "--out",
                            str(tmp_path)], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "run_local_processing.json").read_text())

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from audiofeat.manifest import AudioManifest, validate_manifest
-from audiofeat.testmedia import make_audio, make_video
+from audiofeat.testing.media import make_audio, make_video
 
 from conftest import REPO, read_jsonl, run_snakemake, write_config
 
@@ -210,11 +210,11 @@ def test_lint_and_slurm_dry_run_resolve_resources(finished_run):
 
 
 def test_slurm_profile_runs_the_workflow_on_a_real_cluster(finished_run):
-    """profiles/slurm, unchanged, against a one-node SLURM cluster on this machine (scripts/local_slurm.sh): every
+    """profiles/slurm, unchanged, against a one-node SLURM cluster on this machine (.ci/local_slurm.sh): every
     shard job goes through sbatch, CLAP's with a GPU, and the results equal the local run's."""
     work, media, _, _ = finished_run
     assert shutil.which("slurmctld") and shutil.which("sacct"), "SLURM missing: run `make test-deps`"
-    script = str(REPO / "scripts" / "local_slurm.sh")
+    script = str(REPO / ".ci" / "local_slurm.sh")
     was_running = subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).returncode == 0
     started = subprocess.run(["bash", script, "start"], timeout=240, capture_output=True, text=True)
     try:

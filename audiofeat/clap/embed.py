@@ -8,8 +8,6 @@ retries, down to one window; a window that still fails marks only its own file a
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import math
 import threading
@@ -21,7 +19,8 @@ from typing import Callable, Hashable, Iterable, Iterator
 
 import numpy as np
 
-from .model import MODEL_INPUT_SAMPLES, MODEL_SAMPLE_RATE, LoadedModel
+from . import MODEL_INPUT_SAMPLES, MODEL_SAMPLE_RATE
+from .model import LoadedModel
 
 logger = logging.getLogger(__name__)
 
@@ -29,28 +28,6 @@ logger = logging.getLogger(__name__)
 # EPYC, 2 workers: 4 windows 80 ms per window, 8 windows 91-94 ms), their activations outgrowing what the
 # allocator keeps at hand. The configured batch limit still bounds it from above.
 CPU_WINDOWS_PER_PASS = 4
-
-# glibc's mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-
-
-def retain_freed_memory() -> bool:
-    """Ask glibc to keep freed memory for reuse instead of returning it to the system after every forward pass.
-
-    A CPU forward pass allocates and frees activations of tens of MB; by default glibc serves each from fresh
-    pages (``mmap``, or a heap trimmed after the last pass), and touching those pages again cost about 10% of
-    the forward time here (80 against 89 ms per window). Raises the trim threshold to 1 GiB and the mmap
-    threshold to glibc's maximum (32 MiB). Process-wide; the CLAP job calls it on the CPU. Returns False where
-    the C library is not glibc.
-    """
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):
-        return False
-    return bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30)) and bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20))
-
 
 def ordered_prefetch(fn: Callable, items: Iterable, *, workers: int, depth: int) -> Iterator:
     """``map(fn, items)`` computed by ``workers`` threads, at most ``depth`` results ahead, in input order.

@@ -31,12 +31,6 @@ class Window:
     end: int  # one past the last real sample
 
 
-def window_and_hop(segment_config: dict, sample_rate: int) -> tuple[int, int]:
-    """``(window, hop)``: ``segment.window_seconds`` and ``segment.hop_seconds`` in samples at ``sample_rate``."""
-    return (int(round(segment_config["window_seconds"] * sample_rate)),
-            int(round(segment_config["hop_seconds"] * sample_rate)))
-
-
 def plan_windows(n: int, window: int, hop: int, *, segment: bool = True) -> list[Window]:
     """Windows over ``n`` samples by the module's rule (``window`` and ``hop`` in samples)."""
     if n <= 0:

@@ -1,18 +1,18 @@
-# Config validation (schema + environment overrides) and the input functions of every rule.
+# Config validation (schema + environment overrides), the run's extractors, and the input functions of every rule.
 import json
 import os
 import sys
 
 sys.path.insert(0, workflow.basedir)  # the audiofeat package next to the Snakefile, installed or not
 
+from audiofeat import _speedups
+from audiofeat.clap.checkpoint import resolve_weights
 from audiofeat.config import apply_env_overrides, resolve_threads, validate_config
-from audiofeat.decode import DECODE_VERSION, decode_params
-from audiofeat.features import FEATURES_VERSION, features_params
-from audiofeat.clap import CLAP_VERSION
+from audiofeat.extractors import DecodeExtractor, build_extractors
 from audiofeat.inventory import input_fingerprint
 from audiofeat.preflight import preflight
-from audiofeat.scheduling import cancel_wakeup_timers, shard_job_threads, spare_exit_collection
-from audiofeat.store import params_hash
+from audiofeat.scheduling import shard_job_threads
+from audiofeat.settings import Settings
 
 # Environment variables (PERF_THREADS, CACHE_DIR, ...) override config/config.yaml; --config wins over both.
 _validated = validate_config(
@@ -22,17 +22,27 @@ _validated = validate_config(
 )
 config.clear()
 config.update(_validated)
+SETTINGS = Settings.from_config(config)
 
 # Configuration problems (weights, folders, device) stop the run here, before any job, one line each.
 if workflow.is_main_process:
-    for warning in preflight(config, check_device=workflow.local_exec):
+    for warning in preflight(SETTINGS, check_device=workflow.local_exec):
         print(f"audiofeat: warning: {warning}", file=sys.stderr)
 
-RESULTS = config["results_dir"]
-THREADS = resolve_threads(config["perf"]["threads"])
+# The CLAP checkpoint's digest is part of its artifacts' identity: known here once (hashed by its stat, or the
+# published file downloaded) so that the rules' params below say exactly what the jobs will compute.
+if workflow.is_main_process and "clap" in SETTINGS.extractors:
+    resolve_weights(SETTINGS.clap, SETTINGS.cache)
+
+# What each artifact is (version, parameters): the extractors' identities, used by the rules' params and by the
+# jobs' thread claims exactly as the jobs use them for the store.
+DECODER = DecodeExtractor.from_settings(SETTINGS)
+EXTRACTORS = build_extractors(SETTINGS)
+RESULTS = SETTINGS.results_dir
+THREADS = resolve_threads(SETTINGS.perf.threads)
 # Snakemake's imports are in memory for the whole run: freeze them now, so that no collection (during the run
 # or at exit, also when there is nothing to do) traces them again; onsuccess/onerror freeze the run's objects.
-spare_exit_collection()
+_speedups.spare_exit_collection()
 
 
 def results(path):
@@ -40,8 +50,8 @@ def results(path):
 
 
 def get_inventory_state(wildcards):
-    """Changes whenever a file is added, removed or renamed under the inputs (reruns the inventory)."""
-    return input_fingerprint(config["input_dir"], config["input_list"])
+    """Changes whenever a file is added, removed, renamed or changed under the inputs (reruns the inventory)."""
+    return input_fingerprint(SETTINGS.input_dir, SETTINGS.input_list)
 
 
 def get_shards():
@@ -50,61 +60,36 @@ def get_shards():
     return sorted(name[: -len(".tsv")] for name in os.listdir(shards_dir) if name.endswith(".tsv"))
 
 
-def get_shard_outputs(stage):
-    def inner(wildcards):
-        return [results(f"{stage}/{shard}.jsonl") for shard in get_shards()]
-
-    return inner
+def get_shard_tables(wildcards):
+    """``ingest`` and each extractor's shard tables, by stage (finalize's named inputs)."""
+    return {stage: [results(f"{stage}/{shard}.jsonl") for shard in get_shards()]
+            for stage in ("ingest", *EXTRACTORS)}
 
 
 def get_shard_profiles(wildcards):
     """Every shard job's timing profile (the run report sums them)."""
-    return [results(f"timings/{stage}/{shard}.json") for stage in ("ingest", "features", "clap")
+    return [results(f"timings/{stage}/{shard}.json") for stage in ("ingest", *EXTRACTORS)
             for shard in get_shards()]
 
 
-def get_shard_threads(stage):
-    """A shard job's threads: THREADS, but no more than it has files (or CLAP windows) missing from the store."""
+def get_shard_threads(extractor):
+    """A shard job's threads: THREADS, but no more than it has pieces of work missing from the store."""
 
     def inner(wildcards, input):
-        return shard_job_threads(stage, input[0], config, THREADS)
+        return shard_job_threads(extractor, input[0], SETTINGS, THREADS)
 
     return inner
-
-
-def get_ingest_version():
-    return f"v{DECODE_VERSION}-{params_hash(decode_params(config['audio']['target_sr']))}"
-
-
-def get_features_version():
-    params = features_params(config["features"], config["audio"]["target_sr"])
-    return f"v{FEATURES_VERSION}-{params_hash(params)}"
-
-
-def get_clap_version():
-    """CLAP version, model, weights source (path, size and mtime of the checkpoint) and segment settings."""
-    ckpt_path = config["clap"]["checkpoint"]
-    stat = ""
-    if ckpt_path not in ("", "auto") and os.path.exists(ckpt_path):
-        st = os.stat(ckpt_path)
-        stat = f"{st.st_size}:{st.st_mtime_ns}"
-    settings = {
-        "clap": {k: v for k, v in config["clap"].items() if k != "max_batch_audio_seconds"},
-        "segment": config["segment"],
-        "checkpoint_stat": stat,
-        "device": config["perf"]["device"],
-    }
-    return f"v{CLAP_VERSION}-{params_hash(settings)}"
 
 
 def get_final_outputs():
     outputs = [
         results("manifest.jsonl"),
-        results("embeddings.npy"),
         results("summary.json"),
         results("report/index.html"),
     ]
-    if config["strict"]:
+    if "clap" in EXTRACTORS:
+        outputs.append(results("embeddings.npy"))
+    if SETTINGS.strict:
         outputs.append(results("status/strict_ok"))
     return outputs
 

@@ -1,19 +1,20 @@
 rule finalize:
     input:
+        unpack(get_shard_tables),
         files=rules.inventory.output.files,
-        ingest=get_shard_outputs("ingest"),
-        features=get_shard_outputs("features"),
-        clap=get_shard_outputs("clap"),
         profiles=get_shard_profiles,
     output:
+        # The embedding matrix, when CLAP runs.
+        **({"embeddings": results("embeddings.npy")} if "clap" in EXTRACTORS else {}),
         jsonl=results("manifest.jsonl"),
-        embeddings=results("embeddings.npy"),
+        schema=results("manifest.schema.json"),
         summary=results("summary.json"),
         html=report(results("report/index.html"), category="Run report"),
         tsv=results("report/timings.tsv"),
     conda:
         "../../environment.yaml"
     params:
+        extractors=list(EXTRACTORS),
         # Per-file manifests mirror manifest.jsonl; they are not a declared output, so that Snakemake does not
         # delete them before the job and only changed ones are rewritten.
         manifests_dir=results("manifests"),
@@ -25,7 +26,7 @@ rule finalize:
         results("benchmarks/finalize.tsv")
     localrule: True
     script:
-        "../../scripts/finalize.py"
+        "../scripts/finalize.py"
 
 
 rule finalize_strict:
@@ -39,16 +40,16 @@ rule finalize_strict:
         results("logs/finalize_strict.log"),
     localrule: True
     script:
-        "../../scripts/strict.py"
+        "../scripts/strict.py"
 
 
 onsuccess:
     print_summary()
-    cancel_wakeup_timers()
-    spare_exit_collection()
+    _speedups.cancel_wakeup_timers()
+    _speedups.spare_exit_collection()
 
 
 onerror:
     print_summary()
-    cancel_wakeup_timers()
-    spare_exit_collection()
+    _speedups.cancel_wakeup_timers()
+    _speedups.spare_exit_collection()

@@ -5,13 +5,13 @@ rule ingest_decode:
         table=results("ingest/{shard}.jsonl"),
         profile=results("timings/ingest/{shard}.json"),
     params:
-        version=get_ingest_version(),
+        identity=DECODER.rule_identity(),
     conda:
         "../../environment.yaml"
     log:
         results("logs/ingest_decode/{shard}.log"),
     benchmark:
         results("benchmarks/ingest_decode/{shard}.tsv")
-    threads: get_shard_threads("ingest")
+    threads: get_shard_threads(DECODER)
     script:
-        "../../scripts/ingest.py"
+        "../scripts/ingest.py"

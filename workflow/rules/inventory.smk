@@ -14,4 +14,4 @@ checkpoint inventory:
     threads: THREADS
     localrule: True
     script:
-        "../../scripts/inventory.py"
+        "../scripts/inventory.py"

@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .decode import ffmpeg_executable
+from ..decode import ffmpeg_executable
 
 
 @contextlib.contextmanager
@@ -184,7 +184,7 @@ def write_seeded_checkpoint(path: str | os.PathLike, *, model_name: str = "HTSAT
     hold a text tower. Returns ``path``."""
     import torch
 
-    from .clap.model import build_audio_tower
+    from ..clap.forward import build_audio_tower
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -5,7 +5,7 @@ power_to_db, mfcc(S=...), numpy statistics) and of audiofeat.dsp.feature_summary
 pyFFTW float32 real-FFT pass over the same frames (the floor). Then multi-thread scaling over many files and
 the cold-start cost of a fresh process.
 
-Usage: python scripts/bench_features.py [--rounds 7] [--quick]
+Usage: python benchmarks/bench_features.py [--rounds 7] [--quick]
 """
 import os
 

@@ -11,7 +11,7 @@ many times per file can starve the GPU. This measures how much, on this machine'
 
 Prints files/s and windows/s per case, and how fast the Python-bound thread ran against running alone.
 
-Usage: python scripts/bench_loader.py [--files 48] [--threads N] [--python-ms 2]
+Usage: python benchmarks/bench_loader.py [--files 48] [--threads N] [--python-ms 2]
 """
 import argparse
 import os
@@ -29,7 +29,7 @@ from audiofeat.clap.embed import ordered_prefetch  # noqa: E402
 from audiofeat.clap.model import MODEL_INPUT_SAMPLES, MODEL_SAMPLE_RATE  # noqa: E402
 from audiofeat.clap.windows import model_inputs, plan_windows  # noqa: E402
 from audiofeat.decode import load_audio  # noqa: E402
-from audiofeat.testmedia import benchmark_sets  # noqa: E402
+from audiofeat.testing.media import benchmark_sets  # noqa: E402
 
 WINDOW, HOP = 10 * MODEL_SAMPLE_RATE, 5 * MODEL_SAMPLE_RATE
 

@@ -1,9 +1,9 @@
 import json
 import sys
 
-from _job import finish, start  # scripts/ is on sys.path: Snakemake adds each script's folder
+from _job import finish, start  # workflow/scripts/ is on sys.path: Snakemake adds each script's folder
 
-log = start(snakemake)  # noqa: F821 - injected by Snakemake
+log, _settings = start(snakemake)  # noqa: F821 - injected by Snakemake
 with open(snakemake.input.summary, encoding="utf-8") as handle:  # noqa: F821
     summary = json.load(handle)
 if summary["failed"]:

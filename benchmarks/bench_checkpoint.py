@@ -7,7 +7,7 @@ alternating (median of ``--rounds``):
 - ours: the sha256 remembered by the file's stat (recorded once, as the first job of a run does), a tower built
   without random initialisation, the audio tensors read from a memory-mapped ``torch.load``.
 
-Usage: python scripts/bench_checkpoint.py [--extra-gb 1.6] [--rounds 3] [--workdir DIR]
+Usage: python benchmarks/bench_checkpoint.py [--extra-gb 1.6] [--rounds 3] [--workdir DIR]
 """
 import argparse
 import os
@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from audiofeat.clap import model as clap_model  # noqa: E402
-from audiofeat.testmedia import scratch_folder, write_seeded_checkpoint  # noqa: E402
+from audiofeat.testing.media import scratch_folder, write_seeded_checkpoint  # noqa: E402
 
 
 def write_checkpoint(path: Path, extra_gb: float) -> None:

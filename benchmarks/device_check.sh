@@ -11,9 +11,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 nproc | tee -a "$OUT/gpu.txt"
 python3 -c "import torch, av, laion_clap, librosa; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" \
   2>&1 | grep -v -i warn | tee -a "$OUT/gpu.txt"
-timeout 170 python3 scripts/bench_clap.py --device cuda --short "${SHORT:-300}" --long "${LONG:-2}" --batch 64 --rounds "${ROUNDS:-1}" \
+timeout 170 python3 benchmarks/bench_clap.py --device cuda --short "${SHORT:-300}" --long "${LONG:-2}" --batch 64 --rounds "${ROUNDS:-1}" \
   --threads "$(nproc)" --json "$OUT/bench_clap_gpu.json" 2>&1 | grep -v -i warn | tee "$OUT/bench_clap_gpu.txt"
-timeout 60 python3 scripts/bench_clap.py --device cpu --short 40 --long 1 --batch 16 --rounds 1 --threads "$(nproc)" \
+timeout 60 python3 benchmarks/bench_clap.py --device cpu --short 40 --long 1 --batch 16 --rounds 1 --threads "$(nproc)" \
   --json "$OUT/bench_clap_cpu.json" 2>&1 | grep -v -i warn | tee "$OUT/bench_clap_cpu.txt"
 # Whether loader threads keep up beside a GIL-bound forward thread on this machine's cores (no GPU needed).
-timeout 90 python3 scripts/bench_loader.py --files 96 2>&1 | grep -v -i warn | tee "$OUT/bench_loader.txt"
+timeout 90 python3 benchmarks/bench_loader.py --files 96 2>&1 | grep -v -i warn | tee "$OUT/bench_loader.txt"

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # A real one-node SLURM cluster on this machine, for trying and testing `--profile profiles/slurm` (root only;
 # Debian's slurmctld, slurmd, slurmdbd, munge and mariadb-server: `make test-deps` installs them).
-#   bash scripts/local_slurm.sh start   # idempotent; prints the node once it is idle
-#   bash scripts/local_slurm.sh stop
+#   bash .ci/local_slurm.sh start   # idempotent; prints the node once it is idle
+#   bash .ci/local_slurm.sh stop
 # Accounting (slurmdbd) is on because the SLURM executor plugin polls job states with sacct; the node declares one
 # GPU backed by /dev/null, so that jobs asking for `gpu: 1` are scheduled as on a GPU node (they see
 # CUDA_VISIBLE_DEVICES=0 and, without a real GPU, run on the CPU).
 set -euo pipefail
 PIDS="/run/slurm/slurmctld.pid /run/slurm/slurmd.pid /run/slurm/slurmdbd.pid /run/mysqld/mysqld.pid /run/munge/munged.pid"
 CONFIGS="/etc/slurm/slurm.conf /etc/slurm/gres.conf /etc/slurm/slurmdbd.conf"
-MARK="# written by audiofeat scripts/local_slurm.sh"
+MARK="# written by audiofeat .ci/local_slurm.sh"
 
 wait_for() {  # wait_for SECONDS COMMAND...: retry until the command succeeds, each try bounded by 5 s
   local deadline=$((SECONDS + $1)); shift

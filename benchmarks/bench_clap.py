@@ -12,7 +12,7 @@ The weights are a seeded random LAION-format checkpoint (the published ones cann
 does not depend on the values. Prints windows/s, x realtime, speed-ups, peak GPU memory and the cosine between
 (a) and (c).
 
-Usage: python scripts/bench_clap.py [--device cpu|cuda] [--short 48] [--long 2] [--batch 16] [--rounds 3] [--json FILE]
+Usage: python benchmarks/bench_clap.py [--device cpu|cuda] [--short 48] [--long 2] [--batch 16] [--rounds 3] [--json FILE]
 """
 import argparse
 import json
@@ -35,7 +35,7 @@ import torch  # noqa: E402
 from audiofeat.clap import model as clap_model  # noqa: E402
 from audiofeat.clap.embed import ClapEmbedder, ordered_prefetch, retain_freed_memory  # noqa: E402
 from audiofeat.clap.windows import model_inputs, plan_windows  # noqa: E402
-from audiofeat.testmedia import benchmark_sets  # noqa: E402
+from audiofeat.testing.media import benchmark_sets  # noqa: E402
 
 SR = 48000
 L = clap_model.MODEL_INPUT_SAMPLES

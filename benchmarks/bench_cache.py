@@ -9,7 +9,7 @@ With ``--compare-claims K``, it then adds K files at a time, four times, and rer
 workflow's thread claims (a shard job claims no more threads than it has pieces of work) and with every shard
 job claiming all of ``perf.threads`` (``--set-threads``, how the workflow claimed before), and prints both.
 
-Usage: python scripts/bench_cache.py [--files 1000] [--target-files 1024] [--repeats 5] [--compare-claims K]
+Usage: python benchmarks/bench_cache.py [--files 1000] [--target-files 1024] [--repeats 5] [--compare-claims K]
                                      [--workdir DIR]
 """
 import argparse
@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from audiofeat.config import resolve_threads  # noqa: E402
-from audiofeat.testmedia import scratch_folder, write_seeded_checkpoint, write_tone_clips  # noqa: E402
+from audiofeat.testing.media import scratch_folder, write_seeded_checkpoint, write_tone_clips  # noqa: E402
 
 
 def snakemake(workdir: Path, config: Path, *extra: str) -> float:

@@ -7,7 +7,7 @@
    shard jobs, manifests, report. Divided by N.
 3. Dry-run DAG time for M inputs (default 10,000), once the inventory exists.
 
-Usage: python scripts/bench_pipeline.py [--tiny 2000] [--dag 10000] [--workdir DIR] [--target-files N] [--decode-only]
+Usage: python benchmarks/bench_pipeline.py [--tiny 2000] [--dag 10000] [--workdir DIR] [--target-files N] [--decode-only]
 """
 import argparse
 import os
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from audiofeat.decode import load_audio  # noqa: E402
-from audiofeat.testmedia import make_audio, make_video, scratch_folder  # noqa: E402
+from audiofeat.testing.media import make_audio, make_video, scratch_folder  # noqa: E402
 
 
 def tiny_inputs(folder: Path, count: int, seconds: float = 0.2) -> None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite uses, where missing: real recordings (alsa-utils,
 # sound-theme-freedesktop, espeak-ng), Chromium for the report screenshot test, and SLURM with its accounting
-# database for the test that runs profiles/slurm on a one-node cluster (scripts/local_slurm.sh).
+# database for the test that runs profiles/slurm on a one-node cluster (.ci/local_slurm.sh).
 set -euo pipefail
 need=()
 [ -d /usr/share/sounds/alsa ] || need+=(alsa-utils)

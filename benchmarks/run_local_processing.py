@@ -14,7 +14,7 @@ the workflow (`snakemake --profile profiles/local`, one fresh working folder per
 Metrics: total wall time, per-stage time, x realtime, speed-up, model-busy fraction, peak VRAM. It ends with
 recommendations derived from the measurements and writes Markdown and JSON next to each other.
 
-Usage: python scripts/run_local_processing.py [--short 300] [--long 2] [--out results/benchmarks] [--quick]
+Usage: python benchmarks/run_local_processing.py [--short 300] [--long 2] [--out results/benchmarks] [--quick]
 """
 import argparse
 import json
@@ -34,7 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from audiofeat.config import resolve_threads  # noqa: E402
 from audiofeat.report import model_busy_fraction, stage_totals  # noqa: E402
-from audiofeat.testmedia import benchmark_sets  # noqa: E402
+from audiofeat.testing.media import benchmark_sets  # noqa: E402
 
 
 def run_workflow(workdir: Path, settings: dict, env: dict | None = None) -> dict:

@@ -1,0 +1,28 @@
+"""The extractor registry: every extractor a run can choose (config key ``extractors``), by name.
+
+Decoding is an extractor too (:class:`DecodeExtractor`), but every run decodes, so it is not chosen here.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .base import Computed, Extractor
+from .clap import ClapExtractor
+from .decode import DecodeExtractor
+from .features import FeaturesExtractor
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+EXTRACTORS: dict[str, type[Extractor]] = {
+    "features": FeaturesExtractor,
+    "clap": ClapExtractor,
+}
+
+
+def build_extractors(settings: "Settings", *, job: bool = False) -> dict[str, Extractor]:
+    """The run's chosen extractors, in the configured order (see :meth:`Extractor.from_settings` for ``job``)."""
+    return {name: EXTRACTORS[name].from_settings(settings, job=job) for name in settings.extractors}
+
+
+__all__ = ["EXTRACTORS", "Computed", "DecodeExtractor", "Extractor", "build_extractors"]

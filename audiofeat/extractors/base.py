@@ -1,0 +1,114 @@
+"""The extractor interface: what every stage that turns audio into a stored artifact has in common.
+
+An extractor has a ``name``, a ``version``, a frozen parameter dataclass built from its config section, and
+from these its identity: :meth:`Extractor.key` for one file's artifact, :meth:`Extractor.identity` for
+manifests and the workflow's rules. Everything that computes, stores, skips or schedules an artifact goes
+through these two, so an artifact's identity is written once, here and in the extractor's ``params``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+
+from ..faults import is_fault
+from ..store import ArtifactKey, ArtifactStore, StoredArtifact, params_hash
+from ..tables import IngestRecord
+
+if TYPE_CHECKING:
+    from ..profiling import JobProfile
+    from ..settings import Settings
+
+
+@dataclass(frozen=True)
+class Computed:
+    """One file's new artifact: its payload and sidecar metadata (``seconds``: what it cost), and the arrays it
+    was made from when the manifest block is built from them (extractors with ``inline_block``)."""
+
+    payload: bytes
+    meta: dict
+    arrays: Any = None
+
+
+class Extractor(ABC):
+    """Base of every extractor.
+
+    Subclasses set ``name``, ``version`` (bump it when the output changes for the same audio and parameters),
+    ``suffix`` of the stored artifact, ``block_schema`` (JSON Schema of the manifest block) and implement
+    :meth:`from_settings` and :meth:`compute_one` (or :meth:`compute`, for batched work).
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    suffix: ClassVar[str] = ".json"
+    artifact_kind: ClassVar[str] = ""  # the store's folder for it; the name when empty
+    # False: the artifact is the manifest block's JSON, inserted by finalize as stored. True: the block is built
+    # from the artifact by :meth:`block` and kept in the shard table (a CLAP .npz).
+    inline_block: ClassVar[bool] = False
+    block_schema: ClassVar[dict] = {"type": "object"}
+
+    def __init__(self, params: Any, *, wav_params_hash: str | None) -> None:
+        self.params = params
+        self.wav_params_hash = wav_params_hash  # the decoded WAV's identity, part of every key computed from it
+
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings: "Settings", *, job: bool) -> "Extractor":
+        """The extractor for a run's settings. ``job`` is true inside the job that computes (it may resolve what
+        is expensive to know: a checkpoint's digest, the device); false in the workflow's process."""
+
+    def key_params(self) -> dict:
+        """Everything that changes the artifact; what :attr:`params_hash` hashes."""
+        params = dataclasses.asdict(self.params)
+        return params if self.wav_params_hash is None else {**params, "wav": self.wav_params_hash}
+
+    @cached_property
+    def params_hash(self) -> str:
+        return params_hash(self.key_params())
+
+    def key(self, content_key: str) -> ArtifactKey:
+        return ArtifactKey(content_key, self.artifact_kind or self.name, self.version, self.params_hash, self.suffix)
+
+    def identity(self) -> dict:
+        """What manifests record under ``extractors.<name>``."""
+        return {"version": self.version, "params_hash": self.params_hash}
+
+    def rule_identity(self) -> str:
+        """The workflow rule's ``params:`` value: a change reruns the rule's jobs."""
+        return f"v{self.version}-{self.params_hash}"
+
+    def work_units(self, file: IngestRecord) -> int:
+        """Independent pieces of work a missing artifact costs (a shard job claims no more threads than these)."""
+        return 1
+
+    def compute_one(self, file: IngestRecord) -> Computed:
+        raise NotImplementedError(f"{type(self).__name__} computes in batches")
+
+    def compute(self, files: list[IngestRecord], *, threads: int, profile: "JobProfile"
+                ) -> Iterator[tuple[IngestRecord, Computed | BaseException]]:
+        """``(file, artifact or error)`` for every file, in any order: :meth:`compute_one` on ``threads``
+        threads. A fault is raised; any other error is yielded as that file's verdict."""
+        def one(file: IngestRecord) -> tuple[IngestRecord, Computed | BaseException]:
+            try:
+                started = time.perf_counter()
+                computed = self.compute_one(file)
+                seconds = time.perf_counter() - started
+                profile.add(self.name, seconds)
+                return file, dataclasses.replace(computed, meta={"seconds": round(seconds, 6), **computed.meta})
+            except Exception as exc:  # noqa: BLE001 - one file's verdict must not stop the shard; a fault does
+                if is_fault(exc):
+                    raise
+                return file, exc
+
+        with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix=self.name) as pool:
+            yield from pool.map(one, files)
+
+    def block(self, store: ArtifactStore, content_key: str, stored: StoredArtifact, *, arrays: Any = None,
+              kept: dict | None = None) -> dict | None:
+        """The manifest block of an ``inline_block`` extractor's artifact (from ``arrays`` in hand, a ``kept``
+        block from the shard's previous table, or the stored file); None for the others."""
+        return None

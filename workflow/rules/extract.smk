@@ -1,0 +1,29 @@
+# One rule per chosen extractor, all alike: a shard's decoded files in, the extractor's shard table out.
+# Adding an extractor adds a rule here by itself (the registry in audiofeat/extractors/__init__.py).
+for _name, _extractor in EXTRACTORS.items():
+
+    rule:
+        name:
+            f"extract_{_name}"
+        input:
+            table=rules.ingest_decode.output.table,
+        output:
+            table=results(f"{_name}/{{shard}}.jsonl"),
+            profile=results(f"timings/{_name}/{{shard}}.json"),
+        params:
+            extractor=_name,
+            # A change of the extractor's version or parameters reruns its jobs (the store still decides
+            # what is computed).
+            identity=_extractor.rule_identity(),
+            # The shard's last table, kept where Snakemake does not delete it before the job: cached files
+            # whose artifact it names take their block from it instead of reopening the artifact.
+            previous=lambda wildcards, name=_name: results(f"previous/{name}/{wildcards.shard}.jsonl"),
+        conda:
+            "../../environment.yaml"
+        log:
+            results(f"logs/extract_{_name}/{{shard}}.log"),
+        benchmark:
+            results(f"benchmarks/extract_{_name}/{{shard}}.tsv")
+        threads: get_shard_threads(_extractor)
+        script:
+            "../scripts/extract.py"

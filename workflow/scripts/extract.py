@@ -1,0 +1,10 @@
+from _job import finish, start  # workflow/scripts/ is on sys.path: Snakemake adds each script's folder
+
+job = snakemake  # noqa: F821 - injected by Snakemake
+log, settings = start(job)
+from audiofeat.runner import run_extractor  # noqa: E402
+
+profile = run_extractor(job.params.extractor, job.input.table, job.output.table, job.output.profile, settings,
+                        threads=job.threads, previous_jsonl=job.params.previous)
+log.info(profile.log_line())
+finish()

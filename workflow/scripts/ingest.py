@@ -1,0 +1,9 @@
+from _job import finish, start  # workflow/scripts/ is on sys.path: Snakemake adds each script's folder
+
+job = snakemake  # noqa: F821 - injected by Snakemake
+log, settings = start(job)
+from audiofeat.runner import run_ingest  # noqa: E402
+
+profile = run_ingest(job.input.shard, job.output.table, job.output.profile, settings, threads=job.threads)
+log.info(profile.log_line())
+finish()
