@@ -102,14 +102,14 @@ class FinalizeResult(NamedTuple):
     file_seconds: list[tuple[str, float]]
 
 
-def _write_manifests(root: Path, entries: list[tuple[str, dict]], manifest_jsonl: str) -> None:
+def _write_manifests(root: Path, entries: list[dict], manifest_jsonl: str) -> None:
     """Per-file manifests (only changed ones rewritten: after adding one file to a large run, one is written)
     and ``manifest.jsonl``; manifests of inputs that are gone are removed."""
     root.mkdir(parents=True, exist_ok=True)
     lines, current = [], set()
-    for relpath, manifest in entries:
-        line = json_line(manifest)
-        path = root / _manifest_relpath(relpath)
+    for entry in entries:
+        line = json_line(entry["manifest"])
+        path = root / _manifest_relpath(entry["relpath"])
         current.add(path)
         try:
             unchanged = path.read_bytes() == line
@@ -153,12 +153,13 @@ def run_finalize(files_tsv: str, tables: dict[str, list[str]], extractors: list[
             if any(r["content_key"] == gone.content_key for r in read_jsonl(table)):
                 Path(table).unlink()
         raise Fault(f"{gone}; its shard's {gone.stage} table was removed: rerun the same command") from None
-    _write_manifests(Path(manifests_dir), [(row["relpath"], m) for row, m in zip(rows, manifests)], manifest_jsonl)
+    entries = [{"relpath": row["relpath"], "manifest": m} for row, m in zip(rows, manifests)]
+    _write_manifests(Path(manifests_dir), entries, manifest_jsonl)
     atomic_write_text(schema_json, json.dumps(run_schema(extractors), indent=1))
     if embeddings_npy:
         _write_embeddings(embeddings_npy, manifests)
     summary = {"ok": sum(m["status"] == "ok" for m in manifests), "failed": sum(m["status"] == "error" for m in manifests),
-               "extractors": extractors, **failure_summary(rows, manifests, Path(manifests_dir).name)}
+               "extractors": extractors, **failure_summary(entries, Path(manifests_dir).name)}
     if cache.enabled and (cache.ttl_hours or cache.max_gb):
         summary["cache_gc"] = ArtifactStore(cache.dir).collect_garbage(
             ttl_hours=cache.ttl_hours, max_gb=cache.max_gb, protect=artifacts_in_use(by_stage))
@@ -166,20 +167,21 @@ def run_finalize(files_tsv: str, tables: dict[str, list[str]], extractors: list[
     return FinalizeResult(summary, [(m["source"]["path"], sum(m.get("timings", {}).values())) for m in manifests])
 
 
-def failure_summary(rows: list[dict], manifests: list[dict], manifests_folder: str) -> dict:
+def failure_summary(entries: list[dict], manifests_folder: str) -> dict:
     """Failures grouped by cause (the error up to its first parenthesis), each with its first
     :data:`FAILURES_LISTED_PER_CAUSE` files and their manifests (relative to the results folder), and the count of
-    the rest; ``failed_files`` lists every failed path."""
+    the rest; ``failed_files`` lists every failed path. ``entries`` are ``{"relpath", "manifest"}``."""
     by_cause: dict[str, dict] = {}
     failed = []
-    for row, manifest in zip(rows, manifests):
+    for entry in entries:
+        manifest = entry["manifest"]
         if manifest["status"] != "error":
             continue
         failed.append(manifest["source"]["path"])
         group = by_cause.setdefault(manifest["error"].split(" (")[0], {"count": 0, "files": []})
         group["count"] += 1
         if len(group["files"]) < FAILURES_LISTED_PER_CAUSE:
-            link = f"{manifests_folder}/{path_text(_manifest_relpath(row['relpath']))}"
+            link = f"{manifests_folder}/{path_text(_manifest_relpath(entry['relpath']))}"
             group["files"].append({"path": manifest["source"]["path"], "manifest": link})
     return {"failures_by_cause": {cause: g["count"] for cause, g in sorted(by_cause.items())},
             "failures": [{"cause": cause, "count": g["count"], "files": g["files"],

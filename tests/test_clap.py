@@ -9,13 +9,27 @@ import numpy as np
 import pytest
 import torch
 
+import audiofeat.clap as clap_pkg
+from audiofeat.clap import checkpoint, forward, laion
 from audiofeat.clap import model as clap_model
 from audiofeat.clap.embed import ClapEmbedder, max_batch_windows
 from audiofeat.clap.windows import (Window, active_fraction, aggregate, geometric_median,
                                     model_inputs, plan_windows)
 
 SR = 48000
-L = clap_model.MODEL_INPUT_SAMPLES
+L = clap_pkg.MODEL_INPUT_SAMPLES
+
+
+def _clap(path: str, **settings):
+    from audiofeat.settings import ClapSettings
+
+    return ClapSettings(checkpoint=path, **settings)
+
+
+def _cache(folder):
+    from audiofeat.settings import CacheSettings
+
+    return CacheSettings(dir=str(folder))
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +39,7 @@ def laion_reference(tmp_path_factory):
     os.environ["HF_HUB_OFFLINE"] = "1"
     from laion_clap.clap_module.model import CLAP
 
-    cfg = clap_model.audio_config("HTSAT-tiny")
+    cfg = laion.audio_config("HTSAT-tiny")
     torch.manual_seed(7)
     text_cfg = dict(context_length=77, vocab_size=49408, width=512, heads=8, layers=2, model_type="transformer")
     reference = CLAP(embed_dim=cfg["embed_dim"], audio_cfg=cfg["audio_cfg"], text_cfg=text_cfg).eval()
@@ -37,9 +51,8 @@ def laion_reference(tmp_path_factory):
 @pytest.fixture(scope="module")
 def loaded(laion_reference):
     _, _, path = laion_reference
-    checkpoint, weights = clap_model.resolve_weights(str(path), allow_random_weights=False,
-                                                     model_name="HTSAT-tiny", cache_dir=path.parent)
-    return clap_model.get_model("HTSAT-tiny", checkpoint, weights, device="cpu")
+    found, weights = checkpoint.resolve_weights(_clap(str(path)), _cache(path.parent))
+    return clap_model.get_model("HTSAT-tiny", found, weights, device="cpu")
 
 
 def _clips(real_recordings, espeak_wav, rng):
@@ -124,7 +137,7 @@ def test_short_clips_are_prepared_as_laion_does(seconds, rng):
 
     y = (0.6 * rng.standard_normal(int(round(seconds * SR)))).astype(np.float32)
     y[:100] = 1.7  # clipped
-    cfg = clap_model.audio_config("HTSAT-tiny")["audio_cfg"]
+    cfg = laion.audio_config("HTSAT-tiny")["audio_cfg"]
     wave = torch.from_numpy(int16_to_float32(float32_to_int16(y))).float()
     expected = get_audio_features({}, wave, L, data_truncating="rand_trunc", data_filling="repeatpad",
                                   audio_cfg=cfg)["waveform"].numpy()
@@ -177,9 +190,9 @@ def test_checkpoint_with_a_missing_audio_key_is_refused(laion_reference, tmp_pat
     state["module.audio_branch.extra_head.weight"] = torch.zeros(3)
     bad = tmp_path / "bad.pt"
     torch.save({"state_dict": state}, bad)
-    tower = clap_model.build_audio_tower("HTSAT-tiny")
-    with pytest.raises(clap_model.CheckpointError) as info:
-        clap_model.load_audio_weights(tower, bad)
+    tower = forward.build_audio_tower("HTSAT-tiny")
+    with pytest.raises(checkpoint.CheckpointError) as info:
+        checkpoint.load_audio_weights(tower, bad)
     message = str(info.value)
     assert "missing audio keys: audio_branch.patch_embed.proj.weight" in message
     assert "unexpected audio keys: audio_branch.extra_head.weight" in message
@@ -193,16 +206,16 @@ class _Payload:
 def test_checkpoint_with_a_pickled_payload_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"state_dict": {"module.audio_projection.0.weight": torch.zeros(1)}, "trap": _Payload()}, path)
-    with pytest.raises(clap_model.CheckpointError, match="refused"):
-        clap_model.read_audio_state(path)
+    with pytest.raises(checkpoint.CheckpointError, match="refused"):
+        checkpoint.read_audio_state(path)
     assert not os.path.exists("/tmp/audiofeat-pwned")
 
 
 def test_a_file_that_is_no_checkpoint_is_refused_with_its_name(tmp_path):
     path = tmp_path / "notes.pt"
     path.write_bytes(b"not a checkpoint at all\n" * 4)
-    with pytest.raises(clap_model.CheckpointError, match=f"{path}: not a torch checkpoint"):
-        clap_model.read_audio_state(path)
+    with pytest.raises(checkpoint.CheckpointError, match=f"{path}: not a torch checkpoint"):
+        checkpoint.read_audio_state(path)
 
 
 def test_checkpoint_loading_skips_random_init_and_gives_the_same_model(tmp_path):
@@ -210,16 +223,16 @@ def test_checkpoint_loading_skips_random_init_and_gives_the_same_model(tmp_path)
     it was; loaded from a checkpoint, it equals the seeded tower saved there (every tensor, bit for bit)."""
     uniform = torch.nn.init.uniform_
     torch.manual_seed(3)
-    source = clap_model.build_audio_tower("HTSAT-tiny")
+    source = forward.build_audio_tower("HTSAT-tiny")
     path = tmp_path / "seeded.pt"
     torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, path)
     torch.manual_seed(3)
-    loaded = clap_model.build_audio_tower("HTSAT-tiny", initialise=False)
+    loaded = forward.build_audio_tower("HTSAT-tiny", initialise=False)
     after_build = torch.rand(4)
     torch.manual_seed(3)
     assert torch.equal(after_build, torch.rand(4))
     assert torch.nn.init.uniform_ is uniform
-    clap_model.load_audio_weights(loaded, path)
+    checkpoint.load_audio_weights(loaded, path)
     expected, got = source.state_dict(), loaded.state_dict()
     assert all(torch.equal(expected[k], got[k]) for k in expected)
 
@@ -227,31 +240,31 @@ def test_checkpoint_loading_skips_random_init_and_gives_the_same_model(tmp_path)
 def test_checkpoint_digest_is_remembered_by_stat_and_redone_when_the_file_changes(tmp_path):
     path, index = tmp_path / "weights.pt", tmp_path / "index"
     path.write_bytes(b"a" * 1000)
-    first = clap_model.checkpoint_sha256(path, index)
+    first = checkpoint.checkpoint_sha256(path, index)
     assert first == hashlib.sha256(b"a" * 1000).hexdigest()
     st = path.stat()
     with open(path, "r+b") as handle:  # same size, inode and (restored) mtime: the remembered digest stands
         handle.write(b"b" * 1000)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert clap_model.checkpoint_sha256(path, index) == first
-    assert clap_model.checkpoint_sha256(path, None) == hashlib.sha256(b"b" * 1000).hexdigest()
+    assert checkpoint.checkpoint_sha256(path, index) == first
+    assert checkpoint.checkpoint_sha256(path, None) == hashlib.sha256(b"b" * 1000).hexdigest()
     path.write_bytes(b"b" * 1001)  # a changed size: hashed again
-    assert clap_model.checkpoint_sha256(path, index) == hashlib.sha256(b"b" * 1001).hexdigest()
+    assert checkpoint.checkpoint_sha256(path, index) == hashlib.sha256(b"b" * 1001).hexdigest()
 
 
 def test_no_weights_and_auto_without_network_fail_fast_naming_the_keys(tmp_path, monkeypatch):
     import urllib.error
 
-    with pytest.raises(clap_model.CheckpointError, match="clap.allow_random_weights"):
-        clap_model.resolve_weights("", allow_random_weights=False, model_name="HTSAT-tiny", cache_dir=tmp_path)
+    with pytest.raises(checkpoint.CheckpointError, match="clap.allow_random_weights"):
+        checkpoint.resolve_weights(_clap(""), _cache(tmp_path))
 
     def no_network(url, timeout=None):
         assert timeout == 10.0  # the download never waits longer than this to start
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(clap_model.urllib.request, "urlopen", no_network)
-    with pytest.raises(clap_model.CheckpointError) as info:
-        clap_model.resolve_weights("auto", allow_random_weights=True, model_name="HTSAT-tiny", cache_dir=tmp_path)
+    monkeypatch.setattr(checkpoint.urllib.request, "urlopen", no_network)
+    with pytest.raises(checkpoint.CheckpointError) as info:
+        checkpoint.resolve_weights(_clap("auto", allow_random_weights=True), _cache(tmp_path))
     assert str(info.value).startswith("clap.checkpoint: auto could not download https://")
     assert "set clap.checkpoint to its path" in str(info.value) and "clap.checkpoint: ''" in str(info.value)
 
@@ -278,13 +291,13 @@ def test_auto_downloads_once_records_its_sha256_and_fetches_again_when_damaged(t
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}/630k-audioset-best.pt"
-    monkeypatch.setitem(clap_model.PUBLISHED_CHECKPOINTS, "HTSAT-tiny", (url, "630k-audioset-best.pt"))
+    monkeypatch.setitem(checkpoint.PUBLISHED_CHECKPOINTS, "HTSAT-tiny", (url, "630k-audioset-best.pt"))
     for name in ("http_proxy", "HTTP_PROXY"):
         monkeypatch.delenv(name, raising=False)
     cache = tmp_path / "cache"
 
     def auto():
-        return clap_model.resolve_weights("auto", allow_random_weights=False, model_name="HTSAT-tiny", cache_dir=cache)
+        return checkpoint.resolve_weights(_clap("auto"), _cache(cache))
 
     try:
         path, weights = auto()
@@ -330,7 +343,7 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_numbers(loaded, rng):
 def test_model_is_created_once_per_process_even_from_two_threads(monkeypatch):
     monkeypatch.setattr(clap_model, "_models", {})  # whatever earlier tests built
     built = []
-    build = clap_model.build_audio_tower
+    build = forward.build_audio_tower
     monkeypatch.setattr(clap_model, "build_audio_tower", lambda *a, **k: built.append(1) or build(*a, **k))
     got = []
     barrier = threading.Barrier(2)
@@ -349,11 +362,11 @@ def test_model_is_created_once_per_process_even_from_two_threads(monkeypatch):
 
 def test_seeded_random_model_is_the_same_in_every_build():
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(clap_model.RANDOM_WEIGHTS_SEED)
-        b = clap_model.build_audio_tower("HTSAT-tiny").state_dict()
+        torch.manual_seed(checkpoint.RANDOM_WEIGHTS_SEED)
+        b = forward.build_audio_tower("HTSAT-tiny").state_dict()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(clap_model.RANDOM_WEIGHTS_SEED)
-        c = clap_model.build_audio_tower("HTSAT-tiny").state_dict()
+        torch.manual_seed(checkpoint.RANDOM_WEIGHTS_SEED)
+        c = forward.build_audio_tower("HTSAT-tiny").state_dict()
     assert all(torch.equal(b[k], c[k]) for k in b)
 
 
@@ -383,7 +396,7 @@ def test_fft_front_end_equals_laions_convolution_stft(loaded, rng):
                                    np.zeros(L, np.float32)]))
     with torch.inference_mode():
         expected = branch.spectrogram_extractor(x)  # torchlibrosa: a 1,024-tap convolution
-        got = clap_model.stft_power(branch.spectrogram_extractor.stft, x)
+        got = forward.stft_power(branch.spectrogram_extractor.stft, x)
     assert got.shape == expected.shape
     assert float((got - expected).abs().max()) <= 1e-4 * float(expected.abs().max())
     assert float(got[1].abs().max()) == 0.0  # silence stays exactly silent (no log-floor noise)
@@ -396,7 +409,7 @@ def test_swin_block_equals_laions_block(loaded, rng, layer, index):
     x = torch.from_numpy(rng.standard_normal((2, height * width, block.dim)).astype(np.float32))
     with torch.inference_mode():
         expected, _ = block(x)
-        got = clap_model.swin_block(block, x)
+        got = forward.swin_block(block, x)
     assert (block.shift_size > 0) == (index % 2 == 1)
     assert float((got - expected).abs().max()) <= 1e-4
 
@@ -408,15 +421,15 @@ def test_tower_constants_equal_librosas_and_no_heavy_imports():
     import subprocess
     import sys
 
-    cfg = clap_model.audio_config("HTSAT-tiny")["audio_cfg"]
-    tower = clap_model.build_audio_tower("HTSAT-tiny")
+    cfg = laion.audio_config("HTSAT-tiny")["audio_cfg"]
+    tower = forward.build_audio_tower("HTSAT-tiny")
     window = librosa.filters.get_window("hann", cfg["window_size"], fftbins=True)
     stft = tower.audio_branch.spectrogram_extractor.stft
     assert np.abs(stft.conv_real.weight[0, 0].detach().numpy() - window).max() <= 1e-6
     mel = librosa.filters.mel(sr=cfg["sample_rate"], n_fft=cfg["window_size"], n_mels=cfg["mel_bins"],
                               fmin=cfg["fmin"], fmax=cfg["fmax"]).T
     assert np.abs(tower.audio_branch.logmel_extractor.melW.detach().numpy() - mel).max() <= 1e-6 * mel.max()
-    probe = ("import sys; from audiofeat.clap import model; model.build_audio_tower('HTSAT-tiny'); print(sorted(m "
+    probe = ("import sys; from audiofeat.clap import forward; forward.build_audio_tower('HTSAT-tiny'); print(sorted(m "
              "for m in ('torchvision', 'librosa.filters', 'h5py', 'numba', 'pyfftw') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -434,7 +447,7 @@ def test_cpu_passes_hold_at_most_four_windows_per_worker(loaded, rng):
 def test_glibc_keeps_freed_memory_when_asked():
     import platform
 
-    from audiofeat.clap.embed import retain_freed_memory
+    from audiofeat._speedups import retain_freed_memory
 
     assert retain_freed_memory() is (platform.libc_ver()[0] == "glibc")
 
@@ -442,21 +455,22 @@ def test_glibc_keeps_freed_memory_when_asked():
 def test_a_cpu_clap_job_asks_glibc_to_keep_freed_memory(tmp_path, monkeypatch, rng):
     import json
 
-    from audiofeat.clap import embed
+    from audiofeat import _speedups
     from audiofeat.config import validate_config
     from audiofeat.decode import wav_bytes
-    from audiofeat.stages import run_clap
+    from audiofeat.runner import run_extractor
+    from audiofeat.settings import Settings
 
     wav = tmp_path / "a.wav"
     wav.write_bytes(wav_bytes((0.1 * rng.standard_normal(SR)).astype(np.float32), SR))
     table = tmp_path / "ingest.jsonl"
     table.write_text(json.dumps({"content_key": "ab" * 16, "path": "/in/a.wav", "status": "ok",
                                  "audio": {"wav": str(wav), "duration_s": 1.0}}) + "\n")
-    config = validate_config({"input_dir": str(tmp_path), "results_dir": str(tmp_path / "out"),
-                              "cache": {"dir": str(tmp_path / "cache")}, "perf": {"device": "cpu"},
-                              "clap": {"checkpoint": "", "allow_random_weights": True}})
+    settings = Settings.from_config(validate_config({
+        "input_dir": str(tmp_path), "results_dir": str(tmp_path / "out"), "cache": {"dir": str(tmp_path / "cache")},
+        "perf": {"device": "cpu"}, "clap": {"checkpoint": "", "allow_random_weights": True}}))
     asked = []
-    monkeypatch.setattr(embed, "retain_freed_memory", lambda: asked.append(True) or True)
-    run_clap(str(table), str(tmp_path / "clap.jsonl"), str(tmp_path / "profile.json"), config, threads=1)
+    monkeypatch.setattr(_speedups, "retain_freed_memory", lambda: asked.append(True) or True)
+    run_extractor("clap", str(table), str(tmp_path / "clap.jsonl"), str(tmp_path / "profile.json"), settings)
     assert asked == [True]
     assert json.loads((tmp_path / "clap.jsonl").read_text())["status"] == "ok"

@@ -72,14 +72,14 @@ def test_preflight_names_every_problem_at_once(tmp_path):
               "cache": {"dir": str(tmp_path / "cache"), "enabled": True}, "results_dir": str(tmp_path / "results"),
               "perf": {"device": "cuda:1"}}
     with pytest.raises(ValueError) as info:
-        preflight(config)
+        preflight(_settings(config))
     lines = str(info.value).splitlines()
     assert len(lines) == 2 and lines[0].startswith("clap.checkpoint") and lines[1].startswith("perf.device")
     fine = config | {"clap": {**config["clap"], "checkpoint": "", "allow_random_weights": True},
                      "perf": {"device": "cpu"}}
-    assert preflight(fine) in ([], [disk_warning(str(tmp_path / "cache"))])
+    assert preflight(_settings(fine)) in ([], [disk_warning(str(tmp_path / "cache"))])
     with pytest.raises(ValueError, match="clap.allow_random_weights is false"):
-        preflight(config | {"clap": {**config["clap"], "checkpoint": ""}, "perf": {"device": "cpu"}})
+        preflight(_settings(config | {"clap": {**config["clap"], "checkpoint": ""}, "perf": {"device": "cpu"}}))
 
 
 def test_a_run_with_bad_settings_stops_before_any_job(tmp_path):
@@ -119,3 +119,10 @@ def test_the_inventory_counts_what_this_run_will_decode(tmp_path):
     assert (second["new_files"], second["new_audio_s"]) == (1, pytest.approx(3.0, abs=0.01))
     assert store_growth(60.0, 2, target_sr=48000) == 60 * 48000 * 4 + 2 * OTHER_BYTES_PER_FILE
     assert free_bytes(str(tmp_path / "not" / "yet")) == free_bytes(str(tmp_path)) > 0
+
+
+def _settings(config: dict):
+    from audiofeat.config import validate_config
+    from audiofeat.settings import Settings
+
+    return Settings.from_config(validate_config(config, require_inputs=False))

@@ -6,7 +6,7 @@ import pytest
 
 from audiofeat import advice
 from audiofeat.report import stage_totals, write_report
-from audiofeat.stages import FAILURES_LISTED_PER_CAUSE, failure_summary
+from audiofeat.finalize import FAILURES_LISTED_PER_CAUSE, failure_summary
 
 
 def _profile(stage, wall=10.0, hits=0, misses=10, **seconds):
@@ -34,9 +34,10 @@ def test_failures_are_listed_per_cause_with_their_manifests_and_the_rest_counted
 
 
 def _config(tmp_path, cache="cache"):
-    return {"perf": {"threads": 2, "device": "auto"}, "clap": {"max_batch_audio_seconds": 160},
-            "segment": {}, "cache": {"dir": str(tmp_path / cache), "enabled": True},
-            "results_dir": str(tmp_path / "results")}
+    from audiofeat.settings import CacheSettings, PerfSettings, Settings
+
+    return Settings(perf=PerfSettings(threads=2), cache=CacheSettings(dir=str(tmp_path / cache)),
+                    results_dir=str(tmp_path / "results"))
 
 
 def _report(tmp_path, profiles, summary, cache="cache"):
