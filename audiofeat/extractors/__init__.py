@@ -10,6 +10,7 @@ from .base import Computed, Extractor
 from .clap import ClapExtractor
 from .decode import DecodeExtractor
 from .features import FeaturesExtractor
+from .loudness import LoudnessExtractor
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 EXTRACTORS: dict[str, type[Extractor]] = {
     "features": FeaturesExtractor,
     "clap": ClapExtractor,
+    "loudness": LoudnessExtractor,
 }
 
 
