@@ -85,8 +85,10 @@ def test_features_version_bump_recomputes_only_features(small_run, tmp_path):
             shutil.copytree(REPO / part, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(REPO / part, copy / part)
-    module = copy / "audiofeat" / "features.py"
-    module.write_text(module.read_text().replace('FEATURES_VERSION = "1"', 'FEATURES_VERSION = "2"'))
+    module = copy / "audiofeat" / "extractors" / "features.py"
+    bumped = module.read_text().replace('version = "1"  # bump', 'version = "2"  # bump')
+    assert bumped != module.read_text()
+    module.write_text(bumped)
     config = write_config(work / "bumped.yaml", **base)
     started = time.time()
     env = {"PYTHONPATH": str(copy)}  # the bumped package, in the jobs as in the Snakefile
