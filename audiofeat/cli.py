@@ -4,31 +4,25 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
+from .config import ConfigError
+from .settings import CacheSettings, load_settings
 from .store import ArtifactStore
 
 
-def _cache_settings(args: argparse.Namespace) -> dict:
-    """cache.* from ``--config`` (default ``config/config.yaml`` when present), then CACHE_* variables, then flags."""
-    settings = {"dir": ".cache/audiofeat", "ttl_hours": 0.0, "max_gb": 0.0}
+def _cache_settings(args: argparse.Namespace) -> CacheSettings:
+    """cache.* as the workflow reads it (``--config``, default ``config/config.yaml`` when present, then the
+    environment's overrides), then this command's flags."""
     config_path = Path(args.config) if args.config else Path("config/config.yaml")
-    if config_path.exists():
-        import yaml
-
-        settings.update((yaml.safe_load(config_path.read_text()) or {}).get("cache", {}))
-    elif args.config:
+    if args.config and not config_path.exists():
         sys.exit(f"audiofeat: config file {args.config} does not exist")
-    if os.environ.get("CACHE_DIR"):
-        settings["dir"] = os.environ["CACHE_DIR"]
-    if os.environ.get("CACHE_TTL_HOURS"):
-        settings["ttl_hours"] = float(os.environ["CACHE_TTL_HOURS"])
-    for key in ("dir", "ttl_hours", "max_gb"):
-        if getattr(args, key, None) is not None:
-            settings[key] = getattr(args, key)
-    return settings
+    flags = {key: getattr(args, key) for key in ("dir", "ttl_hours", "max_gb") if getattr(args, key, None) is not None}
+    try:
+        return load_settings(config_path if config_path.exists() else None, overrides={"cache": flags}).cache
+    except ConfigError as exc:
+        sys.exit(f"audiofeat: {exc}")
 
 
 def _human(n: float) -> str:
@@ -41,28 +35,28 @@ def _human(n: float) -> str:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     settings = _cache_settings(args)
-    stats = ArtifactStore(settings["dir"]).stats()
+    stats = ArtifactStore(settings.dir).stats()
     if args.json:
         print(json.dumps(stats, indent=1))
         return 0
     print(f"cache {stats['root']}: {stats['total_files']} artifacts, {_human(stats['total_bytes'])}")
     for extractor, entry in sorted(stats["extractors"].items()):
         print(f"  {extractor:<14} {entry['files']:>8} files  {_human(entry['bytes']):>10}")
-    limits = f"ttl_hours={settings['ttl_hours'] or 'none'}, max_gb={settings['max_gb'] or 'none'}"
+    limits = f"ttl_hours={settings.ttl_hours or 'none'}, max_gb={settings.max_gb or 'none'}"
     print(f"limits: {limits}")
     return 0
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
     settings = _cache_settings(args)
-    store = ArtifactStore(settings["dir"])
-    result = store.collect_garbage(ttl_hours=float(settings["ttl_hours"]), max_gb=float(settings["max_gb"]))
+    store = ArtifactStore(settings.dir)
+    result = store.collect_garbage(ttl_hours=settings.ttl_hours, max_gb=settings.max_gb)
     print(f"cache {store.root}: removed {result['removed_files']} artifacts ({_human(result['removed_bytes'])})")
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    store = ArtifactStore(_cache_settings(args)["dir"])
+    store = ArtifactStore(_cache_settings(args).dir)
     result = store.verify()
     print(f"cache {store.root}: {result['checked']} artifacts rehashed, {result['discarded']} damaged ones removed "
           "(they will be recomputed)")

@@ -103,8 +103,8 @@ def main():
 def compare_claims(root: Path, media: Path, config: Path, count: int) -> None:
     """Reruns after adding ``count`` files, alternating the workflow's claims with all-threads claims."""
     threads = resolve_threads(0)
-    every_core = ["--set-threads", *(f"{rule}={threads}" for rule in ("ingest_decode", "features_extract",
-                                                                     "clap_embed"))]
+    every_core = ["--set-threads", *(f"{rule}={threads}" for rule in ("ingest_decode", "extract_features",
+                                                                     "extract_clap"))]
     shard_dir = root / "results" / "inventory" / "shards"
     shards_before = sorted(p.name for p in shard_dir.glob("*.tsv"))
     pending, every = "by pending work", f"all {threads} threads"

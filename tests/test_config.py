@@ -69,3 +69,27 @@ def test_untyped_command_line_strings_are_coerced_by_the_schema():
     assert config["features"]["n_mfcc"] == 13
     with pytest.raises(ConfigError, match="perf.threads"):
         validate_config({"input_dir": "x", "perf": {"threads": "many"}})
+
+
+def test_settings_round_trip_and_the_console_script_reads_config_as_the_workflow_does(tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    from audiofeat.cli import main
+    from audiofeat.settings import Settings, load_settings
+
+    config = tmp_path / "config.yaml"
+    config.write_text("input_dir: media\ncache: {dir: from-file, max_gb: 2}\nextractors: [loudness, features]\n")
+    monkeypatch.setenv("CACHE_TTL_HOURS", "5")
+    monkeypatch.setenv("AUDIOFEAT_EXTRACTORS", "features,loudness")
+    settings = load_settings(config)
+    assert settings.extractors == ("features", "loudness") and settings.cache.max_gb == 2
+    assert Settings.from_config(settings.to_dict()) == settings
+    assert dataclasses.asdict(settings.clap) == settings.clap.to_dict()
+    assert main(["cache", "stats", "--config", str(config)]) == 0
+    assert "ttl_hours=5.0, max_gb=2" in capsys.readouterr().out  # the environment applies here too
+    config.write_text("cache: {max_gb: -1}\n")
+    with pytest.raises(SystemExit, match="cache.max_gb"):  # validated, as the workflow validates
+        main(["cache", "stats", "--config", str(config)])
+    monkeypatch.setenv("AUDIOFEAT_EXTRACTORS", "features,mfcc")
+    with pytest.raises(ConfigError, match="'mfcc' unknown; allowed values: features, clap, loudness"):
+        load_settings()

@@ -169,7 +169,7 @@ def test_corrupt_artifact_is_recomputed_not_fatal(small_run):
     assert (work / "results" / "manifest.jsonl").read_bytes() == before
     # A job that reads them finds the damage on its verified read and recomputes them.
     started = time.time()
-    run_snakemake(work, config, "--forcerun", "features_extract", "clap_embed")
+    run_snakemake(work, config, "--forcerun", "extract_features", "extract_clap")
     assert created_since(cache, started) == {"features": 1, "clap": 1}
     assert all(m["status"] == "ok" for m in _manifests(work / "results").values())
 
@@ -204,7 +204,8 @@ def test_a_features_artifact_damaged_under_a_finished_shard_fails_finalize_then_
 
 def test_cache_disabled_reads_and_writes_nothing_in_the_store(tmp_path):
     from audiofeat.decode import wav_bytes
-    from audiofeat.stages import ingest_key
+    from audiofeat.extractors import DecodeExtractor
+    from audiofeat.settings import Settings
     from audiofeat.store import ArtifactStore, blake2b_file
 
     media = tmp_path / "media"
@@ -212,7 +213,7 @@ def test_cache_disabled_reads_and_writes_nothing_in_the_store(tmp_path):
     cache = tmp_path / "cache"
     # A poisoned WAV under the first clip's very key: a run that read the store would report its 7 s.
     first = sorted(media.rglob("*.wav"))[0]
-    ArtifactStore(cache).put(ingest_key(blake2b_file(first), 48000), wav_bytes(np.zeros(7 * 48000, np.float32), 48000),
+    ArtifactStore(cache).put(DecodeExtractor.from_settings(Settings()).key(blake2b_file(first)), wav_bytes(np.zeros(7 * 48000, np.float32), 48000),
                              {"probe": {"duration_s": 7.0, "sample_rate": 48000, "channels": 1, "codec": "x",
                                         "container": "x"}, "samples": 7 * 48000, "seconds": 0.0})
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in cache.rglob("*") if p.is_file()}
@@ -336,14 +337,16 @@ def test_run_ends_with_gc_that_spares_what_the_run_uses(tmp_path):
 
 def test_cached_clap_blocks_come_from_the_previous_table_while_the_artifact_is_unchanged(tmp_path, monkeypatch):
     from audiofeat.config import validate_config
+    from audiofeat.extractors import build_extractors
     from audiofeat.inventory import write_tsv
-    from audiofeat.stages import clap_key, open_store, run_clap, run_ingest
+    from audiofeat.runner import open_store, run_extractor, run_ingest
+    from audiofeat.settings import Settings
     from audiofeat.store import blake2b_file
 
     clips = write_tone_clips(tmp_path / "media", 3, seed=21)
-    config = validate_config({"input_dir": str(tmp_path / "media"), "cache": {"dir": str(tmp_path / "cache")},
-                              "perf": {"device": "cpu"}, "segment": {"save_segments": True},
-                              "clap": {"checkpoint": "", "allow_random_weights": True}})
+    config = Settings.from_config(validate_config({
+        "input_dir": str(tmp_path / "media"), "cache": {"dir": str(tmp_path / "cache")}, "perf": {"device": "cpu"},
+        "segment": {"save_segments": True}, "clap": {"checkpoint": "", "allow_random_weights": True}}))
     shard = tmp_path / "shard.tsv"
     write_tsv(shard, ("content_key", "path"), [{"content_key": blake2b_file(p), "path": str(p)} for p in clips])
     ingest = tmp_path / "ingest.jsonl"
@@ -352,7 +355,7 @@ def test_cached_clap_blocks_come_from_the_previous_table_while_the_artifact_is_u
 
     def clap_run(name):
         out = tmp_path / f"{name}.jsonl"
-        run_clap(ingest, out, tmp_path / f"{name}.json", config, previous_jsonl=str(previous))
+        run_extractor("clap", ingest, out, tmp_path / f"{name}.json", config, previous_jsonl=str(previous))
         return {r["content_key"]: r for r in read_jsonl(out)}
 
     first = clap_run("first")  # computes, and keeps its table as the next run's previous one
@@ -366,7 +369,7 @@ def test_cached_clap_blocks_come_from_the_previous_table_while_the_artifact_is_u
 
     # Another run sharing the store replaced one artifact (recomputed after a gc, say): its block is read anew.
     ck = next(iter(first))
-    key = clap_key(ck, config, weights="random(seed=0)", precision="fp32")
+    key = build_extractors(config, job=True)["clap"].key(ck)
     with real_load(first[ck]["artifact"]) as data:
         arrays = {name: data[name] for name in data.files}
     arrays["embedding"] = -arrays["embedding"]
@@ -375,7 +378,7 @@ def test_cached_clap_blocks_come_from_the_previous_table_while_the_artifact_is_u
     open_store(config).put(key, buffer.getvalue(), {"seconds": 0.0})
     third = clap_run("third")
     assert opened == [first[ck]["artifact"]]
-    assert third[ck]["clap"]["embedding"] == (-np.asarray(first[ck]["clap"]["embedding"])).tolist()
+    assert third[ck]["block"]["embedding"] == (-np.asarray(first[ck]["block"]["embedding"])).tolist()
     assert all(third[k] == first[k] for k in first if k != ck)
 
     previous.write_text("{not json")  # a damaged previous table is only a missed shortcut

@@ -145,7 +145,7 @@ def test_dataset_outputs_and_summary(finished_run):
             "clap_input_wait_s"} <= set(columns)
     clap_row = dict(zip(columns, next(line for line in timings if line.startswith("clap")).split("\t")))
     assert 0 <= float(clap_row["clap_input_wait_s"]) < float(clap_row["clap_loop_s"])  # a part of the loop
-    for rule in ("inventory", "ingest_decode", "features_extract", "clap_embed", "finalize"):
+    for rule in ("inventory", "ingest_decode", "extract_features", "extract_clap", "finalize"):
         assert list((work / "results" / "benchmarks").rglob(f"{rule}*")) or \
             list((work / "results" / "benchmarks" / rule).glob("*.tsv")), rule
 
@@ -201,11 +201,11 @@ def test_lint_and_slurm_dry_run_resolve_resources(finished_run):
                           capture_output=True, text=True, cwd=work)
     assert lint.returncode == 0 and "in a good condition" in lint.stdout + lint.stderr
     dry = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--profile", str(REPO / "profiles/slurm"),
-                          "--forcerun", "clap_embed", "--configfile", str(config), "--directory", str(work),
+                          "--forcerun", "extract_clap", "--configfile", str(config), "--directory", str(work),
                           "--snakefile", str(REPO / "Snakefile")], capture_output=True, text=True, cwd=work)
     out = dry.stdout + dry.stderr
     assert dry.returncode == 0, out[-3000:]
-    clap_jobs = out.split("rule clap_embed:")[1:]
+    clap_jobs = out.split("rule extract_clap:")[1:]
     assert clap_jobs and all("gpu=1" in job.split("rule ")[0] for job in clap_jobs)
 
 
@@ -246,14 +246,14 @@ def _run_on_local_slurm(work, media):
     job_ids = {}
     for job_id, rule in re.findall(r"SLURM jobid (\d+) \(log: \S*/rule_(\w+)/", done.stdout + done.stderr):
         job_ids.setdefault(rule, []).append(job_id)
-    assert set(job_ids) == {"ingest_decode", "features_extract", "clap_embed"}
+    assert set(job_ids) == {"ingest_decode", "extract_features", "extract_clap"}
     requested = {rule: subprocess.run(["sacct", "-n", "-P", "-X", "-j", ",".join(ids), "--format=ReqTRES"],
                                       capture_output=True, text=True, check=True, timeout=30).stdout.split()
                  for rule, ids in job_ids.items()}
-    assert requested["clap_embed"] and all("gres/gpu=1" in t and "cpu=8" in t and "mem=16000M" in t
-                                           for t in requested["clap_embed"])
-    assert all("cpu=8" in t for t in requested["features_extract"])  # set-threads fixes features at 8
-    assert all("gres/gpu" not in t for t in requested["ingest_decode"] + requested["features_extract"])
+    assert requested["extract_clap"] and all("gres/gpu=1" in t and "cpu=8" in t and "mem=16000M" in t
+                                           for t in requested["extract_clap"])
+    assert all("cpu=8" in t for t in requested["extract_features"])  # set-threads fixes features at 8
+    assert all("gres/gpu" not in t for t in requested["ingest_decode"] + requested["extract_features"])
 
 
 def _close(a, b):
@@ -343,22 +343,24 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
 
 
 def test_manifest_record_round_trip_and_nan_refusal():
-    from audiofeat.manifest import AudioInfo, AudioManifest, ClapBlock, FeaturesBlock, Source
+    from audiofeat.manifest import AudioInfo, Source
 
+    stats = {"mean": [1.0], "std": [0.0], "min": [1.0], "max": [1.0], "median": [1.0]}
+    clap = {"model": "HTSAT-tiny", "weights": "random(seed=0)", "embedding": [1.0],
+            "segments": [{"start_s": 0.0, "end_s": 1.0}], "aggregate_strategy": {"mode": "mean"}, "precision": "fp32"}
     manifest = AudioManifest(
         source=Source("/a.wav", "ab" * 16, 10), status="ok", audiofeat_version="0",
         audio=AudioInfo(1.0, 16000, 1, "pcm_s16le", "wav", 48000, "/store/x.wav"),
-        features=FeaturesBlock({"n_mfcc": 1}, {"mean": [1.0], "std": [0.0], "min": [1.0], "max": [1.0],
-                                               "median": [1.0]},
-                               {"mean": [2.0], "std": [0.0], "min": [2.0], "max": [2.0], "median": [2.0]}, 3),
-        clap=ClapBlock("HTSAT-tiny", "random(seed=0)", [1.0], [{"start_s": 0.0, "end_s": 1.0}], {"mode": "mean"},
-                       "fp32"),
+        blocks={"features": {"params": {"n_mfcc": 1}, "mfcc": stats, "mel": stats, "n_frames": 3}, "clap": clap},
         extractors={"decode": {"version": "1", "params_hash": "x"}}, timings={"decode": 0.1})
     data = manifest.to_dict()
     validate_manifest(data)
     assert AudioManifest.from_dict(json.loads(manifest.to_json())) == manifest
+    with pytest.raises(Exception):  # a run of features alone has no clap block in its schema
+        validate_manifest(data, extractors=["features"])
+    validate_manifest({k: v for k, v in data.items() if k != "clap"}, extractors=["features"])
     broken = AudioManifest(source=manifest.source, status="ok", audiofeat_version="0", audio=manifest.audio,
-                           features=manifest.features, clap=ClapBlock("m", "w", [float("nan")], [], {}, "fp32"))
+                           blocks={**manifest.blocks, "clap": {**clap, "embedding": [float("nan")]}})
     with pytest.raises(ValueError):
         broken.to_json()
 
@@ -375,3 +377,24 @@ def test_snakemake_report_includes_the_run_report(finished_run, tmp_path):
     with zipfile.ZipFile(target) as archive:
         pages = [name for name in archive.namelist() if name.endswith("/index.html")]
         assert pages and "audiofeat run report" in archive.read(pages[0]).decode()
+
+
+def test_the_python_api_reuses_what_the_workflow_computed(finished_run):
+    import audiofeat
+    from conftest import created_since
+
+    work, media, _, _ = finished_run
+    lines = read_jsonl(work / "results" / "manifest.jsonl")
+    paths = [line["source"]["path"] for line in lines]
+    started = time.time()
+    result = audiofeat.extract(paths, cache={"dir": str(work / "cache")},
+                               clap={"checkpoint": "", "allow_random_weights": True})
+    assert created_since(work / "cache", started) == {}  # the same keys: nothing recomputed
+    assert [m.status for m in result.manifests] == [line["status"] for line in lines]
+    for manifest, line in zip(result.manifests, lines):
+        data = manifest.to_dict()
+        assert data.get("error") == line.get("error")
+        if line["status"] == "ok":
+            assert data["features"] == line["features"] and data["clap"] == line["clap"]
+    expected = np.load(work / "results" / "embeddings.npy")
+    assert np.array_equal(result.embeddings, expected)
