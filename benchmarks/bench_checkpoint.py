@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from audiofeat.clap import model as clap_model  # noqa: E402
+from audiofeat.clap import checkpoint, forward  # noqa: E402
 from audiofeat.testing.media import scratch_folder, write_seeded_checkpoint  # noqa: E402
 
 
@@ -35,18 +35,18 @@ def plain(path: Path) -> float:
     import torch
 
     started = time.perf_counter()
-    clap_model.sha256_file(path)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    state = {k[len("module."):]: v for k, v in checkpoint["state_dict"].items()
-             if k[len("module."):].startswith(clap_model.AUDIO_KEY_PREFIXES)}
-    clap_model.build_audio_tower("HTSAT-tiny").load_state_dict(state)
+    checkpoint.sha256_file(path)
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k[len("module."):]: v for k, v in loaded["state_dict"].items()
+             if k[len("module."):].startswith(checkpoint.AUDIO_KEY_PREFIXES)}
+    forward.build_audio_tower("HTSAT-tiny").load_state_dict(state)
     return time.perf_counter() - started
 
 
 def ours(path: Path, index_dir: Path) -> float:
     started = time.perf_counter()
-    clap_model.checkpoint_sha256(path, index_dir)
-    clap_model.load_audio_weights(clap_model.build_audio_tower("HTSAT-tiny", initialise=False), path)
+    checkpoint.checkpoint_sha256(path, index_dir)
+    checkpoint.load_audio_weights(forward.build_audio_tower("HTSAT-tiny", initialise=False), path)
     return time.perf_counter() - started
 
 
@@ -59,7 +59,7 @@ def main():
     with scratch_folder(args.workdir, "audiofeat-ckpt-bench-") as root:
         path = root / "laion-sized.pt"
         write_checkpoint(path, args.extra_gb)
-        clap_model.checkpoint_sha256(path, root / "index")  # what the first CLAP job of a run records
+        checkpoint.checkpoint_sha256(path, root / "index")  # what the first CLAP job of a run records
         times = {"plain": [], "ours": []}
         for _ in range(args.rounds):
             times["plain"].append(plain(path))

@@ -32,13 +32,18 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
+import audiofeat.clap as clap_pkg  # noqa: E402
+from audiofeat.clap import forward, laion  # noqa: E402
+from audiofeat.clap.checkpoint import resolve_weights  # noqa: E402
+from audiofeat.settings import CacheSettings, ClapSettings  # noqa: E402
 from audiofeat.clap import model as clap_model  # noqa: E402
-from audiofeat.clap.embed import ClapEmbedder, ordered_prefetch, retain_freed_memory  # noqa: E402
+from audiofeat._speedups import retain_freed_memory  # noqa: E402
+from audiofeat.clap.embed import ClapEmbedder, ordered_prefetch  # noqa: E402
 from audiofeat.clap.windows import model_inputs, plan_windows  # noqa: E402
 from audiofeat.testing.media import benchmark_sets  # noqa: E402
 
 SR = 48000
-L = clap_model.MODEL_INPUT_SAMPLES
+L = clap_pkg.MODEL_INPUT_SAMPLES
 W, H = 10 * SR, 5 * SR
 
 
@@ -46,7 +51,7 @@ def laion_reference(checkpoint: Path, device: str):
     """laion-clap's CLAP (audio tower + a small local text tower) with the checkpoint's weights."""
     from laion_clap.clap_module.model import CLAP
 
-    cfg = clap_model.audio_config("HTSAT-tiny")
+    cfg = laion.audio_config("HTSAT-tiny")
     text_cfg = dict(context_length=77, vocab_size=49408, width=512, heads=8, layers=2, model_type="transformer")
     model = CLAP(embed_dim=cfg["embed_dim"], audio_cfg=cfg["audio_cfg"], text_cfg=text_cfg)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
@@ -133,12 +138,11 @@ def main():
         tmp = Path(tmp)
         short, long = benchmark_sets(tmp / "media", args.short, args.long)
         torch.manual_seed(0)
-        tower = clap_model.build_audio_tower("HTSAT-tiny")
+        tower = forward.build_audio_tower("HTSAT-tiny")
         checkpoint = tmp / "630k-bench.pt"
         # The LAION side also needs text keys: save a full CLAP state dict with this audio tower inside.
         reference, cfg = laion_reference_from_tower(tower, checkpoint, device)
-        path, weights = clap_model.resolve_weights(str(checkpoint), allow_random_weights=False,
-                                                   model_name="HTSAT-tiny", cache_dir=tmp)
+        path, weights = resolve_weights(ClapSettings(checkpoint=str(checkpoint)), CacheSettings(dir=str(tmp)))
         loaded = clap_model.get_model("HTSAT-tiny", path, weights, device=device)
         rows, results = [], {"device": device, "torch": torch.__version__, "threads": args.threads,
                              "rounds": args.rounds}
@@ -204,7 +208,7 @@ def laion_reference_from_tower(tower, checkpoint: Path, device: str):
     """Save ``tower`` inside a full LAION-format CLAP checkpoint, and build laion-clap's model from it."""
     from laion_clap.clap_module.model import CLAP
 
-    cfg = clap_model.audio_config("HTSAT-tiny")
+    cfg = laion.audio_config("HTSAT-tiny")
     text_cfg = dict(context_length=77, vocab_size=49408, width=512, heads=8, layers=2, model_type="transformer")
     full = CLAP(embed_dim=cfg["embed_dim"], audio_cfg=cfg["audio_cfg"], text_cfg=text_cfg)
     state = full.state_dict()

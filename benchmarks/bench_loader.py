@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from audiofeat.clap.embed import ordered_prefetch  # noqa: E402
-from audiofeat.clap.model import MODEL_INPUT_SAMPLES, MODEL_SAMPLE_RATE  # noqa: E402
+from audiofeat.clap import MODEL_INPUT_SAMPLES, MODEL_SAMPLE_RATE  # noqa: E402
 from audiofeat.clap.windows import model_inputs, plan_windows  # noqa: E402
 from audiofeat.decode import load_audio  # noqa: E402
 from audiofeat.testing.media import benchmark_sets  # noqa: E402

@@ -85,7 +85,9 @@ def plain_loop(files: list[Path], tmp: Path, device: str) -> dict:
     from laion_clap.clap_module.model import CLAP
     from laion_clap.training.data import float32_to_int16, get_audio_features, int16_to_float32
 
-    from audiofeat.clap.model import RANDOM_WEIGHTS_SEED, audio_config, build_audio_tower
+    from audiofeat.clap.checkpoint import RANDOM_WEIGHTS_SEED
+    from audiofeat.clap.forward import build_audio_tower
+    from audiofeat.clap.laion import audio_config
     from audiofeat.decode import ffmpeg_executable
 
     started = time.perf_counter()

@@ -144,6 +144,86 @@ _STATS_BINS = 1024
 
 
 @numba.jit(**_JIT)
+def _moments(row):
+    """``(mean, population std, min, max, count of values equal to the min)`` of a 1-D ``row``."""
+    n = row.shape[0]
+    total = 0.0
+    lo = np.inf
+    hi = -np.inf
+    for c in range(n):
+        v = row[c]
+        total += v
+        if v < lo:
+            lo = v
+        if v > hi:
+            hi = v
+    mean = total / n
+    var = 0.0
+    n_lo = 0  # values equal to the minimum (a log-mel's top_db floor): their ranks need no selection
+    for c in range(n):
+        d = row[c] - mean
+        var += d * d
+        if row[c] == lo:
+            n_lo += 1
+    return mean, np.sqrt(var / n), lo, hi, n_lo
+
+
+@numba.jit(**_JIT)
+def _rank_bins(row, lo, scale, n_lo, ranks, counts, first_rank, slot_of_bin, slot_start, rank_bin):
+    """Histogram ``row`` (values above ``lo``) into :data:`_STATS_BINS` bins, find the bin of each rank and give
+    each such bin a slot in the gather buffer; returns the number of slots."""
+    counts[:] = 0
+    for c in range(row.shape[0]):
+        v = row[c]
+        if v != lo:
+            counts[min(int((v - lo) * scale), _STATS_BINS - 1)] += 1
+    running = n_lo
+    for b in range(_STATS_BINS):
+        first_rank[b] = running
+        running += counts[b]
+    slot_of_bin[:] = -1
+    n_slots = 0
+    offset = 0
+    b = 0
+    for i in range(ranks.shape[0]):  # ranks ascend, so the bin search walks forward once
+        if ranks[i] < n_lo:
+            rank_bin[i] = -1
+            continue
+        while first_rank[b] + counts[b] <= ranks[i]:
+            b += 1
+        rank_bin[i] = b
+        if slot_of_bin[b] < 0:
+            slot_of_bin[b] = n_slots
+            slot_start[n_slots] = offset
+            offset += counts[b]
+            n_slots += 1
+    return n_slots
+
+
+@numba.jit(**_JIT)
+def _select_ranks(row, lo, scale, ranks, counts, first_rank, slot_of_bin, slot_start, rank_bin, gathered, values):
+    """``values[i]`` = the ``ranks[i]``-th order statistic of ``row``: the needed bins' values gathered, then a
+    quickselect inside each."""
+    slot_fill = np.zeros(ranks.shape[0], dtype=np.int64)
+    for c in range(row.shape[0]):
+        v = row[c]
+        if v != lo:
+            s = slot_of_bin[min(int((v - lo) * scale), _STATS_BINS - 1)]
+            if s >= 0:
+                gathered[slot_start[s] + slot_fill[s]] = v
+                slot_fill[s] += 1
+    for i in range(ranks.shape[0]):
+        b = rank_bin[i]
+        if b < 0:
+            values[i] = lo
+            continue
+        s = slot_of_bin[b]
+        k = slot_start[s] + ranks[i] - first_rank[b]
+        _select(gathered, slot_start[s], slot_start[s] + counts[b], k)
+        values[i] = gathered[k]
+
+
+@numba.jit(**_JIT)
 def _row_stats(X, quantiles, out):
     """Per-row mean, std (population), min, max and the given quantiles of ``X`` [shape=(rows, t)].
 
@@ -164,32 +244,14 @@ def _row_stats(X, quantiles, out):
     first_rank = np.zeros(_STATS_BINS, dtype=np.int64)
     slot_of_bin = np.full(_STATS_BINS, -1, dtype=np.int64)
     slot_start = np.zeros(2 * n_q, dtype=np.int64)
-    slot_fill = np.zeros(2 * n_q, dtype=np.int64)
     rank_bin = np.zeros(2 * n_q, dtype=np.int64)
     gathered = np.empty(n, dtype=X.dtype)
     values = np.empty(2 * n_q, dtype=np.float64)
     for r in range(n_rows):
-        total = 0.0
-        lo = np.inf
-        hi = -np.inf
-        for c in range(n):
-            v = X[r, c]
-            total += v
-            if v < lo:
-                lo = v
-            if v > hi:
-                hi = v
-        mean = total / n
-        var = 0.0
-        n_lo = 0  # values equal to the minimum (a log-mel's top_db floor): their ranks need no selection
-        for c in range(n):
-            v = X[r, c]
-            d = v - mean
-            var += d * d
-            if v == lo:
-                n_lo += 1
+        row = X[r]
+        mean, std, lo, hi, n_lo = _moments(row)
         out[r, 0] = mean
-        out[r, 1] = np.sqrt(var / n)
+        out[r, 1] = std
         out[r, 2] = lo
         out[r, 3] = hi
         if hi == lo:
@@ -197,49 +259,11 @@ def _row_stats(X, quantiles, out):
                 out[r, 4 + q] = lo
             continue
         scale = _STATS_BINS / (hi - lo)
-        counts[:] = 0
-        for c in range(n):
-            v = X[r, c]
-            if v != lo:
-                counts[min(int((v - lo) * scale), _STATS_BINS - 1)] += 1
-        running = n_lo
-        for b in range(_STATS_BINS):
-            first_rank[b] = running
-            running += counts[b]
-        slot_of_bin[:] = -1
-        n_slots = 0
-        offset = 0
-        b = 0
-        for i in range(2 * n_q):  # ranks ascend, so the bin search walks forward once
-            if ranks[i] < n_lo:
-                rank_bin[i] = -1
-                continue
-            while first_rank[b] + counts[b] <= ranks[i]:
-                b += 1
-            rank_bin[i] = b
-            if slot_of_bin[b] < 0:
-                slot_of_bin[b] = n_slots
-                slot_start[n_slots] = offset
-                slot_fill[n_slots] = 0
-                offset += counts[b]
-                n_slots += 1
-        if n_slots:
-            for c in range(n):
-                v = X[r, c]
-                if v != lo:
-                    s = slot_of_bin[min(int((v - lo) * scale), _STATS_BINS - 1)]
-                    if s >= 0:
-                        gathered[slot_start[s] + slot_fill[s]] = v
-                        slot_fill[s] += 1
-        for i in range(2 * n_q):
-            b = rank_bin[i]
-            if b < 0:
-                values[i] = lo
-                continue
-            s = slot_of_bin[b]
-            k = slot_start[s] + ranks[i] - first_rank[b]
-            _select(gathered, slot_start[s], slot_start[s] + counts[b], k)
-            values[i] = gathered[k]
+        if _rank_bins(row, lo, scale, n_lo, ranks, counts, first_rank, slot_of_bin, slot_start, rank_bin):
+            _select_ranks(row, lo, scale, ranks, counts, first_rank, slot_of_bin, slot_start, rank_bin, gathered,
+                          values)
+        else:
+            values[:] = lo
         for q in range(n_q):
             pos = quantiles[q] * (n - 1)
             frac = pos - np.floor(pos)
