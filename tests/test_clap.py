@@ -64,26 +64,42 @@ def _clips(real_recordings, espeak_wav, rng):
     return clips
 
 
-def test_parity_with_laion_preprocessing_and_forward(laion_reference, loaded, real_recordings, espeak_wav, rng):
+def _parity(reference, cfg, model, clips) -> list:
+    """laion-clap's embedding of each clip, after checking ``model`` gives it too; returns laion's."""
     from laion_clap.training.data import float32_to_int16, get_audio_features, int16_to_float32
 
-    reference, cfg, _ = laion_reference
-    assert loaded.weights.startswith("laion:sha256:")
     references = []
-    for clip in _clips(real_recordings, espeak_wav, rng):
+    for clip in clips:
         wave = torch.from_numpy(int16_to_float32(float32_to_int16(clip))).float()
         features = get_audio_features({}, wave, L, data_truncating="rand_trunc", data_filling="repeatpad",
                                       audio_cfg=cfg["audio_cfg"])
         with torch.no_grad():
             expected = reference.get_audio_embedding([features]).numpy()[0]
-            got = loaded.model(torch.from_numpy(model_inputs(clip, plan_windows(len(clip), L, L // 2), L)))
+            got = model(torch.from_numpy(model_inputs(clip, plan_windows(len(clip), L, L // 2), L)))
         assert np.abs(expected - got.numpy()[0]).max() <= 1e-5  # measured up to 1.7e-6 (fused CPU kernels)
         assert float(np.dot(expected, got.numpy()[0])) >= 0.9999
         references.append(expected)
+    return references
+
+
+def test_parity_with_laion_preprocessing_and_forward(laion_reference, loaded, real_recordings, espeak_wav, rng):
+    reference, cfg, _ = laion_reference
+    assert loaded.weights.startswith("laion:sha256:")
+    references = _parity(reference, cfg, loaded.model, _clips(real_recordings, espeak_wav, rng))
     # The negative control: the reference's embeddings of different clips are told apart by the same checks.
     worst = max(float(np.dot(a, b)) for i, a in enumerate(references) for b in references[i + 1:])
     assert worst < 0.9999 and min(np.abs(a - b).max() for i, a in enumerate(references)
                                   for b in references[i + 1:]) > 1e-5
+
+
+def test_parity_with_laion_with_every_speedup_off(laion_reference, real_recordings, espeak_wav, rng, monkeypatch):
+    from audiofeat import _speedups
+
+    reference, cfg, path = laion_reference
+    monkeypatch.setenv(_speedups.SWITCH, "off")  # built and run without any hook into other projects' internals
+    tower = forward.build_audio_tower("HTSAT-tiny", initialise=False)
+    checkpoint.load_audio_weights(tower, path)
+    _parity(reference, cfg, tower, _clips(real_recordings, espeak_wav, rng)[:3])
 
 
 def test_micro_batching_equals_one_window_at_a_time(loaded, rng):

@@ -72,3 +72,13 @@ def test_the_switch_turns_every_hook_off(monkeypatch):
     done = subprocess.run([sys.executable, "-c", SPARE_EXIT_COLLECTION], capture_output=True, text=True, check=True,
                           cwd=str(REPO), env={**__import__("os").environ, _speedups.SWITCH: "off"})
     assert done.stdout.split()[0] == "False"  # nothing frozen
+
+
+def test_the_fused_cpu_kernels_follow_the_switch(monkeypatch):
+    import torch
+
+    x = torch.zeros(2, 4)
+    with torch.inference_mode():
+        assert _speedups._onednn(x) == torch.backends.mkldnn.is_available()
+        monkeypatch.setenv(_speedups.SWITCH, "off")
+        assert not _speedups._onednn(x)

@@ -34,3 +34,23 @@ def test_a_store_from_before_the_extractor_interface_is_reused_without_recomputa
     for before, after in zip(old, new):
         # Fields added since are allowed; every field the old manifest had keeps its value.
         assert {k: after.get(k) for k in before} == before
+
+
+def test_a_run_with_every_speedup_off_gives_the_same_manifests(tmp_path):
+    """The whole workflow without any hook into other projects' internals, on a fresh store: the same features,
+    and embeddings within the parity tolerance, as the stored run made with them on."""
+    import numpy as np
+
+    shutil.copytree(FIXTURE / "media", tmp_path / "media")
+    shutil.copy(FIXTURE / "config.yaml", tmp_path / "config.yaml")
+    run_snakemake(tmp_path, tmp_path / "config.yaml", env={"AUDIOFEAT_SPEEDUPS": "off"})
+    old = {r["source"]["path"]: r for r in (_comparable(r, tmp_path) for r in read_jsonl(FIXTURE / "manifest.jsonl"))}
+    new = {r["source"]["path"]: r for r in (_comparable(r, tmp_path)
+                                            for r in read_jsonl(tmp_path / "results" / "manifest.jsonl"))}
+    assert old.keys() == new.keys()
+    for path, before in old.items():
+        after = new[path]
+        assert after["status"] == before["status"] and after.get("error") == before.get("error")
+        if before["status"] == "ok":
+            assert after["features"] == before["features"] and after["audio"] == before["audio"]
+            assert np.abs(np.subtract(after["clap"]["embedding"], before["clap"]["embedding"])).max() <= 1e-5
