@@ -9,7 +9,7 @@
 set -euo pipefail
 PIDS="/run/slurm/slurmctld.pid /run/slurm/slurmd.pid /run/slurm/slurmdbd.pid /run/mysqld/mysqld.pid /run/munge/munged.pid"
 CONFIGS="/etc/slurm/slurm.conf /etc/slurm/gres.conf /etc/slurm/slurmdbd.conf"
-MARK="# written by audiofeat .ci/local_slurm.sh"
+MARK="# written by audiofeat scripts/local_slurm.sh"  # unchanged since the script moved: it marks files written before
 
 wait_for() {  # wait_for SECONDS COMMAND...: retry until the command succeeds, each try bounded by 5 s
   local deadline=$((SECONDS + $1)); shift
