@@ -53,8 +53,8 @@ def downmix(samples: np.ndarray) -> np.ndarray:
     """Channel mean. ``samples`` [shape=(channels, n)] -> [shape=(n,)] float32.
 
     Summed channel by channel in float64, in the order ``samples.mean(axis=0, dtype=np.float64)`` sums them, so
-    the result is the same to the bit; numpy's buffered reduction over the channel axis took 7x as long on a
-    decoded 2-minute stereo file (whose samples arrive interleaved: a strided channel axis).
+    the result is the same to the bit; numpy's buffered reduction over a strided (interleaved) channel axis is
+    much slower.
     """
     if samples.shape[0] == 1:
         return samples[0].astype(np.float32, copy=False)
@@ -152,9 +152,9 @@ def decode_pyav(path: str) -> tuple[Probe, np.ndarray]:
     return Probe(declared or samples.shape[1] / sample_rate, sample_rate, channels, codec_name, fmt), samples
 
 
-# FFmpeg's default probe (5 MB) spends ~4 ms on a small WAV. The WAV demuxer cuts PCM into packets of 4,096 bytes
-# by default, so a 140 s file arrives in thousands of frames, each with its Python overhead; 64 KiB packets
-# decoded it 4.8x faster (30.2 -> 6.3 ms). Demuxers without a max_size option ignore it.
+# FFmpeg's default probe reads 5 MB. The WAV demuxer cuts PCM into 4,096-byte packets by default, so a long file
+# arrives in thousands of frames, each with its Python overhead; 64 KiB packets avoid most of them. Demuxers
+# without a max_size option ignore it.
 _PCM_PACKET = {"max_size": "65536"}
 _QUICK_PROBE = {"probesize": "32768", **_PCM_PACKET}
 

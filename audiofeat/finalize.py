@@ -45,8 +45,8 @@ class ArtifactGone(Fault):
 
 
 def _stored_block(stage: str, content_key: str, record: dict) -> orjson.Fragment:
-    """The block an extractor stored as JSON, checked against the digest its table recorded (hashing 1,000
-    features artifacts, 27 MB, takes about 40 ms); :class:`ArtifactGone` when missing or not those bytes."""
+    """The block an extractor stored as JSON, checked against the digest its table recorded (the bytes are read
+    anyway; hashing them is cheap); :class:`ArtifactGone` when missing or not those bytes."""
     try:
         data = Path(record["artifact"]).read_bytes()
     except FileNotFoundError:

@@ -24,9 +24,8 @@ from .model import LoadedModel
 
 logger = logging.getLogger(__name__)
 
-# On the CPU a forward pass holds at most this many windows per worker: larger passes were slower here (2-core
-# EPYC, 2 workers: 4 windows 80 ms per window, 8 windows 91-94 ms), their activations outgrowing what the
-# allocator keeps at hand. The configured batch limit still bounds it from above.
+# On the CPU a forward pass holds at most this many windows per worker: larger passes were slower, their
+# activations outgrowing what the allocator keeps at hand (docs/benchmarks.md). The batch limit still applies.
 CPU_WINDOWS_PER_PASS = 4
 
 def ordered_prefetch(fn: Callable, items: Iterable, *, workers: int, depth: int) -> Iterator:
@@ -81,8 +80,7 @@ class ClapEmbedder:
         Autocast to float16 on CUDA; ignored on CPU (fp32).
     workers : int
         Forward passes run at once (CPU): each runs single-threaded, which on small CPUs beats one pass
-        spread over all cores (measured: 2 x 1 thread about 13% more windows/s than 1 x 2 threads). Use 1 on
-        CUDA, where one stream is kept busy.
+        spread over all cores. Use 1 on CUDA, where one stream is kept busy.
     """
 
     def __init__(self, loaded: LoadedModel, *, max_batch_windows: int, enable_amp: bool = True,
@@ -103,8 +101,8 @@ class ClapEmbedder:
         """The windows of one forward pass as one host tensor ``[shape=(k, 480000)]``, made in a single copy.
 
         On CUDA it is page-locked: its copy to the device is then a DMA that the forward thread does not wait
-        for, where torch copies a pageable tensor through a staging buffer, synchronously (a batch of 64 windows
-        is 123 MB). Not measured on a GPU yet; the CPU takes the same path with ordinary memory.
+        for, where torch copies a pageable tensor through a staging buffer, synchronously. The CPU takes the same
+        path with ordinary memory.
         """
         import torch
 

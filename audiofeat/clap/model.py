@@ -81,8 +81,7 @@ def get_model(model_name: str, checkpoint_path: str | None, weights: str, *, dev
             model = build_audio_tower(model_name, initialise=False)
             load_audio_weights(model, checkpoint_path)
         model = model.to(resolved)
-        # Warm-up pays on CUDA (library handles, the allocator's first blocks). On the CPU it does not: a first
-        # pass took 0.19 s there against 0.17 s for the next, and the warm-up pass itself 0.2 s.
+        # Warm-up pays on CUDA (library handles, the allocator's first blocks), not on the CPU (docs/benchmarks.md).
         if warm_up and resolved.startswith("cuda"):
             with torch.inference_mode():
                 model(torch.zeros(1, MODEL_INPUT_SAMPLES, device=resolved))

@@ -14,7 +14,7 @@ import numpy as np
 
 # The numba kernels (_kernels) and pyFFTW plans (_fft) are imported inside the transforms that use them, not
 # here: the window and mel functions, which the CLAP tower's construction borrows, need numpy only, and importing
-# numba and pyFFTW costs about 0.4 s of a job's start-up.
+# numba and pyFFTW is a noticeable part of a job's start-up.
 
 __all__ = [
     "PRESETS", "stft_power", "mel_filters", "mel_frequencies", "hz_to_mel", "mel_to_hz",
