@@ -137,8 +137,9 @@ def main():
     parser.add_argument("--out", default=str(REPO / "results" / "benchmarks"))
     parser.add_argument("--quick", action="store_true", help="tiny sets, for the tests")
     args = parser.parse_args()
+    long_seconds = 130
     if args.quick:
-        args.short, args.long = 4, 1
+        args.short, args.long, long_seconds = 3, 1, 30
     cores = os.cpu_count() or 1
     import torch
 
@@ -163,7 +164,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="audiofeat-scenarios-") as tmp:
         tmp = Path(tmp)
         short, long = benchmark_sets(tmp / "short_media", args.short, 0)
-        _, long = benchmark_sets(tmp / "long_media", 0, args.long)
+        _, long = benchmark_sets(tmp / "long_media", 0, args.long, long_seconds=long_seconds)
         short_dir, long_dir = str(tmp / "short_media"), str(tmp / "long_media")
         print(f"sets: {len(short)} short clips, {len(long)} long clips; {cores} cores, GPU: {has_gpu}", flush=True)
         nocache = {"cache": {"enabled": False}}
@@ -250,7 +251,7 @@ def main():
                "model_busy", "peak_vram_mb", "cache_hits", "cache_misses", "cosine_on_off"]
     markdown = "\n".join([
         f"# audiofeat scenarios ({cores} cores{', ' + summary['machine']['gpu'] if has_gpu else ', no GPU'})", "",
-        f"Sets: {len(short)} short clips (1-15 s), {len(long)} long clips (>= 130 s), from this machine's "
+        f"Sets: {len(short)} short clips (1-15 s), {len(long)} long clips (>= {long_seconds} s), from this machine's "
         "recordings. Stage seconds are sums of job wall times.", "",
         table(scenarios, columns), "",
         f"Plain loop (ffmpeg to WAV, librosa MFCC, laion-clap per file) over the short set: "

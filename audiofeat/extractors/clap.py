@@ -120,6 +120,8 @@ class ClapExtractor(Extractor):
         once, on CUDA one stream gets ``threads`` preparing threads."""
         from ..clap.embed import ClapEmbedder, max_batch_windows
 
+        if not files:  # every embedding came from the store: no torch, no model
+            return
         cuda = self.device.startswith("cuda")
         with profile.timer("setup"):  # importing torch is part of what a CLAP job pays to start
             loaded = self._load_model(workers=1 if cuda else max(1, threads), threads=threads)

@@ -122,10 +122,10 @@ def real_sounds(sr: int = 48000) -> list:
     return [s for s in sounds if len(s) > sr // 10]
 
 
-def benchmark_sets(folder: str | os.PathLike, n_short: int, n_long: int,
-                   sr: int = 48000) -> tuple[list[Path], list[Path]]:
-    """A short set (clips of 1 to 15 s) and a long set (130 s and longer) of WAVs at ``sr``, stitched from the
-    machine's real recordings (with gaps and a little noise), or from tones where none are installed."""
+def benchmark_sets(folder: str | os.PathLike, n_short: int, n_long: int, sr: int = 48000, *,
+                   long_seconds: int = 130) -> tuple[list[Path], list[Path]]:
+    """A short set (clips of 1 to 15 s) and a long set (``long_seconds`` and longer) of WAVs at ``sr``, stitched
+    from the machine's real recordings (with gaps and a little noise), or from tones where none are installed."""
     import numpy as np
     import soundfile as sf
 
@@ -152,7 +152,7 @@ def benchmark_sets(folder: str | os.PathLike, n_short: int, n_long: int,
         short.append(path)
     for i in range(n_long):
         path = folder / f"long_{i:03d}.wav"
-        sf.write(path, stitched((130 + 20 * i) * sr, gaps=True), sr)
+        sf.write(path, stitched((long_seconds + 20 * i) * sr, gaps=True), sr)
         long.append(path)
     return short, long
 
