@@ -15,6 +15,7 @@ changes one shard only, so a rerun after adding files redoes one shard job per s
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -185,7 +186,7 @@ def identify_inputs(items: list[tuple[str, str]], index: StatIndex | None, threa
     """Content key and declared duration of every input, rehashing only files whose stat changed."""
     # SQLite connections belong to one thread: look up here, hash new files in the pool.
     looked_up: list[InputFile | None] = []
-    to_hash: list[tuple[int, tuple[str, str]]] = []
+    to_hash: dict[tuple[int, int], list[tuple[int, tuple[str, str]]]] = {}  # by inode: hard links hashed once
     for position, item in enumerate(items):
         path, rel = item
         try:
@@ -198,14 +199,15 @@ def identify_inputs(items: list[tuple[str, str]], index: StatIndex | None, threa
             looked_up.append(InputFile(path, rel, st.st_size, cached[0], cached[1], stat=input_signature(st)))
         else:
             looked_up.append(None)
-            to_hash.append((position, item))
+            to_hash.setdefault((st.st_dev, st.st_ino), []).append((position, item))
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        hashed = list(pool.map(lambda job: _hash_new(job[1]), to_hash))
+        hashed = list(pool.map(lambda links: _hash_new(links[0][1]), to_hash.values()))
     new_rows = []
-    for (position, _item), (record, row) in zip(to_hash, hashed):
-        looked_up[position] = record
-        if row:
-            new_rows.append(row)
+    for links, (record, row) in zip(to_hash.values(), hashed):
+        for position, (path, rel) in links:  # every name of the inode: the same bytes, the same stat
+            looked_up[position] = dataclasses.replace(record, path=path, relpath=rel)
+            if row:
+                new_rows.append((path, *row[1:]))
     if index and new_rows:
         index.store(new_rows)
         index.rehashed += len(new_rows)

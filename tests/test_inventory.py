@@ -1,4 +1,5 @@
 """Inventory scanning: what the walk finds, and what it says about what it cannot read."""
+import dataclasses
 import logging
 import os
 
@@ -23,3 +24,25 @@ def test_a_folder_that_cannot_be_listed_is_named_in_a_warning(tmp_path, caplog):
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "cannot list folder" in warnings[0] and "d" * 250 in warnings[0]
     assert "File name too long" in warnings[0]
+
+
+def test_hard_links_are_hashed_once_and_each_name_is_remembered(tmp_path, monkeypatch):
+    from audiofeat import inventory
+
+    media = tmp_path / "media"
+    clip = make_audio(media / "a.wav", seconds=0.2)
+    for i in range(3):
+        os.link(clip, media / f"link{i}.wav")
+    other = make_audio(media / "b.wav", seconds=0.3, frequency=330)
+    hashed = []
+    real = inventory.blake2b_file
+    monkeypatch.setattr(inventory, "blake2b_file", lambda path: hashed.append(path) or real(path))
+    index = inventory.StatIndex(tmp_path / "index.sqlite")
+    found = inventory.identify_inputs(inventory.scan_inputs(str(media), ""), index)
+    assert sorted(os.path.basename(p) for p in hashed) in (["a.wav", "b.wav"], ["b.wav", "link0.wav"])
+    keys = {os.path.basename(f.path): f.content_key for f in found}
+    assert keys["a.wav"] == keys["link0.wav"] == keys["link2.wav"] == real(clip) != keys["b.wav"] == real(other)
+    assert {f.relpath for f in found} == {"a.wav", "b.wav", "link0.wav", "link1.wav", "link2.wav"}
+    hashed.clear()
+    again = inventory.identify_inputs(inventory.scan_inputs(str(media), ""), index)
+    assert hashed == [] and again == [dataclasses.replace(f, hashed=False) for f in found]  # every name remembered
