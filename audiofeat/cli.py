@@ -1,4 +1,5 @@
-"""The ``audiofeat`` console script: ``audiofeat cache stats``, ``audiofeat cache gc``, ``audiofeat cache verify``."""
+"""The ``audiofeat`` console script: ``audiofeat status``, ``audiofeat cache stats``, ``audiofeat cache gc``,
+``audiofeat cache verify``."""
 from __future__ import annotations
 
 import argparse
@@ -63,6 +64,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import format_status, run_status
+
+    status = run_status(args.results_dir)
+    print(format_status(status))
+    return 1 if any(s.failed for s in status["stages"]) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audiofeat", description="audiofeat tools (the workflow runs with "
                                      "snakemake; see README.md)")
@@ -81,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         elif name == "stats":
             p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(handler=handler)
+    status = sub.add_parser("status", help="how far a running or finished run is, across shards")
+    status.add_argument("results_dir", help="the run's results_dir")
+    status.set_defaults(handler=cmd_status)
     return parser
 
 

@@ -44,11 +44,6 @@ class Probe:
     container: str
 
 
-def decode_params(target_sr: int) -> dict:
-    """Parameters that change the decoded WAV (the decoder choice does not, within tolerance)."""
-    return {"target_sr": int(target_sr), "mono": "mean", "resampler": RESAMPLER, "dtype": "float32"}
-
-
 def downmix(samples: np.ndarray) -> np.ndarray:
     """Channel mean. ``samples`` [shape=(channels, n)] -> [shape=(n,)] float32.
 
@@ -302,12 +297,16 @@ def load_audio(path: str, *, target_sr: int = 48000, decoder: str = "pyav") -> t
     return probe, resample(y, probe.sample_rate, target_sr)
 
 
-def wav_bytes(y: np.ndarray, sr: int) -> bytes:
-    """Mono float32 WAV file contents."""
+# audio.wav_subtype -> soundfile's subtype. Integer PCM clips samples beyond [-1, 1).
+WAV_SUBTYPES = {"float32": "FLOAT", "int16": "PCM_16", "int24": "PCM_24"}
+
+
+def wav_bytes(y: np.ndarray, sr: int, subtype: str = "float32") -> bytes:
+    """Mono WAV file contents, samples stored as ``subtype`` (a key of :data:`WAV_SUBTYPES`)."""
     import soundfile as sf
 
     buffer = io.BytesIO()
-    sf.write(buffer, y, sr, format="WAV", subtype="FLOAT")
+    sf.write(buffer, y, sr, format="WAV", subtype=WAV_SUBTYPES[subtype])
     return buffer.getvalue()
 
 

@@ -81,3 +81,66 @@ class JobProfile:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min" if seconds >= 3600 else \
+        f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+class Progress:
+    """How far a shard job is: one log line every ``every_s`` seconds (files and work units done of the total,
+    rate, ETA), and the same numbers in a small JSON file that ``audiofeat status`` reads. Thread-safe."""
+
+    def __init__(self, stage: str, shard: str, *, files: int, units: int = 0, unit_name: str = "",
+                 path: str | None = None, every_s: float = 5.0, log=None) -> None:
+        import logging
+
+        self.stage, self.shard, self.path, self.every_s = stage, shard, path, every_s
+        self.total_files, self.total_units, self.unit_name = files, units, unit_name
+        self.files = self.units = 0
+        self.started = self._last = time.time()
+        self._log = log or logging.getLogger("audiofeat.progress")
+        self._lock = threading.Lock()
+        self._write("running")
+
+    def advance(self, files: int = 1, units: int = 0) -> None:
+        with self._lock:
+            self.files += files
+            self.units += units
+            now = time.time()
+            if now - self._last < self.every_s:
+                return
+            self._last = now
+        self._log.info("%s", self.line())
+        self._write("running")
+
+    def eta_s(self) -> float | None:
+        done, total = (self.units, self.total_units) if self.total_units else (self.files, self.total_files)
+        elapsed = time.time() - self.started
+        return None if done <= 0 else elapsed * (total - done) / done
+
+    def line(self) -> str:
+        elapsed = max(1e-9, time.time() - self.started)
+        parts = [f"{self.stage} {self.shard}: {self.files}/{self.total_files} files"]
+        if self.total_units:
+            parts.append(f"{self.units}/{self.total_units} {self.unit_name}")
+        eta = self.eta_s()
+        parts.append(f"{self.files / elapsed:.1f} files/s, ETA {'-' if eta is None else _duration(eta)}")
+        return ", ".join(parts)
+
+    def finish(self) -> None:
+        self._write("done")
+
+    def _write(self, state: str) -> None:
+        if not self.path:
+            return
+        from .store import atomic_write_text
+
+        eta = self.eta_s()
+        atomic_write_text(self.path, json.dumps({
+            "stage": self.stage, "shard": self.shard, "state": state, "files": self.files,
+            "total_files": self.total_files, "units": self.units, "total_units": self.total_units,
+            "unit_name": self.unit_name, "started": self.started, "updated": time.time(),
+            "eta_s": None if eta is None else round(eta, 1)}))

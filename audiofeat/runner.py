@@ -14,7 +14,7 @@ from .extractors import EXTRACTORS, DecodeExtractor, Extractor
 from .extractors.base import Computed
 from .faults import is_fault, one_line
 from .inventory import read_tsv
-from .profiling import JobProfile
+from .profiling import JobProfile, Progress
 from .settings import Settings
 from .store import ArtifactStore, StoredArtifact, keep_copy
 from .tables import ExtractRecord, IngestRecord, read_jsonl, read_table, write_table
@@ -28,14 +28,17 @@ def open_store(settings: Settings) -> ArtifactStore:
 
 
 def run_ingest(shard_tsv: str, out_jsonl: str, profile_json: str, settings: Settings, *,
-               threads: int = 1) -> JobProfile:
+               threads: int = 1, progress_json: str | None = None) -> JobProfile:
     """Decode every input of a shard (or find its WAV), ``threads`` files at a time: FFmpeg's decoders, soxr and
-    the store's writes release the GIL."""
+    the store's writes release the GIL. ``progress_json``: where :class:`Progress` keeps how far the job is."""
     store, decoder = open_store(settings), DecodeExtractor.from_settings(settings)
     profile = JobProfile("ingest", Path(shard_tsv).stem, extra={"threads": threads})
+    rows = read_tsv(shard_tsv)
+    progress = Progress("ingest", profile.shard, files=len(rows), path=progress_json, log=logger)
     records = []
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="ingest") as pool:
-        for record, hit in pool.map(lambda row: decoder.ingest(row, store, profile), read_tsv(shard_tsv)):
+        for record, hit in pool.map(lambda row: decoder.ingest(row, store, profile), rows):
+            progress.advance()
             records.append(record)
             profile.files += 1
             profile.cache_hits += hit
@@ -48,11 +51,13 @@ def run_ingest(shard_tsv: str, out_jsonl: str, profile_json: str, settings: Sett
     with profile.timer("write"):
         write_table(out_jsonl, records)
     profile.write(profile_json)
+    progress.finish()
     return profile
 
 
 def run_extractor(name: str, ingest_jsonl: str, out_jsonl: str, profile_json: str, settings: Settings, *,
-                  threads: int = 1, previous_jsonl: str | None = None) -> JobProfile:
+                  threads: int = 1, previous_jsonl: str | None = None, progress_json: str | None = None
+                  ) -> JobProfile:
     """One extractor over a shard's decoded files. ``previous_jsonl`` keeps a copy of the shard's table from one
     run to the next (Snakemake deletes a declared output before its job): an ``inline_block`` extractor takes a
     cached file's block from there while the artifact it names is the one in the store, digest included."""
@@ -61,7 +66,7 @@ def run_extractor(name: str, ingest_jsonl: str, out_jsonl: str, profile_json: st
         extractor = EXTRACTORS[name].from_settings(settings, job=True)
     files = read_table(ingest_jsonl, IngestRecord)
     records = extract(extractor, files, open_store(settings), threads=threads, profile=profile,
-                      previous=_previous_records(previous_jsonl))
+                      previous=_previous_records(previous_jsonl), progress_json=progress_json)
     with profile.timer("write"):
         write_table(out_jsonl, records)
         if previous_jsonl and extractor.inline_block:
@@ -71,9 +76,10 @@ def run_extractor(name: str, ingest_jsonl: str, out_jsonl: str, profile_json: st
 
 
 def extract(extractor: Extractor, files: list[IngestRecord], store: ArtifactStore, *, threads: int,
-            profile: JobProfile, previous: dict[str, ExtractRecord] | None = None) -> list[ExtractRecord]:
+            profile: JobProfile, previous: dict[str, ExtractRecord] | None = None,
+            progress_json: str | None = None) -> list[ExtractRecord]:
     """One record per file, in order: looked up, else computed and stored (on a pool of writers, so that a
-    device never waits for the disk)."""
+    device never waits for the disk). How far the computing is goes to the log every few seconds."""
     done: dict[str, ExtractRecord] = {}
     todo = []
     for file in files:
@@ -84,9 +90,12 @@ def extract(extractor: Extractor, files: list[IngestRecord], store: ArtifactStor
         else:
             todo.append(file)
     profile.cache_hits, profile.cache_misses = len(files) - len(todo) - sum(not f.ok for f in files), len(todo)
+    progress = Progress(extractor.name, profile.shard, files=len(todo), units=sum(map(extractor.work_units, todo)),
+                        unit_name=extractor.work_unit_name, path=progress_json, log=logger)
     with ThreadPoolExecutor(max(2, threads), thread_name_prefix=f"{extractor.name}-writer") as writer:
         stored: list[Future] = []
         for file, result in extractor.compute(todo, threads=threads, profile=profile):
+            progress.advance(units=extractor.work_units(file))
             if isinstance(result, Computed):
                 stored.append(writer.submit(store_result, extractor, store, file, result, profile))
                 continue
@@ -103,6 +112,7 @@ def extract(extractor: Extractor, files: list[IngestRecord], store: ArtifactStor
     profile.files = sum(f.ok for f in files)
     profile.failed = sum(r.status == "error" for r in records)
     profile.audio_seconds += sum(f.duration_s for f, r in zip(files, records) if r.status == "ok")
+    progress.finish()
     return records
 
 

@@ -45,6 +45,7 @@ class PerfSettings(_Section):
 class AudioSettings(_Section):
     target_sr: int = 48000
     decoder: str = "pyav"
+    wav_subtype: str = "float32"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
 """Decoding: real ffmpeg-made media through both decoders, probe facts, bad inputs, awkward names."""
+import os
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -143,3 +145,22 @@ def test_downmix_is_the_float64_channel_mean_to_the_bit(rng, channels):
     for samples in (interleaved.T, np.ascontiguousarray(interleaved.T)):  # as packed and as planar frames arrive
         expected = samples.mean(axis=0, dtype=np.float64).astype(np.float32)
         assert np.array_equal(downmix(samples), expected)
+
+
+def test_wav_subtype_stores_smaller_wavs_under_their_own_key(tmp_path):
+    import audiofeat
+
+    clip = make_audio(tmp_path / "tone.flac", seconds=2.0, sr=44100, source="chirp")
+    runs = {subtype: audiofeat.extract([clip], extractors=["features"], cache={"dir": str(tmp_path / "cache")},
+                                       audio={"wav_subtype": subtype})
+            for subtype in ("float32", "int24", "int16")}
+    wavs = {s: r.manifests[0].audio.wav for s, r in runs.items()}
+    assert len(set(wavs.values())) == 3  # one store, three keys
+    assert {s: sf.info(w).subtype for s, w in wavs.items()} == {"float32": "FLOAT", "int24": "PCM_24",
+                                                                "int16": "PCM_16"}
+    sizes = {s: os.path.getsize(w) for s, w in wavs.items()}
+    assert sizes["int16"] < 0.51 * sizes["float32"] and sizes["int24"] < 0.76 * sizes["float32"]
+    reference = runs["float32"].manifests[0].blocks["features"]["mfcc"]["mean"]
+    for subtype in ("int24", "int16"):  # the same audio, quantised: the statistics barely move
+        got = runs[subtype].manifests[0].blocks["features"]["mfcc"]["mean"]
+        assert 0 < np.abs(np.subtract(got, reference)).max() < 0.05

@@ -102,3 +102,40 @@ def test_a_first_run_gets_no_cold_store_advice_and_a_first_run_elsewhere_does(tm
                            _config(tmp_path, "another-cache"), str(html_path), str(html_path.with_name("t.tsv")),
                            str(tmp_path / "results" / "run_state.json"))
     assert not any("Nothing came from the store" in a for a in numbers["advice"])
+
+
+def test_progress_lines_and_the_status_of_a_run_across_shards(tmp_path, caplog, capsys):
+    import logging
+
+    from audiofeat.cli import main
+    from audiofeat.profiling import Progress
+
+    results = tmp_path / "results"
+    for shard in ("n2-000", "n2-001"):
+        (results / "inventory" / "shards").mkdir(parents=True, exist_ok=True)
+        (results / "inventory" / "shards" / f"{shard}.tsv").write_text("content_key\tpath\n")
+    # ingest: both shards done; clap: one done, one running (its progress file, no profile yet).
+    for stage, shard in (("ingest", "n2-000"), ("ingest", "n2-001"), ("clap", "n2-000")):
+        path = results / "timings" / stage / f"{shard}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"wall_s": 30.0}))
+    with caplog.at_level(logging.INFO, logger="audiofeat.progress"):
+        progress = Progress("clap", "n2-001", files=10, units=40, unit_name="windows", every_s=0.0,
+                            path=str(results / "progress" / "clap" / "n2-001.json"))
+        for _ in range(4):
+            progress.advance(units=4)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 4 and lines[-1].startswith("clap n2-001: 4/10 files, 16/40 windows, ")
+    assert "files/s, ETA " in lines[-1]
+    assert main(["status", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "2 shards" in out and "ingest     2 done, 0 running, 0 failed, 0 not started" in out
+    assert "clap       1 done, 1 running, 0 failed, 0 not started, 4/10 files" in out and "min left" in out
+    # The running job fails: its log ends in the fault line the job prints.
+    log = results / "logs" / "extract_clap" / "n2-001.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("2026-12-03 ERROR audiofeat.job: fault: cache.dir /x is full: 0 bytes free\n")
+    assert main(["status", str(results)]) == 1
+    assert "clap       1 done, 0 running, 1 failed" in capsys.readouterr().out
+    progress.finish()
+    assert json.loads((results / "progress" / "clap" / "n2-001.json").read_text())["state"] == "done"

@@ -50,6 +50,7 @@ class Extractor(ABC):
     # from the artifact by :meth:`block` and kept in the shard table (a CLAP .npz).
     inline_block: ClassVar[bool] = False
     block_schema: ClassVar[dict] = {"type": "object"}
+    work_unit_name: ClassVar[str] = ""  # what :meth:`work_units` counts, when not files ("windows")
 
     def __init__(self, params: Any, *, wav_params_hash: str | None) -> None:
         self.params = params

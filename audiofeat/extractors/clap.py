@@ -59,6 +59,7 @@ class ClapExtractor(Extractor):
     version = "1"  # bump when embeddings change for the same audio, weights and parameters
     suffix = ".npz"
     inline_block = True
+    work_unit_name = "windows"
     block_schema = {
         "type": "object", "additionalProperties": False,
         "required": ["model", "weights", "embedding", "segments", "aggregate_strategy", "precision"],

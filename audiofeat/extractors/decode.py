@@ -25,7 +25,7 @@ class DecodeParams:
     target_sr: int
     mono: str = "mean"
     resampler: str = RESAMPLER
-    dtype: str = "float32"
+    dtype: str = "float32"  # how the WAV stores samples (audio.wav_subtype); read back as float32 always
 
 
 class DecodeExtractor(Extractor):
@@ -40,7 +40,8 @@ class DecodeExtractor(Extractor):
 
     @classmethod
     def from_settings(cls, settings, *, job: bool = False) -> "DecodeExtractor":
-        return cls(DecodeParams(int(settings.audio.target_sr)), decoder=settings.audio.decoder)
+        return cls(DecodeParams(int(settings.audio.target_sr), dtype=settings.audio.wav_subtype),
+                   decoder=settings.audio.decoder)
 
     def verdict_key(self, content_key: str) -> ArtifactKey:
         """Where the decoder's verdict on bytes that give no WAV is kept, beside the WAV they would have given."""
@@ -80,7 +81,7 @@ class DecodeExtractor(Extractor):
             meta = {"probe": probe.__dict__, "samples": int(y.shape[0]),
                     "seconds": round(time.perf_counter() - started, 6)}
             with profile.timer("write"):
-                stored = store.put(key, wav_bytes(y, self.params.target_sr), meta)
+                stored = store.put(key, wav_bytes(y, self.params.target_sr, self.params.dtype), meta)
         else:
             stored = found
         return IngestRecord(row["content_key"], base.path, "ok", samples=stored.meta["samples"],

@@ -18,6 +18,8 @@ for _name, _extractor in EXTRACTORS.items():
             # The shard's last table, kept where Snakemake does not delete it before the job: cached files
             # whose artifact it names take their block from it instead of reopening the artifact.
             previous=lambda wildcards, name=_name: results(f"previous/{name}/{wildcards.shard}.jsonl"),
+            # How far the job is, for `audiofeat status` (the log says it too, every few seconds).
+            progress=lambda wildcards, name=_name: results(f"progress/{name}/{wildcards.shard}.json"),
         conda:
             "../../environment.yaml"
         log:

@@ -6,6 +6,8 @@ rule ingest_decode:
         profile=results("timings/ingest/{shard}.json"),
     params:
         identity=DECODER.rule_identity(),
+        # How far the job is, for `audiofeat status` (the log says it too, every few seconds).
+        progress=lambda wildcards: results(f"progress/ingest/{wildcards.shard}.json"),
     conda:
         "../../environment.yaml"
     log:

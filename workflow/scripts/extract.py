@@ -5,6 +5,7 @@ log, settings = start(job)
 from audiofeat.runner import run_extractor  # noqa: E402
 
 profile = run_extractor(job.params.extractor, job.input.table, job.output.table, job.output.profile, settings,
-                        threads=job.threads, previous_jsonl=job.params.previous)
+                        threads=job.threads, previous_jsonl=job.params.previous,
+                        progress_json=job.params.progress)
 log.info(profile.log_line())
 finish()

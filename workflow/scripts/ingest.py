@@ -4,6 +4,7 @@ job = snakemake  # noqa: F821 - injected by Snakemake
 log, settings = start(job)
 from audiofeat.runner import run_ingest  # noqa: E402
 
-profile = run_ingest(job.input.shard, job.output.table, job.output.profile, settings, threads=job.threads)
+profile = run_ingest(job.input.shard, job.output.table, job.output.profile, settings, threads=job.threads,
+                     progress_json=job.params.progress)
 log.info(profile.log_line())
 finish()
