@@ -81,8 +81,11 @@ def extract(extractor: Extractor, files: list[IngestRecord], store: ArtifactStor
     """One record per file, in order: looked up, else computed and stored (on a pool of writers, so that a
     device never waits for the disk). How far the computing is goes to the log every few seconds."""
     done: dict[str, ExtractRecord] = {}
-    todo = []
+    todo, seen = [], set()
     for file in files:
+        if file.content_key in seen:
+            continue  # the same content twice (a caller's list): computed once
+        seen.add(file.content_key)
         if not file.ok:
             done[file.content_key] = ExtractRecord(file.content_key, "skipped")
         elif (record := lookup(extractor, store, file, (previous or {}).get(file.content_key))) is not None:
