@@ -11,6 +11,7 @@ recomputed: the keys are the extractors' own, as in the workflow.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -52,7 +53,7 @@ def extract(paths: Iterable[str | os.PathLike], *, extractors: Iterable[str] | N
         overrides = {**sections, **({"extractors": list(extractors)} if extractors is not None else {})}
         settings = load_settings(overrides=overrides)
     elif extractors is not None:
-        settings = Settings(**{**settings.__dict__, "extractors": tuple(extractors)})
+        settings = dataclasses.replace(settings, extractors=tuple(extractors))
     threads = resolve_threads(settings.perf.threads)
     store = open_store(settings)
     index = StatIndex(os.path.join(settings.store_dir(), "stat_index.sqlite")) if settings.cache.enabled else None

@@ -122,16 +122,26 @@ _SECTIONS = {"shard": ShardSettings, "cache": CacheSettings, "perf": PerfSetting
              "features": FeaturesSettings, "clap": ClapSettings, "segment": SegmentSettings}
 
 
+def validated_config(config: Mapping[str, Any], *, protected: Mapping[str, Any] | None = None,
+                     environ: Mapping[str, str] | None = None, require_inputs: bool = True) -> dict:
+    """``config`` with the environment's overrides (not over keys in ``protected``, the command line's), every
+    default filled in and validated: what the workflow and :func:`load_settings` both run."""
+    from .config import apply_env_overrides, validate_config
+
+    with_env = apply_env_overrides(config, os.environ if environ is None else environ, protected=protected)
+    return validate_config(with_env, require_inputs=require_inputs)
+
+
 def load_settings(config_path: str | os.PathLike | None = None, *, environ: Mapping[str, str] | None = None,
                   overrides: Mapping[str, Any] | None = None) -> Settings:
     """Settings from a YAML file (absent: the defaults), the environment overrides, then ``overrides``, validated
     as the workflow validates them. Raises :class:`audiofeat.config.ConfigError`."""
     import yaml
 
-    from .config import apply_env_overrides, merge_config, validate_config
+    from .config import merge_config
 
     config: dict = {}
     if config_path is not None:
         config = yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) or {}
-    config = apply_env_overrides(config, os.environ if environ is None else environ, protected=overrides)
-    return Settings.from_config(validate_config(merge_config(config, overrides or {}), require_inputs=False))
+    merged = merge_config(config, overrides or {})
+    return Settings.from_config(validated_config(merged, protected=overrides, environ=environ, require_inputs=False))

@@ -7,19 +7,15 @@ sys.path.insert(0, workflow.basedir)  # the audiofeat package next to the Snakef
 
 from audiofeat import _speedups
 from audiofeat.clap.checkpoint import resolve_weights
-from audiofeat.config import apply_env_overrides, resolve_threads, validate_config
+from audiofeat.config import resolve_threads
 from audiofeat.extractors import DecodeExtractor, build_extractors
 from audiofeat.inventory import input_fingerprint
 from audiofeat.preflight import preflight
 from audiofeat.scheduling import shard_job_threads
-from audiofeat.settings import Settings
+from audiofeat.settings import Settings, validated_config
 
 # Environment variables (PERF_THREADS, CACHE_DIR, ...) override config/config.yaml; --config wins over both.
-_validated = validate_config(
-    apply_env_overrides(
-        config, os.environ, protected=workflow.config_settings.config or {}
-    )
-)
+_validated = validated_config(config, protected=workflow.config_settings.config or {})
 config.clear()
 config.update(_validated)
 SETTINGS = Settings.from_config(config)
