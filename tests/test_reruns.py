@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -158,9 +159,9 @@ def test_corrupt_artifact_is_recomputed_not_fatal(small_run):
     config = write_config(work / "force.yaml", **base)
     run_snakemake(work, config)
     before = (work / "results" / "manifest.jsonl").read_bytes()
-    # Truncated artifacts, as after a disk error.
-    victims = (next((cache / "artifacts" / "features").rglob("*.json")),
-               next((cache / "artifacts" / "clap").rglob("*.npz")))
+    # Truncated artifacts of this run (its shard tables name them), as after a disk error.
+    victims = [Path(next(r["artifact"] for t in sorted((work / "results" / stage).glob("*.jsonl"))
+                         for r in read_jsonl(t) if r["status"] == "ok")) for stage in ("features", "clap")]
     for victim in victims:
         victim.write_bytes(victim.read_bytes()[:40])
     # A plain rerun reads nothing (its outputs are complete and were made from intact artifacts): they stay.
