@@ -92,7 +92,7 @@ def extract(extractor: Extractor, files: list[IngestRecord], store: ArtifactStor
             done[file.content_key] = record
         else:
             todo.append(file)
-    profile.cache_hits, profile.cache_misses = len(files) - len(todo) - sum(not f.ok for f in files), len(todo)
+    profile.cache_hits, profile.cache_misses = sum(r.status == "ok" for r in done.values()), len(todo)
     progress = Progress(extractor.name, profile.shard, files=len(todo), units=sum(map(extractor.work_units, todo)),
                         unit_name=extractor.work_unit_name, path=progress_json, log=logger)
     with ThreadPoolExecutor(max(2, threads), thread_name_prefix=f"{extractor.name}-writer") as writer:

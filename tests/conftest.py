@@ -63,9 +63,10 @@ def run_snakemake(workdir: Path, configfile: Path, *extra: str, env: dict | None
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(workdir),
            "--profile", str(REPO / "profiles" / profile), *cores, "--configfile", str(configfile), *extra]
     run_env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **(env or {})}
-    for name in ("PERF_THREADS", "AUDIO_TARGET_SR", "CLAP_ENABLE_AMP", "CLAP_MAX_BATCH_AUDIO_SECONDS",
-                 "SEGMENT_WINDOW_SECONDS", "SEGMENT_HOP_SECONDS", "SEGMENT_AGGREGATE_MODE", "CACHE_DIR",
-                 "CACHE_TTL_HOURS", "CACHE_ENABLED"):
+    from audiofeat._speedups import SWITCH
+    from audiofeat.config import ENV_OVERRIDES
+
+    for name in (*ENV_OVERRIDES, SWITCH):
         if name not in (env or {}):
             run_env.pop(name, None)  # the caller's shell must not change what a test runs
     done = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=run_env, timeout=timeout)
