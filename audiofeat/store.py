@@ -246,16 +246,40 @@ class ArtifactStore:
     def put(self, key: ArtifactKey, data: bytes, meta: Mapping[str, Any] | None = None) -> StoredArtifact:
         """Store ``data`` atomically under ``key``; returns what :meth:`get` will return for it."""
         path = self.path(key)
-        record = {"digest": blake2b_bytes(data), "size": len(data), "meta": dict(meta or {}), "key": key.__dict__,
-                  "created": time.time()}
+        record = self._record(key, blake2b_bytes(data), len(data), meta)
         with _exclusive(path.parent):  # another writer's payload never gets this sidecar
             atomic_write_bytes(path, data)
-            try:
-                self._seal(path, record)
-            except BaseException:  # no payload without its sidecar (a full disk fails the sidecar after the payload)
-                path.unlink(missing_ok=True)
-                raise
+            self._seal_or_remove(path, record)
         return StoredArtifact(path, record["meta"], record["digest"])
+
+    def staging_path(self, key: ArtifactKey) -> Path:
+        """A temporary name beside ``key``'s payload, for a payload written as a file, piece by piece, and then
+        stored by :meth:`put_file` (the caller removes it if it gives up)."""
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return _temporary_name(path)
+
+    def put_file(self, key: ArtifactKey, staged: Path, meta: Mapping[str, Any] | None = None) -> StoredArtifact:
+        """Store the file at ``staged`` (from :meth:`staging_path`) under ``key``, moving it into place."""
+        path = self.path(key)
+        with open(staged, "rb+") as handle:
+            os.fsync(handle.fileno())
+        record = self._record(key, blake2b_file(staged), staged.stat().st_size, meta)
+        with _exclusive(path.parent):
+            os.replace(staged, path)
+            self._seal_or_remove(path, record)
+        return StoredArtifact(path, record["meta"], record["digest"])
+
+    @staticmethod
+    def _record(key: ArtifactKey, digest: str, size: int, meta: Mapping[str, Any] | None) -> dict:
+        return {"digest": digest, "size": size, "meta": dict(meta or {}), "key": key.__dict__, "created": time.time()}
+
+    def _seal_or_remove(self, path: Path, record: dict) -> None:
+        try:
+            self._seal(path, record)
+        except BaseException:  # no payload without its sidecar (a full disk fails the sidecar after the payload)
+            path.unlink(missing_ok=True)
+            raise
 
     def touch(self, path: Path) -> None:
         """Mark an artifact as used now (the LRU clock of :func:`collect_garbage`: its sidecar's mtime)."""

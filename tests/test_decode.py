@@ -164,3 +164,61 @@ def test_wav_subtype_stores_smaller_wavs_under_their_own_key(tmp_path):
     for subtype in ("int24", "int16"):  # the same audio, quantised: the statistics barely move
         got = runs[subtype].manifests[0].blocks["features"]["mfcc"]["mean"]
         assert 0 < np.abs(np.subtract(got, reference)).max() < 0.05
+
+
+def _streamed_wav(path, tmp_path, *, decoder="pyav", target_sr=48000, subtype="float32") -> bytes:
+    from audiofeat.decode import open_source, resampled, write_wav
+
+    source = open_source(str(path), decoder=decoder)
+    out = tmp_path / f"streamed-{path.stem}-{decoder}.wav"
+    write_wav(out, resampled(source.chunks, source.facts.sample_rate, target_sr), sr=target_sr, subtype=subtype)
+    return out.read_bytes()
+
+
+@pytest.mark.parametrize("name", ["wav_8k_mono", "flac_96k_stereo", "mp3_44k_stereo", "ogg_48k", "mp4_video"])
+@pytest.mark.parametrize("decoder", ["pyav", "ffmpeg"])
+def test_streamed_wav_is_the_one_shot_wav_to_the_byte(media, tmp_path, monkeypatch, name, decoder):
+    """Decoding, resampling and writing in small odd-sized chunks gives the bytes that one whole-file decode,
+    one soxr call and one WAV write give (every chunk boundary, the AAC tail trim and the resampler's state)."""
+    import soxr
+
+    from audiofeat import decode
+
+    whole_probe, whole = decode_source(str(media[name]), decoder=decoder)
+    one_shot = wav_bytes(soxr.resample(whole, whole_probe.sample_rate, 48000, "HQ").astype(np.float32), 48000)
+    monkeypatch.setattr(decode, "CHUNK_SAMPLES", 1001)
+    assert _streamed_wav(media[name], tmp_path, decoder=decoder) == one_shot
+    chunked_probe, chunked = decode_source(str(media[name]), decoder=decoder)
+    assert chunked_probe == whole_probe and np.array_equal(chunked, whole)
+
+
+def test_wav_longer_than_riff_allows_is_written_as_rf64_with_the_same_samples(media, tmp_path, monkeypatch):
+    from audiofeat import decode
+
+    expected = load_audio(str(media["mp3_44k_stereo"]), target_sr=48000)[1]
+    monkeypatch.setattr(decode, "CHUNK_SAMPLES", 4096)
+    monkeypatch.setattr(decode, "RIFF_DATA_LIMIT", 100_000)  # 4 GiB in real life: these 1.5 s pass it
+    path = tmp_path / "long.wav"
+    path.write_bytes(_streamed_wav(media["mp3_44k_stereo"], tmp_path, subtype="int24"))
+    assert sf.info(str(path)).format == "RF64"
+    back, sr = read_wav(path)
+    assert sr == 48000 and np.abs(back - expected).max() < 2 ** -22  # int24's step: nothing lost in the switch
+
+
+def test_a_wav_header_claiming_hours_decodes_what_is_there_in_bounded_memory(tmp_path):
+    """The RIFF and data sizes say 6 hours; the file holds 1 s. Memory follows the samples decoded."""
+    import struct
+    import tracemalloc
+
+    path = tmp_path / "liar.wav"
+    data = wav_bytes(np.zeros(48000, np.float32), 48000)
+    claimed = 6 * 3600 * 48000 * 4
+    data = data[:4] + struct.pack("<I", claimed + len(data) - 8) + data[8:]
+    at = data.index(b"data")
+    path.write_bytes(data[:at + 4] + struct.pack("<I", claimed) + data[at + 8:])
+    tracemalloc.start()
+    probe, y = load_audio(str(path), target_sr=48000)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert probe.duration_s == 1.0 and y.shape == (48000,)
+    assert peak < 64 * 2 ** 20, peak  # 6 hours as float32 would be 4 GB

@@ -10,12 +10,13 @@ import os
 import time
 from dataclasses import dataclass
 
-from ..decode import DECODE_VERSION, RESAMPLER, DecodeError, InputUnreadable, decode_source, resample, wav_bytes
+from ..decode import (DECODE_VERSION, RESAMPLER, DecodeError, InputUnreadable, decoded_probe, open_source,
+                      resampled, write_wav)
 from ..faults import InputChanged, is_fault, one_line
 from ..inventory import input_signature
 from ..manifest import path_text
 from ..profiling import JobProfile
-from ..store import ArtifactKey, ArtifactStore
+from ..store import ArtifactKey, ArtifactStore, StoredArtifact
 from ..tables import IngestRecord
 from .base import Extractor
 
@@ -64,10 +65,7 @@ class DecodeExtractor(Extractor):
             return _failed(base, known.meta["error"], known.path), True
         if found is None:
             try:
-                with profile.timer("decode"):
-                    probe, y = decode_source(row["path"], decoder=self.decoder)
-                with profile.timer("resample"):
-                    y = resample(y, probe.sample_rate, self.params.target_sr)
+                stored = self._decode_into(store, key, row, profile, started)
             except InputUnreadable as exc:
                 return _failed(base, str(exc)), False
             except DecodeError as exc:
@@ -77,17 +75,48 @@ class DecodeExtractor(Extractor):
                 if is_fault(exc):
                     raise
                 return _failed(base, one_line(exc)), False
-            check_unchanged(row)
-            meta = {"probe": probe.__dict__, "samples": int(y.shape[0]),
-                    "seconds": round(time.perf_counter() - started, 6)}
-            with profile.timer("write"):
-                stored = store.put(key, wav_bytes(y, self.params.target_sr, self.params.dtype), meta)
         else:
             stored = found
         return IngestRecord(row["content_key"], base.path, "ok", samples=stored.meta["samples"],
                             audio={**stored.meta["probe"], "target_sr": self.params.target_sr, "wav": str(stored.path)},
                             seconds=stored.meta.get("seconds", 0.0), cache_hit=found is not None,
                             extractor=self.identity()), found is not None
+
+
+    def _decode_into(self, store: ArtifactStore, key: ArtifactKey, row: dict, profile: JobProfile,
+                     started: float) -> StoredArtifact:
+        """Decode, resample and write the WAV a chunk at a time into the store's staging file, then store it:
+        memory follows the chunk, not the input's duration (or what its header claims)."""
+        staged = store.staging_path(key)
+        try:
+            with profile.timer("decode"):
+                source = open_source(row["path"], decoder=self.decoder)
+            decoded = _Counted(source.chunks, profile)
+            samples = write_wav(staged, resampled(decoded, source.facts.sample_rate, self.params.target_sr,
+                                                  timer=profile.timer),
+                                sr=self.params.target_sr, subtype=self.params.dtype, timer=profile.timer)
+            check_unchanged(row)
+            meta = {"probe": decoded_probe(source.facts, decoded.samples).__dict__, "samples": samples,
+                    "seconds": round(time.perf_counter() - started, 6)}
+            return store.put_file(key, staged, meta)
+        finally:
+            staged.unlink(missing_ok=True)
+
+
+class _Counted:
+    """Decoded chunks, counted, each read timed as decoding."""
+
+    def __init__(self, chunks, profile: JobProfile) -> None:
+        self.chunks, self.profile, self.samples = chunks, profile, 0
+
+    def __iter__(self):
+        while True:
+            with self.profile.timer("decode"):
+                chunk = next(self.chunks, None)
+            if chunk is None:
+                return
+            self.samples += chunk.shape[0]
+            yield chunk
 
 
 def _failed(base: IngestRecord, message: str, artifact=None) -> IngestRecord:
