@@ -1,5 +1,6 @@
 """The feature core against librosa (the reference) and against its own plain-numpy kernels."""
 import librosa
+import soundfile as sf
 import numpy as np
 import pytest
 
@@ -165,3 +166,21 @@ def test_bad_arguments_name_the_argument():
         dsp.stft_power(y, win_length=4096)
     with pytest.raises(ValueError, match="must be floating-point"):
         dsp.mfcc(np.zeros(100, np.int16), sr=16000)
+
+
+@pytest.mark.parametrize("center", [True, False])
+def test_summary_read_from_a_wav_a_span_at_a_time_equals_the_whole_array(tmp_path, real_recordings, monkeypatch,
+                                                                        center):
+    """Spans of 70 frames (not a multiple of the FFT block) over a real recording: every statistic is the one the
+    whole in-memory signal gives, to the bit."""
+    from audiofeat.decode import WavReader, read_wav, wav_bytes, resample
+
+    y, sr = sf.read(real_recordings[0], dtype="float32", always_2d=True)
+    y = resample(y.mean(axis=1).astype(np.float32), sr, 48000)
+    path = tmp_path / "x.wav"
+    path.write_bytes(wav_bytes(y, 48000))
+    y = read_wav(path)[0]
+    whole = dsp.feature_summary(y, sr=48000, center=center)
+    monkeypatch.setattr(dsp, "SPAN_FRAMES", 70)
+    with WavReader(path) as reader:
+        assert dsp.feature_summary(reader, sr=48000, center=center) == whole

@@ -196,17 +196,37 @@ def _n_frames(n: int, offset: int, n_fft: int, hop_length: int) -> int:
     return 1 + (n + 2 * offset - n_fft) // hop_length
 
 
-def _stft_blocks(signal: np.ndarray, offset: int, n_fft: int, hop_length: int, window: np.ndarray):
-    """Yield ``(first_frame, n_frames, spectrum)`` per block of frames; ``spectrum`` is reused between blocks."""
+# Frames whose samples are read at once when the signal comes from a reader (~8 MB at hop 512): a long
+# recording's STFT never needs it whole.
+SPAN_FRAMES = 4096
+
+
+def _stft_blocks(read: Callable[[int, int], np.ndarray], n: int, offset: int, n_fft: int, hop_length: int,
+                 window: np.ndarray):
+    """Yield ``(first_frame, n_frames, spectrum)`` per block of frames of a signal of ``n`` samples, read a
+    span of :data:`SPAN_FRAMES` frames at a time by ``read(start, stop)``; ``spectrum`` is reused between blocks.
+
+    A span's samples are passed with the offset shifted by the span's first sample, so the kernel sees exactly
+    the samples (and the zero padding at the signal's ends) it would see in the whole signal.
+    """
     from . import _kernels
     from ._fft import BLOCK_FRAMES, rfft_block
 
     block = rfft_block(n_fft)
-    total = _n_frames(signal.shape[0], offset, n_fft, hop_length)
-    for first in range(0, total, BLOCK_FRAMES):
-        count = min(BLOCK_FRAMES, total - first)
-        _kernels._frame_block(signal, offset, first, count, hop_length, window, block.frames)
-        yield first, count, block.execute()
+    total = _n_frames(n, offset, n_fft, hop_length)
+    for span in range(0, total, SPAN_FRAMES):
+        span_end = min(total, span + SPAN_FRAMES)
+        lo = max(0, span * hop_length - offset)
+        hi = min(n, (span_end - 1) * hop_length - offset + n_fft)
+        samples = read(lo, hi) if hi > lo else np.zeros(0, np.float32)
+        for first in range(span, span_end, BLOCK_FRAMES):
+            count = min(BLOCK_FRAMES, span_end - first)
+            _kernels._frame_block(samples, offset + lo, first, count, hop_length, window, block.frames)
+            yield first, count, block.execute()
+
+
+def _array_reader(signal: np.ndarray) -> Callable[[int, int], np.ndarray]:
+    return lambda start, stop: signal[start:stop]
 
 
 def _stft_args(n_fft, hop_length, win_length, window):
@@ -247,7 +267,8 @@ def stft_power(y: np.ndarray, *, n_fft: int = 2048, hop_length: int | None = Non
         signal, offset = _framing(channel, n_fft, center, pad_mode)
         out = np.empty((n_fft // 2 + 1, _n_frames(signal.shape[0], offset, n_fft, hop_length)), dtype=np.float32)
         power_t = np.empty((n_fft // 2 + 1, BLOCK_FRAMES), dtype=np.float32)
-        for first, count, spectrum in _stft_blocks(signal, offset, n_fft, hop_length, win):
+        for first, count, spectrum in _stft_blocks(_array_reader(signal), signal.shape[0], offset, n_fft,
+                                                   hop_length, win):
             _kernels._power_transposed(spectrum, count, float(power), power_t)
             out[:, first:first + count] = power_t[:, :count]
         return out
@@ -256,19 +277,33 @@ def stft_power(y: np.ndarray, *, n_fft: int = 2048, hop_length: int | None = Non
 
 
 def _mel_power(channel, sr, n_fft, hop_length, win, center, pad_mode, power, n_mels, fmin, fmax, htk, norm):
+    """Mel power ``[shape=(n_mels, t)]`` of a 1-D signal, or of a reader's (``frames``, ``read(start, stop)``;
+    centred with constant padding or not centred: it is read a span at a time)."""
     from . import _kernels
     from ._fft import BLOCK_FRAMES
 
     weights, lo, hi = _sparse_filters(float(sr), n_fft, n_mels, float(fmin),
                                       None if fmax is None else float(fmax), htk, norm)
-    signal, offset = _framing(channel, n_fft, center, pad_mode)
-    out = np.empty((n_mels, _n_frames(signal.shape[0], offset, n_fft, hop_length)), dtype=np.float32)
+    if isinstance(channel, np.ndarray) or (center and pad_mode != "constant"):
+        signal, offset = _framing(channel if isinstance(channel, np.ndarray) else _read_all(channel), n_fft,
+                                  center, pad_mode)
+        read, n = _array_reader(signal), signal.shape[0]
+    else:
+        read, n = channel.read, channel.frames
+        if not center and n < n_fft:
+            raise ParameterError(f"n_fft={n_fft} is too large for input signal of length={n}")
+        offset = n_fft // 2 if center else 0
+    out = np.empty((n_mels, _n_frames(n, offset, n_fft, hop_length)), dtype=np.float32)
     power_t = np.empty((n_fft // 2 + 1, BLOCK_FRAMES), dtype=np.float32)
     acc = np.empty(BLOCK_FRAMES, dtype=np.float32)
-    for first, count, spectrum in _stft_blocks(signal, offset, n_fft, hop_length, win):
+    for first, count, spectrum in _stft_blocks(read, n, offset, n_fft, hop_length, win):
         _kernels._power_transposed(spectrum, count, float(power), power_t)
         _kernels._mel_from_power(count, weights, lo, hi, power_t, acc, out, first)
     return out
+
+
+def _read_all(reader) -> np.ndarray:
+    return _check_audio(reader.read(0, reader.frames))
 
 
 def melspectrogram(y: np.ndarray | None = None, *, sr: float = 22050, S: np.ndarray | None = None,
@@ -406,6 +441,10 @@ def feature_summary(y: np.ndarray, *, sr: float, n_fft: int = 2048, hop_length: 
                     pad_mode: str = "constant") -> dict:
     """Log-mel and MFCC statistics of mono ``y`` [shape=(n,)], without materialising the frames.
 
+    ``y`` may also be a reader of a long signal (``frames``, and ``read(start, stop)`` -> float32, as
+    :class:`audiofeat.decode.WavReader`): it is read a span at a time, with the same result, so memory follows
+    the frames' statistics (``n_mels`` floats per frame), not the waveform.
+
     The log-mel is ``power_to_db(melspectrogram(y, ...), top_db=top_db)`` and the MFCC its orthonormal DCT-II,
     exactly as :func:`mfcc` computes them; defaults are librosa's (see :data:`PRESETS`).
 
@@ -418,9 +457,10 @@ def feature_summary(y: np.ndarray, *, sr: float, n_fft: int = 2048, hop_length: 
     """
     from . import _kernels
 
-    y = _check_audio(y)
-    if y.ndim != 1:
-        raise ParameterError(f"feature_summary takes mono audio of shape (n,), not {y.shape}")
+    if isinstance(y, np.ndarray) or not hasattr(y, "read"):
+        y = _check_audio(y)
+        if y.ndim != 1:
+            raise ParameterError(f"feature_summary takes mono audio of shape (n,), not {y.shape}")
     n_fft, hop_length, win = _stft_args(n_fft, hop_length, None, window)
     log_mel = _mel_power(y, sr, n_fft, hop_length, win, center, pad_mode, 2.0, n_mels, fmin, fmax, htk, norm)
     _kernels._power_to_db_inplace(log_mel, 0.0, 1e-10, -1.0 if top_db is None else float(top_db))

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import orjson
 
-from ..decode import read_wav
+from ..decode import WavReader
 from ..faults import Verdict
 from ..tables import IngestRecord
 from .base import Computed, Extractor
@@ -61,15 +61,15 @@ class FeaturesExtractor(Extractor):
 
     def compute_one(self, file: IngestRecord) -> Computed:
         """The manifest's ``features`` block, stored as its JSON (finalize inserts it byte for byte)."""
-        y, _ = read_wav(file.wav)
-        block = features_block(y, self.params)
+        with WavReader(file.wav) as wav:  # read a span at a time: memory follows the frames, not the duration
+            block = features_block(wav, self.params)
         if not all(np.isfinite(v).all() for part in ("mel", "mfcc") for v in block[part].values()):
             raise Verdict("ValueError: non-finite statistics")
         return Computed(orjson.dumps(block, option=orjson.OPT_SORT_KEYS), {})
 
 
-def features_block(y: np.ndarray, params: FeaturesParams) -> dict:
-    """The ``features`` block for mono ``y`` [shape=(n,)] at ``params.sr``."""
+def features_block(y, params: FeaturesParams) -> dict:
+    """The ``features`` block for mono ``y`` [shape=(n,)] at ``params.sr``, or for a :class:`WavReader`'s."""
     from ..dsp import feature_summary
 
     kwargs = asdict(params)
