@@ -1,13 +1,13 @@
-"""The dataset-level outputs: per-file manifests, ``manifest.jsonl``, the embedding matrix and the run summary,
-assembled from every shard's tables."""
+"""Assembling results: per shard (:func:`assemble_shard`), its inputs' manifests and Parquet part from its
+tables; for the run (:func:`run_finalize`), the summary, the embedding matrix and the store's bound, from the
+shards' small summaries. Cost follows the shards that changed, not the dataset."""
 from __future__ import annotations
 
-import io
+import bisect
 import json
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import orjson
 
 from . import __version__
@@ -15,6 +15,7 @@ from .faults import Fault
 from .inventory import read_tsv
 from .manifest import AudioInfo, AudioManifest, Source, path_text, run_schema
 from .settings import CacheSettings
+from .dataset import PartRows, manifest_row, part_digest, part_schema, patch_embeddings, remove_stale_parts, write_part
 from .store import ArtifactStore, atomic_write_bytes, atomic_write_text, blake2b_bytes
 from .tables import json_line, read_jsonl
 
@@ -60,7 +61,7 @@ def build_manifest(row: dict, by_stage: dict[str, dict[str, dict]], extractors: 
     """One input's ``audio_manifest_v1`` record from its inventory row and its shard records."""
     source = Source.of(row["path"], row["content_key"], int(row["size_bytes"]))
     stages = ["ingest", *extractors]
-    records = {stage: by_stage[stage].get(row["content_key"]) for stage in stages}
+    records = {stage: by_stage.get(stage, {}).get(row["content_key"]) for stage in stages}
     error = row["error"] or next((r["error"] for r in records.values() if r and r["status"] == "error"), None)
     if not error and any(r is None for r in records.values()):
         error = "not processed (its shard job failed; see the logs)"
@@ -82,7 +83,7 @@ def build_manifest(row: dict, by_stage: dict[str, dict[str, dict]], extractors: 
 
 
 def artifacts_in_use(tables: dict[str, dict[str, dict]]) -> set[str]:
-    """Store paths the current run's shard tables refer to (garbage collection never removes these)."""
+    """Store paths a shard's tables refer to (garbage collection never removes these)."""
     used: set[str] = set()
     for table in tables.values():
         for record in table.values():
@@ -95,76 +96,146 @@ def artifacts_in_use(tables: dict[str, dict[str, dict]]) -> set[str]:
     return used
 
 
+# Per-file cost histogram bins (seconds, log-spaced, 4 per decade from 1 ms): shards' counts add up.
+COST_BINS = tuple(10 ** (k / 4) for k in range(-12, 17))
+SLOWEST_KEPT = 10
+
+
+def assemble_shard(paths_tsv: str, tables: dict[str, str], extractors: dict, *, manifests_dir: str,
+                   part_path: str, summary_path: str, index_path: str) -> dict:
+    """A shard's per-file manifests (only those whose bytes changed are written), its Parquet part and its
+    summary, from its inventory rows (``paths_tsv``: every path whose content is in the shard) and its tables
+    (``{stage: path}``). Returns the summary."""
+    by_stage = read_shard_tables({stage: [path] for stage, path in tables.items()})
+    rows = read_tsv(paths_tsv)
+    try:
+        manifests = [build_manifest(row, by_stage, list(extractors)).to_dict() for row in rows]
+    except ArtifactGone as gone:
+        Path(tables[gone.stage]).unlink()  # the same command then recomputes what the table held
+        raise Fault(f"{gone}; its shard's {gone.stage} table was removed: rerun the same command") from None
+    entries = [{"relpath": row["relpath"], "manifest": m, "line": json_line(m)} for row, m in zip(rows, manifests)]
+    written = write_manifests(Path(manifests_dir), entries, Path(index_path))
+    # Stored blocks are in the manifests as unparsed JSON: the written line is parsed once for the part's columns.
+    write_part(part_path, [manifest_row(parsed, extractors, parsed) for parsed in
+                           (orjson.loads(e["line"]) for e in entries)], part_schema(extractors))
+    summary = shard_summary(entries, Path(manifests_dir).name)
+    summary.update(part_digest=part_digest(part_path), manifests_written=written)
+    atomic_write_text(summary_path, json.dumps(summary, ensure_ascii=False))
+    return summary
+
+
+def write_manifests(root: Path, entries: list[dict], index_path: Path) -> int:
+    """Write the manifests whose bytes changed since the last time (their digests are kept in ``index_path``,
+    so unchanged ones are not reread) or that are missing; remove those of paths the shard no longer has, while
+    they hold what it wrote. Returns how many were written."""
+    try:
+        previous = json.loads(index_path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        previous = {}
+    current, written = {}, 0
+    for entry in entries:
+        line = entry.get("line") or json_line(entry["manifest"])
+        digest = current[entry["relpath"]] = blake2b_bytes(line)
+        path = root / _manifest_relpath(entry["relpath"])
+        if previous.get(entry["relpath"]) != digest or not path.exists():
+            atomic_write_bytes(path, line, durable=False)  # derived: rewritten by the next run if lost
+            written += 1
+    for relpath, digest in previous.items():
+        if relpath not in current:
+            _remove_if_ours(root / _manifest_relpath(relpath), digest)
+    atomic_write_text(index_path, json.dumps(current, ensure_ascii=False))
+    return written
+
+
+def _remove_if_ours(path: Path, digest: str) -> None:
+    """Remove a manifest the shard wrote, unless another shard has rewritten it since (its content changed)."""
+    try:
+        if blake2b_bytes(path.read_bytes()) == digest:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def shard_summary(entries: list[dict], manifests_folder: str) -> dict:
+    """Counts, failures by cause, the slowest files and the per-file cost histogram of one shard's inputs."""
+    costs = [(m["manifest"]["source"]["path"], sum(m["manifest"].get("timings", {}).values())) for m in entries]
+    histogram = [0] * (len(COST_BINS) + 1)
+    for _, cost in costs:
+        histogram[bisect.bisect(COST_BINS, cost)] += 1
+    return {"rows": len(entries), "ok": sum(e["manifest"]["status"] == "ok" for e in entries),
+            "failed": sum(e["manifest"]["status"] == "error" for e in entries),
+            "slowest": sorted(costs, key=lambda item: -item[1])[:SLOWEST_KEPT], "cost_histogram": histogram,
+            **failure_summary(entries, manifests_folder)}
+
+
+def assemble_unhashed(errors_tsv: str, extractors: dict, *, manifests_dir: str, part_path: str,
+                      index_path: str) -> dict:
+    """The inputs the inventory could not hash (unreadable, say): their manifests, part and summary."""
+    rows = read_tsv(errors_tsv)
+    entries = [{"relpath": row["relpath"], "manifest": build_manifest(row, {}, list(extractors)).to_dict()}
+               for row in rows]
+    write_manifests(Path(manifests_dir), entries, Path(index_path))
+    if not entries:
+        Path(part_path).unlink(missing_ok=True)
+        return {**shard_summary([], Path(manifests_dir).name), "part_digest": None}
+    write_part(part_path, [manifest_row(e["manifest"], extractors, e["manifest"]) for e in entries],
+               part_schema(extractors))
+    return {**shard_summary(entries, Path(manifests_dir).name), "part_digest": part_digest(part_path)}
+
+
+UNHASHED = "unhashed"  # the part and index of inputs the inventory could not hash; sorts after "n<count>-..."
+
+
 class FinalizeResult(NamedTuple):
-    """What :func:`run_finalize` wrote the summary of, and each input's path with its manifest's timings summed."""
+    """What :func:`run_finalize` wrote the summary of, and the per-file costs the report shows."""
 
     summary: dict
-    file_seconds: list[tuple[str, float]]
+    slowest: list
+    cost_histogram: list
 
 
-def _write_manifests(root: Path, entries: list[dict], manifest_jsonl: str) -> None:
-    """Per-file manifests (only changed ones rewritten: after adding one file to a large run, one is written)
-    and ``manifest.jsonl``; manifests of inputs that are gone are removed."""
-    root.mkdir(parents=True, exist_ok=True)
-    lines, current = [], set()
-    for entry in entries:
-        line = json_line(entry["manifest"])
-        path = root / _manifest_relpath(entry["relpath"])
-        current.add(path)
-        try:
-            unchanged = path.read_bytes() == line
-        except FileNotFoundError:
-            unchanged = False
-        if not unchanged:
-            atomic_write_bytes(path, line, durable=False)  # derived from manifest.jsonl: no fsync per file
-        lines.append(line)
-    for stale in root.rglob("*.json"):
-        if stale not in current:
-            stale.unlink()
-    atomic_write_bytes(manifest_jsonl, b"".join(lines))
-
-
-def _write_embeddings(path: str, manifests: list[dict]) -> None:
-    """The ``[shape=(inputs, 512)]`` float32 matrix of clip embeddings, in the inventory's order (rows of failed
-    inputs stay zero)."""
-    dim = next((len(m["clap"]["embedding"]) for m in manifests if m["status"] == "ok"), 512)
-    matrix = np.zeros((len(manifests), dim), dtype=np.float32)
-    for index, manifest in enumerate(manifests):
-        if manifest["status"] == "ok":
-            matrix[index] = manifest["clap"]["embedding"]
-    buffer = io.BytesIO()
-    np.save(buffer, matrix)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def run_finalize(files_tsv: str, tables: dict[str, list[str]], extractors: list[str], *, manifests_dir: str,
-                 manifest_jsonl: str, summary_json: str, schema_json: str, embeddings_npy: str | None,
-                 cache: CacheSettings) -> FinalizeResult:
-    """Write the manifests, ``manifest.jsonl``, the run's manifest schema, the embedding matrix (when CLAP ran)
-    and the summary, then bound the store (``cache.ttl_hours``, ``cache.max_gb``) sparing what this run uses.
-    ``tables`` maps ``ingest`` and each of ``extractors`` to its shard tables."""
-    by_stage = read_shard_tables(tables)
-    try:
-        rows = read_tsv(files_tsv)
-        manifests = [build_manifest(row, by_stage, extractors).to_dict() for row in rows]
-    except ArtifactGone as gone:
-        # The tables that name it are removed, so that the same command recomputes what they held.
-        for table in tables[gone.stage]:
-            if any(r["content_key"] == gone.content_key for r in read_jsonl(table)):
-                Path(table).unlink()
-        raise Fault(f"{gone}; its shard's {gone.stage} table was removed: rerun the same command") from None
-    entries = [{"relpath": row["relpath"], "manifest": m} for row, m in zip(rows, manifests)]
-    _write_manifests(Path(manifests_dir), entries, manifest_jsonl)
-    atomic_write_text(schema_json, json.dumps(run_schema(extractors), indent=1))
+def run_finalize(summaries: dict[str, str], errors_tsv: str, extractors: dict, *, dataset_dir: str,
+                 manifests_dir: str, assembled_dir: str, summary_json: str, schema_json: str, embeddings_npy: str | None,
+                 cache: CacheSettings, tables: dict[str, list[str]]) -> FinalizeResult:
+    """The run's outputs from the shards' summaries (``{shard: path}``): the unhashed inputs' part, the
+    embedding matrix patched where parts changed (when CLAP ran), the manifest schema and the summary; then
+    the store is bounded (``cache.ttl_hours``, ``cache.max_gb``) sparing what ``tables`` name."""
+    by_shard = {shard: json.loads(Path(path).read_text(encoding="utf-8")) for shard, path in summaries.items()}
+    dataset = Path(dataset_dir)
+    by_shard[UNHASHED] = assemble_unhashed(errors_tsv, extractors, manifests_dir=manifests_dir,
+                                           part_path=str(dataset / f"{UNHASHED}.parquet"),
+                                           index_path=str(Path(assembled_dir) / f"{UNHASHED}.index.json"))
+    parts = [PartRows(shard, by_shard[shard]["rows"], by_shard[shard]["part_digest"])
+             for shard in sorted(by_shard) if by_shard[shard]["part_digest"]]
+    remove_stale_parts(dataset, [p.shard for p in parts])
     if embeddings_npy:
-        _write_embeddings(embeddings_npy, manifests)
-    summary = {"ok": sum(m["status"] == "ok" for m in manifests), "failed": sum(m["status"] == "error" for m in manifests),
-               "extractors": extractors, **failure_summary(entries, Path(manifests_dir).name)}
+        from .extractors.clap import EMBEDDING_DIM
+
+        patch_embeddings(embeddings_npy, parts, lambda shard: dataset / f"{shard}.parquet", dim=EMBEDDING_DIM)
+    atomic_write_text(schema_json, json.dumps(run_schema(list(extractors)), indent=1))
+    summary = merged_summary(list(by_shard.values()), list(extractors))
     if cache.enabled and (cache.ttl_hours or cache.max_gb):
         summary["cache_gc"] = ArtifactStore(cache.dir).collect_garbage(
-            ttl_hours=cache.ttl_hours, max_gb=cache.max_gb, protect=artifacts_in_use(by_stage))
+            ttl_hours=cache.ttl_hours, max_gb=cache.max_gb, protect=artifacts_in_use(read_shard_tables(tables)))
     atomic_write_text(summary_json, json.dumps(summary, indent=1, ensure_ascii=False))
-    return FinalizeResult(summary, [(m["source"]["path"], sum(m.get("timings", {}).values())) for m in manifests])
+    slowest = sorted((tuple(x) for s in by_shard.values() for x in s["slowest"]), key=lambda x: -x[1])[:SLOWEST_KEPT]
+    histogram = [sum(counts) for counts in zip(*(s["cost_histogram"] for s in by_shard.values()))]
+    return FinalizeResult(summary, slowest, histogram)
+
+
+def merged_summary(shards: list[dict], extractors: list[str]) -> dict:
+    """The run's summary from its shards': counts, failures by cause (the first files of each), failed files."""
+    causes: dict[str, dict] = {}
+    for shard in shards:
+        for group in shard["failures"]:
+            merged = causes.setdefault(group["cause"], {"count": 0, "files": []})
+            merged["count"] += group["count"]
+            merged["files"] += group["files"][:FAILURES_LISTED_PER_CAUSE - len(merged["files"])]
+    return {"ok": sum(s["ok"] for s in shards), "failed": sum(s["failed"] for s in shards), "extractors": extractors,
+            "failures_by_cause": {cause: g["count"] for cause, g in sorted(causes.items())},
+            "failures": [{"cause": cause, "count": g["count"], "files": g["files"], "more": g["count"] - len(g["files"])}
+                         for cause, g in sorted(causes.items())],
+            "failed_files": [path for s in shards for path in s["failed_files"]]}
 
 
 def failure_summary(entries: list[dict], manifests_folder: str) -> dict:

@@ -265,28 +265,45 @@ def read_tsv(path: str | os.PathLike) -> list[dict[str, str]]:
 
 def write_inventory(out_dir: str, files: list[InputFile], shards: dict[str, list[InputFile]],
                     state_path: str | os.PathLike) -> None:
-    """Write ``files.tsv`` and ``shards/<name>.tsv`` under ``out_dir``.
+    """Write ``files.tsv``; per shard, ``shards/<name>.tsv`` (its unique contents, the extractors' input) and
+    ``paths/<name>.tsv`` (every path whose content is in it, for its manifests and dataset part); and
+    ``errors.tsv`` (the inputs that could not be hashed).
 
-    A shard table whose content did not change keeps its previous mtime (remembered in ``state_path``), so
-    Snakemake does not rerun the shard's jobs after the inventory itself reran.
+    A table whose content did not change keeps its previous mtime (remembered in ``state_path``), so Snakemake
+    does not rerun the jobs that read it after the inventory itself reran.
     """
     out = Path(out_dir)
-    (out / "shards").mkdir(parents=True, exist_ok=True)
+    for folder in ("shards", "paths"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
     write_tsv(out / "files.tsv", FILES_COLUMNS, (r.__dict__ for r in files))
     try:
         state = json.loads(Path(state_path).read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
         state = {}
-    new_state = {}
-    for name, records in shards.items():
-        path = out / "shards" / f"{name}.tsv"
-        text = write_tsv(path, SHARD_COLUMNS, (r.__dict__ for r in records))
-        digest = hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
-        previous = state.get(name)
-        if previous and previous[0] == digest:
-            os.utime(path, ns=(previous[1], previous[1]))
-        new_state[name] = [digest, path.stat().st_mtime_ns]
+    shard_of_key = {r.content_key: name for name, records in shards.items() for r in records}
+    paths: dict[str, list[InputFile]] = {name: [] for name in shards}
+    for record in files:
+        if record.content_key in shard_of_key:
+            paths[shard_of_key[record.content_key]].append(record)
+    tables = {f"shards/{name}.tsv": (SHARD_COLUMNS, records) for name, records in shards.items()}
+    tables.update({f"paths/{name}.tsv": (FILES_COLUMNS, sorted(records, key=lambda r: r.path))
+                   for name, records in paths.items()})
+    tables["errors.tsv"] = (FILES_COLUMNS, [r for r in files if not r.content_key])
+    new_state = {name: _write_keeping_mtime(out / name, columns, records, state.get(name))
+                 for name, (columns, records) in tables.items()}
+    for name in set(state) - set(new_state):  # tables of shards the inputs no longer fill
+        (out / name).unlink(missing_ok=True)
     atomic_write_text(state_path, json.dumps(new_state, sort_keys=True))
+
+
+def _write_keeping_mtime(path: Path, columns: tuple[str, ...], records: list, previous: list | None) -> list:
+    """Write a table; give it back its previous mtime when its digest is the one ``previous`` remembers.
+    Returns ``[digest, mtime_ns]`` to remember."""
+    text = write_tsv(path, columns, (r.__dict__ for r in records))
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
+    if previous and previous[0] == digest:
+        os.utime(path, ns=(previous[1], previous[1]))
+    return [digest, path.stat().st_mtime_ns]
 
 
 def run_inventory(input_dir: str, input_list: str, out_dir: str, *, index_path: str, state_path: str,

@@ -85,29 +85,32 @@ def svg_bars(labels: list[str], values: list[float], *, xlabel: str, width: int 
     return "".join(parts) + "</svg>"
 
 
-def svg_histogram(values: list[float], *, bins: int, xlabel: str, width: int = 600, height: int = 220) -> str:
-    """Histogram of ``values`` in ``bins`` equal-width bins as an inline ``<svg>``; each bar's tooltip gives its
-    range and count (the counts add up to ``len(values)``)."""
-    lo, hi = min(values), max(values)
-    span = (hi - lo) or 1e-12
-    counts = [0] * bins
-    for v in values:
-        counts[min(bins - 1, int((v - lo) / span * bins))] += 1
+def svg_histogram(counts: list[int], edges: tuple[float, ...], *, xlabel: str, width: int = 600,
+                  height: int = 220) -> str:
+    """Bars of ``counts`` (bin ``i`` spans ``edges[i]`` to ``edges[i + 1]``) as an inline ``<svg>``, without the
+    empty bins at either end; each bar's tooltip gives its range and count."""
+    used = [i for i, count in enumerate(counts) if count]
+    first, last = used[0], used[-1]
+    shown = counts[first:last + 1]
     left, right, top, bottom = 50, 20, 10, 40
     plot_w, plot_h = width - left - right, height - top - bottom
-    bar_w = plot_w / bins
+    bar_w = plot_w / len(shown)
     parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' font-size='12'>",
-             f"<text x='{left - 6}' y='{top + 10}' text-anchor='end'>{max(counts)}</text>",
+             f"<text x='{left - 6}' y='{top + 10}' text-anchor='end'>{max(shown)}</text>",
              f"<text x='{left - 6}' y='{top + plot_h}' text-anchor='end'>0</text>",
              f"<text x='12' y='{top + plot_h / 2:.1f}' transform='rotate(-90 12 {top + plot_h / 2:.1f})' "
              "text-anchor='middle'>files</text>"]
-    for i, count in enumerate(counts):
-        h = plot_h * count / max(counts)
-        a, b = lo + span * i / bins, lo + span * (i + 1) / bins
+    for i, count in enumerate(shown):
+        h = plot_h * count / max(shown)
+        a, b = edges[first + i], edges[first + i + 1]
         parts.append(f"<rect class='bar' x='{left + i * bar_w:.2f}' y='{top + plot_h - h:.2f}' "
                      f"width='{max(bar_w - 1, 0.5):.2f}' height='{h:.2f}' fill='{BAR_COLOURS[0]}'>"
                      f"<title>{a:.4g}-{b:.4g} s: {count} files</title></rect>")
-    parts.append(_x_axis(left, top + plot_h, plot_w, hi, xlabel, start=lo))
+    parts.append(f"<text x='{left}' y='{top + plot_h + 16}'>{edges[first]:.3g} s</text>"
+                 f"<text x='{left + plot_w}' y='{top + plot_h + 16}' text-anchor='end'>{edges[last + 1]:.3g} s</text>"
+                 f"<line x1='{left}' y1='{top + plot_h}' x2='{left + plot_w}' y2='{top + plot_h}' stroke='#333'/>"
+                 f"<text x='{left + plot_w / 2:.1f}' y='{top + plot_h + 34}' text-anchor='middle'>"
+                 f"{html.escape(xlabel)} (log scale)</text>")
     return "".join(parts) + "</svg>"
 
 
@@ -118,13 +121,14 @@ def _x_axis(x0: int, y0: float, length: float, end: float, label: str, start: fl
             f"<text x='{x0 + length / 2:.1f}' y='{y0 + 34}' text-anchor='middle'>{html.escape(label)}</text>")
 
 
-def _plots(totals: dict[str, dict], per_file: list[tuple[str, float]]) -> list[tuple[str, str]]:
+def _plots(totals: dict[str, dict], cost_histogram: list[int]) -> list[tuple[str, str]]:
+    from .finalize import COST_BINS
+
     names = [s for s in STAGES if s in totals]
     plots = [("Time per stage", svg_bars(names, [totals[s]["wall_s"] for s in names],
                                          xlabel="seconds (sum of job wall times)"))]
-    if per_file:
-        plots.append(("Per-file cost", svg_histogram([cost for _, cost in per_file],
-                                                     bins=min(40, max(5, len(per_file) // 2)),
+    if any(cost_histogram):
+        plots.append(("Per-file cost", svg_histogram(cost_histogram, (0.0, *COST_BINS, float("inf")),
                                                      xlabel="seconds per file (decode + features + CLAP share)")))
     return plots
 
@@ -181,14 +185,15 @@ def _failures_html(summary: dict, results_link: str) -> str:
     return "".join(parts)
 
 
-def write_report(profile_paths: list[str], summary: dict, file_seconds: list[tuple[str, float]], settings: Settings,
-                 html_path: str, tsv_path: str, run_state_path: str) -> dict:
+def write_report(profile_paths: list[str], finalized, settings: Settings, html_path: str, tsv_path: str,
+                 run_state_path: str) -> dict:
     """Write the run's ``timings.tsv`` and ``index.html``; returns the numbers shown.
 
-    ``summary`` and ``file_seconds`` (each input's path and the sum of its manifest's timings) come from
-    :func:`audiofeat.finalize.run_finalize`. ``run_state_path`` remembers this run's store for the next run's
+    ``finalized`` is :func:`audiofeat.finalize.run_finalize`'s result: the summary, the slowest files and the
+    histogram of per-file costs (each the sum of a manifest's timings). ``run_state_path`` remembers this run's store for the next run's
     advice (a results folder finished before with another ``cache.dir``).
     """
+    summary = finalized.summary
     profiles = load_profiles(profile_paths)
     totals = stage_totals(profiles)
     rows = timings_rows(totals)
@@ -205,15 +210,15 @@ def write_report(profile_paths: list[str], summary: dict, file_seconds: list[tup
     numbers = {"stage_wall_s": {r["stage"]: r["wall_s"] for r in rows}, "model_busy_fraction": busy,
                "ok": summary["ok"], "failed": summary["failed"], "advice": advice}
     results_link = os.path.relpath(settings.results_dir, os.path.dirname(html_path)) + "/"
-    atomic_write_text(html_path, _report_html(summary, rows, totals, busy, advice, file_seconds, profiles, settings,
+    atomic_write_text(html_path, _report_html(finalized, rows, totals, busy, advice, profiles, settings,
                                               results_link))
     atomic_write_text(run_state_path, json.dumps({"cache_dir": os.path.abspath(settings.cache.dir),
                                                   "finished": time.time()}))
     return numbers
 
 
-def _report_html(summary, rows, totals, busy, advice, file_seconds, profiles, settings, results_link) -> str:
-    slowest = sorted(file_seconds, key=lambda item: -item[1])[:10]
+def _report_html(finalized, rows, totals, busy, advice, profiles, settings, results_link) -> str:
+    summary, slowest = finalized.summary, finalized.slowest
     clap_profiles = [p for p in profiles if p["stage"] == "clap" and "device" in p]
     shown = {"extractors": ", ".join(settings.extractors),
              "threads per job": settings.perf.threads or "min(8, cores)",
@@ -237,7 +242,7 @@ def _report_html(summary, rows, totals, busy, advice, file_seconds, profiles, se
         else "<p>none: no rule fired on this run's numbers</p>",
         "<h2>Stages</h2>", _table(rows),
     ]
-    for title, svg in _plots(totals, file_seconds):
+    for title, svg in _plots(totals, finalized.cost_histogram):
         parts.append(f"<h2>{html.escape(title)}</h2>{svg}")
     parts += ["<h2>Slowest files</h2>", _table([{"file": p, "seconds": round(s, 4)} for p, s in slowest]),
               "<h2 id='failures'>Failures by cause</h2>", _failures_html(summary, results_link),

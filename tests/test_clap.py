@@ -490,3 +490,24 @@ def test_a_cpu_clap_job_asks_glibc_to_keep_freed_memory(tmp_path, monkeypatch, r
     run_extractor("clap", str(table), str(tmp_path / "clap.jsonl"), str(tmp_path / "profile.json"), settings)
     assert asked == [True]
     assert json.loads((tmp_path / "clap.jsonl").read_text())["status"] == "ok"
+
+
+@pytest.mark.parametrize("seconds", [25.3, 7.0])
+def test_a_long_files_windows_are_read_from_its_wav_one_at_a_time_with_the_same_values(tmp_path, rng, seconds):
+    """More than one window: a lazy sequence reading the WAV per window, equal to cutting the whole signal (and
+    the weighted mode's weights too); one window: prepared at once, as before."""
+    from audiofeat.decode import wav_bytes
+    from audiofeat.extractors.clap import WavWindows, prepare_file
+    from audiofeat.tables import IngestRecord
+
+    y = (0.2 * rng.standard_normal(int(seconds * SR))).astype(np.float32)
+    y[: 3 * SR] = 0.0  # a silent stretch, so that the weights differ
+    wav = tmp_path / "x.wav"
+    wav.write_bytes(wav_bytes(y, SR))
+    record = IngestRecord("k", "x", "ok", audio={"wav": str(wav), "target_sr": SR, "duration_s": seconds})
+    prepared = prepare_file(record, 10 * SR, 5 * SR, segment=True, weighted=True)
+    windows = plan_windows(len(y), 10 * SR, 5 * SR)
+    assert prepared.windows == windows
+    assert isinstance(prepared.inputs, WavWindows) == (len(windows) > 1)
+    assert np.array_equal(np.stack([prepared.inputs[i] for i in range(len(windows))]), model_inputs(y, windows, L))
+    assert prepared.weights == [active_fraction(y, w, 10 * SR, SR) for w in windows]

@@ -6,7 +6,7 @@ import pytest
 
 from audiofeat import advice
 from audiofeat.report import stage_totals, write_report
-from audiofeat.finalize import FAILURES_LISTED_PER_CAUSE, failure_summary
+from audiofeat.finalize import FAILURES_LISTED_PER_CAUSE, FinalizeResult, failure_summary
 
 
 def _profile(stage, wall=10.0, hits=0, misses=10, **seconds):
@@ -47,7 +47,7 @@ def _report(tmp_path, profiles, summary, cache="cache"):
         path.write_text(json.dumps(profile))
         paths.append(str(path))
     html_path = tmp_path / "results" / "report" / "index.html"
-    numbers = write_report(paths, summary, [], _config(tmp_path, cache), str(html_path),
+    numbers = write_report(paths, FinalizeResult(summary, [], []), _config(tmp_path, cache), str(html_path),
                            str(tmp_path / "results" / "report" / "timings.tsv"),
                            str(tmp_path / "results" / "run_state.json"))
     return numbers, html_path.read_text(encoding="utf-8")
@@ -98,7 +98,7 @@ def test_a_first_run_gets_no_cold_store_advice_and_a_first_run_elsewhere_does(tm
     # Finalize alone again (no shard job reran, their profiles are the cold run's): nothing to say about the store.
     html_path = tmp_path / "results" / "report" / "index.html"
     profiles = sorted(str(p) for p in tmp_path.glob("p*.json"))
-    numbers = write_report(profiles, {"ok": 10, "failed": 0, **failure_summary([], "manifests")}, [],
+    numbers = write_report(profiles, FinalizeResult({"ok": 10, "failed": 0, **failure_summary([], "manifests")}, [], []),
                            _config(tmp_path, "another-cache"), str(html_path), str(html_path.with_name("t.tsv")),
                            str(tmp_path / "results" / "run_state.json"))
     assert not any("Nothing came from the store" in a for a in numbers["advice"])

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, Iterable, Iterator
+from typing import Callable, Hashable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -162,12 +162,13 @@ class ClapEmbedder:
                      ) -> Iterator[tuple[Hashable, np.ndarray | BaseException]]:
         """Micro-batch the windows of many files.
 
-        ``items`` yields ``(file_id, windows [shape=(k, 480000)])``; the generator yields ``(file_id,
-        embeddings [shape=(k, 512)])`` in input order as soon as all of a file's windows are done, or
-        ``(file_id, error)`` when one of its windows failed even alone. Windows are consumed lazily, so a
-        producer thread can decode the next files while batches run; up to ``workers`` batches run at once.
+        ``items`` yields ``(file_id, windows [shape=(k, 480000)])`` (an array, or any sequence of windows, indexed
+        when its batch is formed); the generator yields ``(file_id, embeddings [shape=(k, 512)])`` in input order
+        as soon as all of a file's windows are done, or ``(file_id, error)`` when one of its windows failed even
+        alone. Windows are consumed lazily, so a producer thread can decode the next files while batches run; up
+        to ``workers`` batches run at once.
         """
-        pending: deque[tuple[Hashable, int, np.ndarray]] = deque()  # (file, window index, samples)
+        pending: deque[tuple[Hashable, int, Sequence]] = deque()  # (file, window index, the file's windows)
         parts: dict[Hashable, list] = {}
         failed: dict[Hashable, BaseException] = {}
         order: deque[Hashable] = deque()
@@ -187,7 +188,8 @@ class ClapEmbedder:
             size = share if limit else min(share, max(1, -(-len(pending) // self.workers)))
             while len(pending) >= limit and pending:
                 take = [pending.popleft() for _ in range(min(size, len(pending)))]
-                inflight.append((take, pool.submit(self._run, self._host_batch([w for _, _, w in take]))))
+                # A window's samples are read only here (a long file's from its WAV): memory follows the batches.
+                inflight.append((take, pool.submit(self._run, self._host_batch([ws[i] for _, i, ws in take]))))
 
         def collect(keep: int):
             while len(inflight) > keep:
@@ -207,7 +209,7 @@ class ClapEmbedder:
                 parts[file_id] = [None] * len(windows)
                 order.append(file_id)
                 for index in range(len(windows)):
-                    pending.append((file_id, index, windows[index]))
+                    pending.append((file_id, index, windows))
                 launch(share)
                 yield from collect(self.workers)  # keep every worker busy, and one batch queued
             launch(0)

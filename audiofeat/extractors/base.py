@@ -113,3 +113,21 @@ class Extractor(ABC):
         """The manifest block of an ``inline_block`` extractor's artifact (from ``arrays`` in hand, a ``kept``
         block from the shard's previous table, or the stored file); None for the others."""
         return None
+
+    def column_types(self) -> dict:
+        """The dataset's typed columns for this extractor's block (``{column: pyarrow type}``): by default each
+        number its block schema declares, as ``float64``, named ``<extractor>_<field>``."""
+        import pyarrow as pa
+
+        return {f"{self.name}_{field}": pa.float64() for field in self._numeric_fields()}
+
+    def columns(self, block: dict) -> dict:
+        """One row's values of :meth:`column_types` from a manifest block."""
+        return {f"{self.name}_{field}": block.get(field) for field in self._numeric_fields()}
+
+    def _numeric_fields(self) -> list[str]:
+        def numeric(schema: dict) -> bool:
+            kinds = schema.get("type")
+            return bool({"number", "integer"} & set(kinds if isinstance(kinds, list) else [kinds]))
+
+        return [name for name, schema in self.block_schema.get("properties", {}).items() if numeric(schema)]

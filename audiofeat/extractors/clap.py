@@ -19,10 +19,14 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..clap import MODEL_INPUT_SAMPLES, MODEL_SAMPLE_RATE
+from ..clap.windows import Window
 from ..faults import Verdict, is_fault, one_line
 from ..store import ArtifactKey, ArtifactStore, StoredArtifact
 from ..tables import IngestRecord
 from .base import Computed, Extractor
+
+
+EMBEDDING_DIM = 512  # LAION CLAP's joint embedding space
 
 
 @dataclass(frozen=True)
@@ -45,11 +49,11 @@ def clap_precision(device: str, enable_amp: bool) -> str:
 
 @dataclass(frozen=True)
 class PreparedFile:
-    """A file's model-ready windows ``[shape=(k, 480000)]``, where they lie in it, and (weighted mode) how much
-    of each is real, non-silent audio."""
+    """A file's model-ready windows ``[shape=(k, 480000)]`` (an array, or a :class:`WavWindows` read when
+    needed), where they lie in it, and (weighted mode) how much of each is real, non-silent audio."""
 
     file: IngestRecord
-    inputs: np.ndarray
+    inputs: Any
     windows: list
     weights: list | None
 
@@ -167,6 +171,18 @@ class ClapExtractor(Extractor):
         return prepare_file(file, *self.window_and_hop(), segment=self.params.segment_enabled,
                             weighted=self.params.aggregate_mode == "weighted")
 
+    def column_types(self) -> dict:
+        """``clap_embedding`` (512 float32 values, as ``embeddings.npy``'s row), ``clap_windows``
+        and ``clap_aggregate_mode``."""
+        import pyarrow as pa
+
+        return {"clap_embedding": pa.list_(pa.float32()), "clap_windows": pa.int32(),
+                "clap_aggregate_mode": pa.string()}
+
+    def columns(self, block: dict) -> dict:
+        return {"clap_embedding": block["embedding"], "clap_windows": len(block["segments"]),
+                "clap_aggregate_mode": block["aggregate_strategy"]["mode"]}
+
     def block(self, store: ArtifactStore, content_key: str, stored: StoredArtifact, *, arrays: Any = None,
               kept: dict | None = None) -> dict:
         if kept is not None:
@@ -184,17 +200,45 @@ class ClapExtractor(Extractor):
 
 
 def prepare_file(file: IngestRecord, window: int, hop: int, *, segment: bool, weighted: bool) -> PreparedFile:
-    """Read a file's WAV (resampled to 48 kHz only when ``audio.target_sr`` is another rate) and cut its windows."""
+    """A file's windows: a one-window clip read and prepared now; a longer file's windows read from its WAV one at
+    a time, when a batch takes them (:class:`WavWindows`), so memory follows the batch, not the file."""
     from ..clap.windows import active_fraction, model_inputs, plan_windows
-    from ..decode import read_wav, resample
+    from ..decode import WavReader, read_wav, resample
 
-    y, sr = read_wav(file.wav)
+    with WavReader(file.wav) as wav:
+        n, sr = wav.frames, wav.samplerate
+        windows = plan_windows(n, window, hop, segment=segment) if sr == MODEL_SAMPLE_RATE else None
+        if windows is not None and len(windows) > 1:
+            # Only the weighted mode reads them (a third of this preparation's time otherwise).
+            weights = [active_fraction(wav.read(w.start, w.end), Window(0, w.end - w.start), window, sr)
+                       for w in windows] if weighted else None
+            return PreparedFile(file, WavWindows(file.wav, windows), windows, weights)
+    y, sr = read_wav(file.wav)  # one window; or another audio.target_sr, resampled whole (the rate CLAP needs)
     if sr != MODEL_SAMPLE_RATE:
         y = resample(y, sr, MODEL_SAMPLE_RATE)
     windows = plan_windows(len(y), window, hop, segment=segment)
-    # Only the weighted mode reads them (a third of this preparation's time otherwise).
     weights = [active_fraction(y, w, window, MODEL_SAMPLE_RATE) for w in windows] if weighted else None
     return PreparedFile(file, model_inputs(y, windows, MODEL_INPUT_SAMPLES), windows, weights)
+
+
+class WavWindows:
+    """A file's model-ready windows as a sequence: ``windows[i]`` reads window ``i`` from the WAV and prepares it
+    as :func:`~audiofeat.clap.windows.model_inputs` does (the int16 round trip is per sample, so cutting first
+    gives the same values)."""
+
+    def __init__(self, wav: str, windows: list) -> None:
+        self.wav, self.windows = wav, windows
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        from ..clap.windows import int16_round_trip, repeat_pad
+        from ..decode import WavReader
+
+        window = self.windows[index]
+        with WavReader(self.wav) as wav:
+            return repeat_pad(int16_round_trip(wav.read(window.start, window.end)), MODEL_INPUT_SAMPLES)
 
 
 class WindowFeeder:

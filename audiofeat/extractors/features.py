@@ -68,6 +68,25 @@ class FeaturesExtractor(Extractor):
         return Computed(orjson.dumps(block, option=orjson.OPT_SORT_KEYS), {})
 
 
+    def column_types(self) -> dict:
+        """``features_n_frames`` and each statistic as ``list<float32>`` (``features_mel_mean``:
+        ``n_mels`` values; ``features_mfcc_median``: ``n_mfcc``; also ``features_mfcc_delta_mean``/``_std``)."""
+        import pyarrow as pa
+
+        from ..dsp import STAT_NAMES
+
+        columns = {"features_n_frames": pa.int64()}
+        for part, names in (("mel", STAT_NAMES), ("mfcc", (*STAT_NAMES, "delta_mean", "delta_std"))):
+            columns.update({f"features_{part}_{name}": pa.list_(pa.float32()) for name in names})
+        return columns
+
+    def columns(self, block: dict) -> dict:
+        values = {"features_n_frames": block["n_frames"]}
+        for part in ("mel", "mfcc"):
+            values.update({f"features_{part}_{name}": stats for name, stats in block[part].items()})
+        return values
+
+
 def features_block(y, params: FeaturesParams) -> dict:
     """The ``features`` block for mono ``y`` [shape=(n,)] at ``params.sr``, or for a :class:`WavReader`'s."""
     from ..dsp import feature_summary

@@ -62,6 +62,21 @@ def get_shard_tables(wildcards):
             for stage in ("ingest", *EXTRACTORS)}
 
 
+def get_shard_stage_tables(wildcards):
+    """One shard's ``ingest`` and extractor tables, by stage (its assembly's named inputs)."""
+    return {stage: results(f"{stage}/{wildcards.shard}.jsonl") for stage in ("ingest", *EXTRACTORS)}
+
+
+def get_shard_summaries(wildcards):
+    """Every shard's assembly summary (finalize merges them)."""
+    return [results(f"assembled/{shard}.json") for shard in get_shards()]
+
+
+def get_shard_parts(wildcards):
+    """Every shard's Parquet part (the embedding matrix is patched from them)."""
+    return [results(f"dataset/{shard}.parquet") for shard in get_shards()]
+
+
 def get_shard_profiles(wildcards):
     """Every shard job's timing profile (the run report sums them)."""
     return [results(f"timings/{stage}/{shard}.json") for stage in ("ingest", *EXTRACTORS)
@@ -79,12 +94,9 @@ def get_shard_threads(extractor):
 
 def get_final_outputs():
     outputs = [
-        results("manifest.jsonl"),
         results("summary.json"),
         results("report/index.html"),
     ]
-    if "clap" in EXTRACTORS:
-        outputs.append(results("embeddings.npy"))
     if SETTINGS.strict:
         outputs.append(results("status/strict_ok"))
     return outputs

@@ -1,12 +1,35 @@
+rule assemble_shard:
+    input:
+        unpack(get_shard_stage_tables),
+        paths=results("inventory/paths/{shard}.tsv"),
+    output:
+        # One row per input of the shard: the dataset, read as a folder of parts by pyarrow, pandas, DuckDB.
+        part=results("dataset/{shard}.parquet"),
+        summary=results("assembled/{shard}.json"),
+    conda:
+        "../../environment.yaml"
+    params:
+        extractors=list(EXTRACTORS),
+        # Per-file manifests are not declared outputs, so that Snakemake does not delete them before the job
+        # and only changed ones are rewritten; the digests of what the shard wrote say which changed.
+        manifests_dir=results("manifests"),
+        index=lambda wildcards: results(f"assembled/{wildcards.shard}.index.json"),
+    log:
+        results("logs/assemble_shard/{shard}.log"),
+    benchmark:
+        results("benchmarks/assemble_shard/{shard}.tsv")
+    script:
+        "../scripts/assemble.py"
+
+
 rule finalize:
     input:
         unpack(get_shard_tables),
-        files=rules.inventory.output.files,
+        summaries=get_shard_summaries,
+        parts=get_shard_parts,
+        errors=rules.inventory.output.errors,
         profiles=get_shard_profiles,
     output:
-        # The embedding matrix, when CLAP runs.
-        **({"embeddings": results("embeddings.npy")} if "clap" in EXTRACTORS else {}),
-        jsonl=results("manifest.jsonl"),
         schema=results("manifest.schema.json"),
         summary=results("summary.json"),
         html=report(results("report/index.html"), category="Run report"),
@@ -15,9 +38,12 @@ rule finalize:
         "../../environment.yaml"
     params:
         extractors=list(EXTRACTORS),
-        # Per-file manifests mirror manifest.jsonl; they are not a declared output, so that Snakemake does not
-        # delete them before the job and only changed ones are rewritten.
         manifests_dir=results("manifests"),
+        dataset_dir=results("dataset"),
+        assembled_dir=results("assembled"),
+        # The embedding matrix, when CLAP runs: patched in place where parts changed, so not a declared output
+        # (Snakemake would delete it before the job).
+        embeddings=results("embeddings.npy") if "clap" in EXTRACTORS else None,
         # This run's store, read by the next run's advice (a results folder finished before with another store).
         run_state=results("run_state.json"),
     log:

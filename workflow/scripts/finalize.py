@@ -1,20 +1,24 @@
+import os
+
 from _job import finish, start  # workflow/scripts/ is on sys.path: Snakemake adds each script's folder
 
 job = snakemake  # noqa: F821 - injected by Snakemake
 log, settings = start(job)
+from audiofeat.extractors import build_extractors  # noqa: E402
 from audiofeat.finalize import run_finalize, summary_line  # noqa: E402
 from audiofeat.report import write_report  # noqa: E402
 
-extractors = job.params.extractors
-summary, file_seconds = run_finalize(
-    job.input.files, {stage: list(job.input[stage]) for stage in ("ingest", *extractors)}, extractors,
-    manifests_dir=job.params.manifests_dir, manifest_jsonl=job.output.jsonl, summary_json=job.output.summary,
-    schema_json=job.output.schema, embeddings_npy=job.output.get("embeddings"), cache=settings.cache)
-log.info("%s", summary_line(summary))
-for path in summary["failed_files"]:
+extractors = build_extractors(settings)
+summaries = {os.path.basename(path)[: -len(".json")]: path for path in job.input.summaries}
+result = run_finalize(
+    summaries, job.input.errors, extractors, dataset_dir=job.params.dataset_dir,
+    manifests_dir=job.params.manifests_dir, assembled_dir=job.params.assembled_dir, summary_json=job.output.summary,
+    schema_json=job.output.schema, embeddings_npy=job.params.embeddings, cache=settings.cache,
+    tables={stage: list(job.input[stage]) for stage in ("ingest", *extractors)})
+log.info("%s", summary_line(result.summary))
+for path in result.summary["failed_files"]:
     log.info("failed: %s", path)
-# The report is written by the same job: a job of its own cost a process start and a second reading of
-# manifest.jsonl on every run.
-log.info("report: %s", write_report(job.input.profiles, summary, file_seconds, settings, job.output.html,
-                                    job.output.tsv, job.params.run_state))
+# The report is written by the same job: a job of its own cost a process start on every run.
+log.info("report: %s", write_report(job.input.profiles, result, settings, job.output.html, job.output.tsv,
+                                    job.params.run_state))
 finish()

@@ -1,0 +1,167 @@
+"""The dataset as Apache Parquet: one part per shard (``dataset/<shard>.parquet``), one row per input, typed
+columns; and the embedding matrix patched in place, row *i* being the dataset's row *i*.
+
+Columns: the input (``path``, ``content_key``, ``size_bytes``, ``status``, ``error``), the decoded audio's facts
+(``duration_s``, ``sample_rate``, ``channels``, ``codec``, ``container``), each extractor's identity
+(``<name>_extractor``) and its values as each extractor's :meth:`~audiofeat.extractors.base.Extractor.columns`
+gives them: numbers as ``float64``, statistics vectors and the CLAP embedding as ``list<float32>`` (not
+``fixed_size_list``: pyarrow before 26 cannot read one back with nulls in it, apache/arrow#35692, and failed
+inputs' rows are null).
+Parts sort by shard name, rows within a part by path: reading the folder gives the matrix's order.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .store import atomic_write_bytes, blake2b_file
+
+BASE_COLUMNS = (("path", "string"), ("content_key", "string"), ("size_bytes", "int64"), ("status", "string"),
+                ("error", "string"), ("duration_s", "float64"), ("sample_rate", "int32"), ("channels", "int32"),
+                ("codec", "string"), ("container", "string"))
+AUDIO_FIELDS = ("duration_s", "sample_rate", "channels", "codec", "container")
+
+
+def part_schema(extractors: dict):
+    """The Parquet schema of every part of a run with ``extractors`` ({name: Extractor})."""
+    import pyarrow as pa
+
+    fields = [pa.field(name, getattr(pa, kind)()) for name, kind in BASE_COLUMNS]
+    for name, extractor in extractors.items():
+        fields.append(pa.field(f"{name}_extractor", pa.string()))
+        fields += [pa.field(column, kind) for column, kind in extractor.column_types().items()]
+    return pa.schema(fields)
+
+
+def manifest_row(manifest: dict, extractors: dict, blocks: dict) -> dict:
+    """A part's row for one input's manifest dict; ``blocks`` maps each extractor that gave one to its block,
+    as a dict."""
+    audio = manifest.get("audio") or {}
+    row = {"path": manifest["source"]["path"], "content_key": manifest["source"]["content_key"],
+           "size_bytes": manifest["source"]["size_bytes"], "status": manifest["status"],
+           "error": manifest.get("error"), **{name: audio.get(name) for name in AUDIO_FIELDS}}
+    for name, extractor in extractors.items():
+        identity = manifest.get("extractors", {}).get(name)
+        row[f"{name}_extractor"] = json.dumps(identity, sort_keys=True) if identity else None
+        row.update(extractor.columns(blocks[name]) if name in blocks else {})
+    return row
+
+
+def write_part(path: str | os.PathLike, rows: list[dict], schema) -> None:
+    """One Parquet part, written atomically (zstd: the statistics compress about 2x)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist(rows, schema=schema)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    atomic_write_bytes(path, buffer.getvalue(), durable=False)
+
+
+@dataclass(frozen=True)
+class PartRows:
+    """Where a part's rows lie in the dataset: its shard, row count and content digest."""
+
+    shard: str
+    rows: int
+    digest: str
+
+
+def patch_embeddings(npy_path: str | os.PathLike, parts: list[PartRows], part_path, *, dim: int) -> int:
+    """Bring ``embeddings.npy`` ``[shape=(rows, dim)]`` float32 up to date with ``parts`` (in dataset order),
+    rewriting only the rows of parts that changed or moved; ``part_path(shard)`` is a part's file. The rows of
+    inputs that failed are zero. Returns the number of parts whose rows were written.
+
+    The matrix is changed in place (memory-mapped); an index beside it says which part's rows it holds, and is
+    removed while the matrix changes, so that a finalize killed halfway rewrites every part the next time.
+    """
+    index_path = Path(f"{npy_path}.index.json")
+    wanted = [(p.shard, offset, p.rows, p.digest) for p, offset in zip(parts, _offsets(parts))]
+    held = _held_rows(npy_path, index_path, dim)
+    total = sum(p.rows for p in parts)
+    index_path.unlink(missing_ok=True)
+    if total == 0:  # numpy cannot map an empty file
+        buffer = io.BytesIO()
+        np.save(buffer, np.zeros((0, dim), np.float32))
+        atomic_write_bytes(npy_path, buffer.getvalue(), durable=False)
+        return 0
+    matrix, kept = _matrix_of_rows(npy_path, total, dim, keep=held is not None)
+    held = held if kept else None
+    written = 0
+    for shard, offset, rows, digest in wanted:
+        if held is not None and (shard, offset, rows, digest) in held:
+            continue
+        matrix[offset:offset + rows] = _part_embeddings(part_path(shard), rows, dim)
+        written += 1
+    matrix.flush()
+    del matrix
+    atomic_write_bytes(index_path, json.dumps([list(w) for w in wanted]).encode(), durable=False)
+    return written
+
+
+def _offsets(parts: list[PartRows]) -> list[int]:
+    offsets, at = [], 0
+    for part in parts:
+        offsets.append(at)
+        at += part.rows
+    return offsets
+
+
+def _held_rows(npy_path, index_path: Path, dim: int) -> set | None:
+    """The ``(shard, offset, rows, digest)`` entries the matrix holds, or None when it cannot be trusted."""
+    try:
+        entries = {tuple(e) for e in json.loads(index_path.read_text())}
+        header = np.load(npy_path, mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    if header.dtype != np.float32 or header.ndim != 2 or header.shape[1] != dim:
+        return None
+    return entries
+
+
+def _matrix_of_rows(npy_path, total: int, dim: int, *, keep: bool) -> tuple[np.ndarray, bool]:
+    """``(matrix memory-mapped for writing with total rows, whether its old rows were kept)``: the header is
+    rewritten in place when its length stays (numpy pads headers to 64 bytes), else the matrix is new (zeros)."""
+    if keep:
+        old = np.load(npy_path, mmap_mode="r")
+        offset = old.offset
+        del old
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (total, dim)})
+        if len(header.getvalue()) == offset:
+            with open(npy_path, "r+b") as handle:
+                handle.write(header.getvalue())
+                handle.truncate(offset + total * dim * 4)
+            return np.load(npy_path, mmap_mode="r+"), True
+    return np.lib.format.open_memmap(npy_path, mode="w+", dtype=np.float32, shape=(total, dim)), False
+
+
+def _part_embeddings(path, rows: int, dim: int) -> np.ndarray:
+    """A part's ``clap_embedding`` column as ``[shape=(rows, dim)]`` float32, zero where an input failed."""
+    import pyarrow.parquet as pq
+
+    column = pq.read_table(path, columns=["clap_embedding"]).column(0).combine_chunks()
+    out = np.zeros((rows, dim), dtype=np.float32)
+    valid = ~np.asarray(column.is_null())
+    if valid.any():
+        values = column.filter(column.is_valid()).flatten().to_numpy(zero_copy_only=False)
+        out[valid] = values.reshape(-1, dim)
+    return out
+
+
+def part_digest(path: str | os.PathLike) -> str:
+    return blake2b_file(path)
+
+
+def remove_stale_parts(folder: str | os.PathLike, shards: Iterable[str]) -> None:
+    """Remove parts of shards the run no longer has (the inventory re-sharded, say)."""
+    keep = {f"{shard}.parquet" for shard in shards}
+    for path in Path(folder).glob("*.parquet"):
+        if path.name not in keep:
+            path.unlink()

@@ -1,0 +1,45 @@
+"""Long recordings: every job's peak memory follows the work in flight, not the file's duration. Real Snakemake
+runs of a 20-minute recording and a 10-second one, each job's peak RSS (its own ``getrusage``) compared."""
+import json
+
+import pytest
+
+from audiofeat.testing.media import run_ffmpeg
+
+from conftest import run_snakemake, write_config
+
+LONG_S, SHORT_S = 20 * 60, 10
+
+
+def _noise(path, seconds):
+    """Stereo pink noise at 44.1 kHz in Vorbis: decoded, downmixed and resampled like a film's soundtrack."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    run_ffmpeg("-f", "lavfi", "-i", f"anoisesrc=color=pink:sample_rate=44100:duration={seconds}:amplitude=0.3",
+               "-ac", "2", "-c:a", "libvorbis", "-q:a", "2", str(path))
+    return path
+
+
+def _peaks(work, name, seconds):
+    media = _noise(work / name / "media" / f"{name}.ogg", seconds)
+    config = write_config(work / f"{name}.yaml", input_dir=str(media.parent), results_dir=f"results-{name}",
+                          cache={"dir": str(work / "cache")}, segment={"hop_seconds": 10})
+    run_snakemake(work, config)
+    peaks = {}
+    for stage in ("ingest", "features", "clap"):
+        profile, = (work / f"results-{name}" / "timings" / stage).glob("*.json")
+        peaks[stage] = json.loads(profile.read_text())["peak_rss_mb"]
+    return peaks
+
+
+@pytest.mark.parametrize("stage, allowance_mb", [("ingest", 60), ("clap", 60), ("features", 150)])
+def test_a_20_minute_recording_costs_each_job_about_what_a_10_second_one_does(long_and_short, stage, allowance_mb):
+    """The whole waveform is 230 MB at 48 kHz (and more while decoding): a job that held it fails. Features may
+    grow by the per-frame statistics (128 mel + 20 MFCC values per 10.7 ms frame, about 80 MB here)."""
+    long, short = long_and_short
+    assert long[stage] < short[stage] + allowance_mb, (stage, long, short)
+
+
+@pytest.fixture(scope="module")
+def long_and_short(tmp_path_factory):
+    work = tmp_path_factory.mktemp("long")
+    return _peaks(work, "long", LONG_S), _peaks(work, "short", SHORT_S)
