@@ -66,16 +66,14 @@ def run_workflow(workdir: Path, settings: dict, env: dict | None = None) -> dict
             "cache_hits": sum(v["cache_hits"] for v in totals.values()),
             "cache_misses": sum(v["cache_misses"] for v in totals.values()),
             "windows": sum(p.get("windows", 0) for p in profiles if p["stage"] == "clap"),
-            "manifest": results / "manifest.jsonl"}
+            "dataset": results / "dataset"}
 
 
-def embeddings_by_path(manifest: Path) -> dict[str, np.ndarray]:
-    out = {}
-    for line in manifest.read_text().splitlines():
-        record = json.loads(line)
-        if record["status"] == "ok":
-            out[record["source"]["path"]] = np.asarray(record["clap"]["embedding"])
-    return out
+def embeddings_by_path(dataset: Path) -> dict[str, np.ndarray]:
+    import pandas as pd
+
+    frame = pd.read_parquet(dataset, columns=["path", "status", "clap_embedding"])
+    return {row.path: np.asarray(row.clap_embedding) for row in frame.itertuples() if row.status == "ok"}
 
 
 def plain_loop(files: list[Path], tmp: Path, device: str) -> dict:
@@ -199,7 +197,7 @@ def main():
 
         seg_on = run_workflow(tmp / "seg_on", {"input_dir": long_dir, **nocache})
         seg_off = run_workflow(tmp / "seg_off", {"input_dir": long_dir, "segment": {"enabled": False}, **nocache})
-        on, off = embeddings_by_path(seg_on["manifest"]), embeddings_by_path(seg_off["manifest"])
+        on, off = embeddings_by_path(seg_on["dataset"]), embeddings_by_path(seg_off["dataset"])
         cosines = [float(np.dot(on[p], off[p])) for p in on]
         record("long: segmentation on", seg_on, cosine_on_off=round(min(cosines), 4))
         record("long: segmentation off (centre window)", seg_off, cosine_on_off=round(min(cosines), 4))

@@ -93,3 +93,47 @@ def created_since(cache_dir: Path, since: float) -> dict[str, int]:
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def read_manifests(results: Path) -> list[dict]:
+    """Every per-file manifest of a results folder, in the dataset's row order (that of ``embeddings.npy``);
+    the dataset's rows and the manifests are the same inputs."""
+    import pyarrow.dataset as ds
+
+    by_path = {}
+    for path in (Path(results) / "manifests").rglob("*.json"):
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        by_path[manifest["source"]["path"]] = manifest
+    order = ds.dataset(Path(results) / "dataset").to_table(columns=["path"]).column("path").to_pylist()
+    assert sorted(order) == sorted(by_path), "the dataset's rows and the manifests differ"
+    return [by_path[path] for path in order]
+
+
+def assert_dataset_is_the_manifests(results: Path) -> None:
+    """The Parquet dataset, read by pyarrow and by pandas, holds each manifest's values, typed, in the order of
+    ``embeddings.npy``'s rows."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    manifests = read_manifests(results)
+    table = ds.dataset(results / "dataset").to_table()
+    assert table.num_rows == len(manifests)
+    assert table.schema.field("clap_embedding").type == pa.list_(pa.float32())
+    assert table.schema.field("features_mel_median").type == pa.list_(pa.float32())
+    assert table.schema.field("duration_s").type == pa.float64() and table.schema.field("size_bytes").type == pa.int64()
+    frame = pd.read_parquet(results / "dataset")
+    matrix = np.load(results / "embeddings.npy")
+    for i, manifest in enumerate(manifests):
+        row = frame.iloc[i]
+        assert (row["path"], row["status"], row["content_key"]) == (
+            manifest["source"]["path"], manifest["status"], manifest["source"]["content_key"])
+        if manifest["status"] != "ok":
+            assert row["clap_embedding"] is None and not matrix[i].any()
+            continue
+        assert row["duration_s"] == manifest["audio"]["duration_s"]
+        assert np.array_equal(row["clap_embedding"], np.float32(manifest["clap"]["embedding"]))
+        assert np.array_equal(matrix[i], np.float32(manifest["clap"]["embedding"]))
+        assert np.array_equal(row["features_mfcc_delta_std"], np.float32(manifest["features"]["mfcc"]["delta_std"]))
+        assert row["features_n_frames"] == manifest["features"]["n_frames"]

@@ -11,7 +11,7 @@ from audiofeat.decode import resample
 from audiofeat.extractors.loudness import LoudnessParams, loudness_block
 from audiofeat.testing.media import make_audio
 
-from conftest import read_jsonl, run_snakemake, write_config
+from conftest import read_manifests, run_snakemake, write_config
 
 SR = 48000
 PARAMS = LoudnessParams(SR)
@@ -70,7 +70,7 @@ def test_a_run_of_loudness_alone_imports_no_torch_and_has_no_other_block(tmp_pat
                           cache={"dir": str(tmp_path / "cache")}, clap={"checkpoint": "/nowhere.pt"})
     run_snakemake(tmp_path, config, env={"PYTHONPATH": str(blocker.parent)})
     results = tmp_path / "results"
-    manifests = {r["source"]["path"].rsplit("/", 1)[-1]: r for r in read_jsonl(results / "manifest.jsonl")}
+    manifests = {r["source"]["path"].rsplit("/", 1)[-1]: r for r in read_manifests(results)}
     assert manifests["broken.mp3"]["status"] == "error"
     for name in ("tone.flac", "noise.wav"):
         record = manifests[name]

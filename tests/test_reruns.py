@@ -11,14 +11,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import orjson
 import pytest
 
 from audiofeat.clap.windows import Window, active_fraction
 from audiofeat.decode import read_wav
 from audiofeat.testing.media import make_audio, write_tone_clips
 
-from conftest import REPO, created_since, read_jsonl, run_snakemake, write_config
+from conftest import assert_dataset_is_the_manifests, read_manifests, REPO, created_since, read_jsonl, run_snakemake, write_config
 
 
 def _write_clips(folder, count, seed=0, seconds=0.4, sr=16000):
@@ -26,7 +25,7 @@ def _write_clips(folder, count, seed=0, seconds=0.4, sr=16000):
 
 
 def _manifests(results):
-    return {line["source"]["path"]: line for line in read_jsonl(results / "manifest.jsonl")}
+    return {line["source"]["path"]: line for line in read_manifests(results)}
 
 
 def _comparable(record, cache_dir):
@@ -158,7 +157,7 @@ def test_corrupt_artifact_is_recomputed_not_fatal(small_run):
     work, media, cache, base = small_run
     config = write_config(work / "force.yaml", **base)
     run_snakemake(work, config)
-    before = (work / "results" / "manifest.jsonl").read_bytes()
+    before = read_manifests(work / "results")
     # Truncated artifacts of this run (its shard tables name them), as after a disk error.
     victims = [Path(next(r["artifact"] for t in sorted((work / "results" / stage).glob("*.jsonl"))
                          for r in read_jsonl(t) if r["status"] == "ok")) for stage in ("features", "clap")]
@@ -167,7 +166,7 @@ def test_corrupt_artifact_is_recomputed_not_fatal(small_run):
     # A plain rerun reads nothing (its outputs are complete and were made from intact artifacts): they stay.
     done = run_snakemake(work, config)
     assert "Nothing to be done" in done.stdout + done.stderr
-    assert (work / "results" / "manifest.jsonl").read_bytes() == before
+    assert read_manifests(work / "results") == before
     # A job that reads them finds the damage on its verified read and recomputes them.
     started = time.time()
     run_snakemake(work, config, "--forcerun", "extract_features", "extract_clap")
@@ -175,9 +174,11 @@ def test_corrupt_artifact_is_recomputed_not_fatal(small_run):
     assert all(m["status"] == "ok" for m in _manifests(work / "results").values())
 
 
-def test_a_features_artifact_damaged_under_a_finished_shard_fails_finalize_then_is_recomputed(tmp_path):
-    """Finalize inserts features artifacts unparsed: a damaged one is a fault that names the rerun, never broken
-    JSON in manifest.jsonl, and the same command recomputes it."""
+def test_a_features_artifact_damaged_under_a_finished_shard_is_found_when_the_shard_is_reassembled(tmp_path):
+    """A shard's assembly inserts features artifacts unparsed: a damaged one is a fault that names the rerun,
+    never broken JSON in a manifest, and the same command recomputes it. A finished shard is not reassembled when
+    another shard changes (its outputs were made from intact artifacts), so the damage waits for a job that reads
+    it."""
     from audiofeat.inventory import shard_of
     from audiofeat.store import blake2b_file
 
@@ -192,15 +193,17 @@ def test_a_features_artifact_damaged_under_a_finished_shard_fails_finalize_then_
     victim = next(p for p in (cache / "artifacts" / "features").rglob("*.json")
                   if not p.name.endswith(".meta.json") and shard_of(p.name.split(".")[0], 2) != new_shard)  # a shard whose jobs do not rerun
     victim.write_bytes(victim.read_bytes()[:100])
-    failed = run_snakemake(tmp_path, config, check=False)
+    run_snakemake(tmp_path, config)  # the eighth file's shard only
+    assert len(read_manifests(tmp_path / "out")) == 8
+    failed = run_snakemake(tmp_path, config, "--forcerun", "assemble_shard", check=False)
     assert failed.returncode != 0
     assert f"audiofeat: features artifact {victim} is gone from the store or damaged" in failed.stderr
     assert "rerun the same command" in failed.stderr
     started = time.time()
     run_snakemake(tmp_path, config)
     assert created_since(cache, started) == {"features": 1}
-    lines = (tmp_path / "out" / "manifest.jsonl").read_bytes().splitlines()
-    assert len(lines) == 8 and all(orjson.loads(line)["status"] == "ok" for line in lines)
+    manifests = read_manifests(tmp_path / "out")
+    assert len(manifests) == 8 and all(m["status"] == "ok" for m in manifests)
 
 
 def test_cache_disabled_reads_and_writes_nothing_in_the_store(tmp_path):
@@ -240,11 +243,13 @@ def test_one_file_added_to_a_finished_four_shard_run(tmp_path):
     cold_threads = {json.loads(p.read_text())["threads"] for p in timings.rglob("*.json")}
     manifests = tmp_path / "out" / "manifests"
     before = {p: p.read_bytes() for p in manifests.rglob("*.json")}
+    parts = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (tmp_path / "out" / "dataset").glob("*.parquet")}
+    embeddings = np.load(tmp_path / "out" / "embeddings.npy")
     _write_clips(media / "new", 1, seed=2, seconds=0.2)
     started = time.time()
     done = run_snakemake(tmp_path, config)
     assert created_since(cache, started) == {"wav": 1, "features": 1, "clap": 1}
-    assert len(read_jsonl(tmp_path / "out" / "manifest.jsonl")) == 37
+    assert len(read_manifests(tmp_path / "out")) == 37
     # Four shards: only the new file's shard reran its three jobs.
     assert (done.stdout + done.stderr).count("rule ingest_decode:") == 1
     # Each claimed every core when all its files were new, and one thread for its one new file now, so that
@@ -257,6 +262,13 @@ def test_one_file_added_to_a_finished_four_shard_run(tmp_path):
                      if p.stat().st_mtime >= started)
     assert written == ["new/clip_2_00000.wav.json"]
     assert all(p.read_bytes() == data for p, data in before.items())
+    # One Parquet part rewritten (the new file's shard), the others untouched; the matrix follows the dataset.
+    assert (done.stdout + done.stderr).count("rule assemble_shard:") == 1
+    changed = [p.name for p, (data, mtime) in parts.items() if p.stat().st_mtime_ns != mtime]
+    assert len(changed) == 1 and all(p.read_bytes() == data for p, (data, _) in parts.items() if p.name not in changed)
+    assert_dataset_is_the_manifests(tmp_path / "out")
+    now = np.load(tmp_path / "out" / "embeddings.npy")
+    assert now.shape == (37, 512) and {row.tobytes() for row in embeddings} < {row.tobytes() for row in now}
     _assert_cached_clap_job_loads_no_model(tmp_path, config)
 
 
@@ -298,7 +310,7 @@ def test_sigkill_at_a_random_point_then_rerun_equals_a_clean_run(tmp_path):
     time.sleep(delay)
     os.killpg(proc.pid, signal.SIGKILL)  # snakemake and every job it started
     proc.wait()
-    assert proc.returncode == -signal.SIGKILL and not (killed_dir / "out" / "manifest.jsonl").exists()
+    assert proc.returncode == -signal.SIGKILL and not (killed_dir / "out" / "summary.json").exists()
     finished_before = sum(created_since(killed_dir / "cache", 0).values())
     assert finished_before > 0, "the kill came before any artifact was written"
     run_snakemake(killed_dir, killed_cfg, "--unlock")

@@ -22,7 +22,7 @@ from audiofeat.inventory import scan_inputs
 from audiofeat.manifest import Source
 from audiofeat.store import ArtifactStore, blake2b_file
 
-from conftest import REAL_RECORDINGS, created_since, read_jsonl, run_snakemake, write_config
+from conftest import read_manifests, REAL_RECORDINGS, created_since, run_snakemake, write_config
 
 
 @pytest.mark.parametrize("exc, kind", [
@@ -78,7 +78,7 @@ def _comparable(manifest, cache_dir):
 
 def _manifests(results, cache_dir):
     return {m["source"]["path"].rsplit("/", 1)[1]: _comparable(m, cache_dir)
-            for m in read_jsonl(results / "manifest.jsonl")}
+            for m in read_manifests(results)}
 
 
 def _store_is_whole(cache_dir):
@@ -121,7 +121,7 @@ def test_full_disk_fails_the_job_in_one_line_then_the_same_command_completes(tmp
         assert f"audiofeat: cache.dir {cache} is full: " in output
         assert "then rerun the same command" in output and "Traceback" not in output
         assert not list((tmp_path / "results" / "ingest").glob("*.jsonl"))  # the failed job's table is not kept
-        assert not (tmp_path / "results" / "manifest.jsonl").exists()
+        assert not (tmp_path / "results" / "summary.json").exists()
         _store_is_whole(cache)
 
         subprocess.run(["mount", "-o", "remount,size=200m", str(cache)], check=True)  # the fix: more space
@@ -145,7 +145,7 @@ def test_results_folder_read_only_mid_run_then_the_same_command_completes(tmp_pa
         assert broken.returncode != 0
         assert f"audiofeat: results_dir {tmp_path / 'results'} cannot be written (Read-only file system" in output
         assert "Traceback" not in output
-        assert not (tmp_path / "results" / "manifest.jsonl").exists()
+        assert not (tmp_path / "results" / "summary.json").exists()
         assert (tmp_path / "results" / "clap").glob("*.jsonl")  # the shard jobs had finished
     finally:
         subprocess.run(["umount", str(manifests)], check=True)  # the fix
@@ -166,7 +166,7 @@ def test_changed_bytes_under_the_same_name_are_noticed_and_never_poison_the_stor
     config = write_config(tmp_path / "c.yaml", input_dir=str(media), results_dir="results", cache={"dir": str(cache)})
     a, b = str(media / "a.wav"), str(media / "b.wav")
     run_snakemake(tmp_path, config)
-    before = {m["source"]["path"]: m for m in read_jsonl(tmp_path / "results" / "manifest.jsonl")}
+    before = {m["source"]["path"]: m for m in read_manifests(tmp_path / "results")}
 
     # 1. Edited in place (same inode, same name) after a finished run: that file only is recomputed.
     with open(media / "a.wav", "r+b") as handle:
@@ -175,7 +175,7 @@ def test_changed_bytes_under_the_same_name_are_noticed_and_never_poison_the_stor
     started = time.time()
     run_snakemake(tmp_path, config)
     assert created_since(cache, started) == {"wav": 1, "features": 1, "clap": 1}
-    after = {m["source"]["path"]: m for m in read_jsonl(tmp_path / "results" / "manifest.jsonl")}
+    after = {m["source"]["path"]: m for m in read_manifests(tmp_path / "results")}
     assert after[a]["source"]["content_key"] == blake2b_file(media / "a.wav") != before[a]["source"]["content_key"]
     assert after[a]["audio"]["codec"] == "vorbis" and after[a]["audio"] != before[a]["audio"]
     assert after[b] == before[b]
@@ -193,7 +193,7 @@ def test_changed_bytes_under_the_same_name_are_noticed_and_never_poison_the_stor
     assert f"audiofeat: input '{a}' changed during the run" in done.stdout + done.stderr
     assert not list((cache / "artifacts").rglob(f"{old_key}*")), "an artifact under the old key"
     run_snakemake(tmp_path, config)  # the same command again: the inventory sees the new bytes
-    manifests = {m["source"]["path"]: m for m in read_jsonl(tmp_path / "results" / "manifest.jsonl")}
+    manifests = {m["source"]["path"]: m for m in read_manifests(tmp_path / "results")}
     assert manifests[a]["source"]["content_key"] == blake2b_file(third)
     assert all(m["status"] == "ok" for m in manifests.values())
 
@@ -210,7 +210,7 @@ def test_names_that_are_not_utf8_or_awkward_are_processed_like_any_other(tmp_pat
     config = write_config(tmp_path / "c.yaml", input_dir=str(media), results_dir="results",
                           cache={"dir": str(tmp_path / "cache")})
     run_snakemake(tmp_path, config)
-    manifests = read_jsonl(tmp_path / "results" / "manifest.jsonl")
+    manifests = read_manifests(tmp_path / "results")
     by_name = {os.path.basename(m["source"]["path"]): m for m in manifests}
     escaped = by_name["latin1_\\xe9t\\xe9.wav"]
     assert escaped["status"] == "ok"

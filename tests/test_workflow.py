@@ -12,7 +12,7 @@ import pytest
 from audiofeat.manifest import AudioManifest, validate_manifest
 from audiofeat.testing.media import make_audio, make_video
 
-from conftest import REPO, read_jsonl, run_snakemake, write_config
+from conftest import assert_dataset_is_the_manifests, read_manifests, REPO, run_snakemake, write_config
 
 # name -> (builder, expected status, duration s, source sample rate, channels)
 GOOD = {
@@ -64,8 +64,9 @@ def finished_run(tmp_path_factory):
 def test_every_manifest_passes_the_schema_and_the_facts(finished_run):
     work, media, _, done = finished_run
     results = work / "results"
-    lines = read_jsonl(results / "manifest.jsonl")
+    lines = read_manifests(results)
     assert len(lines) == len(GOOD) + len(BAD)
+    assert_dataset_is_the_manifests(results)
     by_path = {line["source"]["path"]: line for line in lines}
     for name, (_build, duration, sr, channels) in GOOD.items():
         record = by_path[str(media / name)]
@@ -121,7 +122,7 @@ def _recomputed_from_the_wav(*records):
 
 def test_dataset_outputs_and_summary(finished_run):
     work, media, _, done = finished_run
-    lines = read_jsonl(work / "results" / "manifest.jsonl")
+    lines = read_manifests(work / "results")
     matrix = np.load(work / "results" / "embeddings.npy")
     assert matrix.shape == (len(lines), 512)
     for row, line in zip(matrix, lines):
@@ -161,9 +162,9 @@ def test_strict_mode_fails_after_finishing_everything(finished_run):
     assert done.returncode != 0
     assert "strict: 4 inputs failed" in done.stderr
     out = work / "strict-results"
-    for written in ("manifest.jsonl", "embeddings.npy", "summary.json", "report/index.html"):
+    for written in ("dataset", "embeddings.npy", "summary.json", "report/index.html"):
         assert (out / written).stat().st_mtime >= started, written
-    statuses = [line["status"] for line in read_jsonl(out / "manifest.jsonl")]
+    statuses = [line["status"] for line in read_manifests(out)]
     assert (statuses.count("ok"), statuses.count("error")) == (len(GOOD), len(BAD))
     assert not (out / "status" / "strict_ok").exists()
 
@@ -178,7 +179,7 @@ def test_input_list_and_identical_contents(tmp_path):
     config = write_config(tmp_path / "c.yaml", input_dir="", input_list=str(listing), results_dir="out",
                           cache={"dir": str(tmp_path / "cache")})
     run_snakemake(tmp_path, config)
-    lines = read_jsonl(tmp_path / "out" / "manifest.jsonl")
+    lines = read_manifests(tmp_path / "out")
     assert [line["status"] for line in lines] == ["ok"] * 3
     key = next(line["source"]["content_key"] for line in lines if line["source"]["path"] == str(first))
     same = [line for line in lines if line["source"]["content_key"] == key]
@@ -234,12 +235,12 @@ def _run_on_local_slurm(work, media):
                          timeout=900)
 
     local, on_slurm = work / "results", cluster / "results"
-    assert read_jsonl(on_slurm / "manifest.jsonl") and \
-        [(r["source"]["path"], r["status"]) for r in read_jsonl(on_slurm / "manifest.jsonl")] == \
-        [(r["source"]["path"], r["status"]) for r in read_jsonl(local / "manifest.jsonl")]
+    assert read_manifests(on_slurm) and \
+        [(r["source"]["path"], r["status"]) for r in read_manifests(on_slurm)] == \
+        [(r["source"]["path"], r["status"]) for r in read_manifests(local)]
     assert np.abs(np.load(on_slurm / "embeddings.npy") - np.load(local / "embeddings.npy")).max() <= 1e-5
-    features = {r["source"]["path"]: r.get("features") for r in read_jsonl(local / "manifest.jsonl")}
-    for record in read_jsonl(on_slurm / "manifest.jsonl"):  # the statistics too, not only the embeddings
+    features = {r["source"]["path"]: r.get("features") for r in read_manifests(local)}
+    for record in read_manifests(on_slurm):  # the statistics too, not only the embeddings
         expected = features[record["source"]["path"]]
         assert (expected is None and "features" not in record) or _close(record["features"], expected)
     # Which SLURM job ran which rule, from the plugin's lines: "... submitted with SLURM jobid N (log: .../rule_R/...".
@@ -311,7 +312,7 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     longest = max(wall, key=wall.get)
     assert stage_bars[longest][0] == max(width for width, _ in stage_bars.values())
     counts = [int(title.rsplit(": ", 1)[1].split()[0]) for _, _, title in bars(files_svg)]
-    manifests = read_jsonl(work / "results" / "manifest.jsonl")
+    manifests = read_manifests(work / "results")
     assert sum(counts) == len(manifests) and max(counts) > 0
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -384,7 +385,7 @@ def test_the_python_api_reuses_what_the_workflow_computed(finished_run):
     from conftest import created_since
 
     work, media, _, _ = finished_run
-    lines = read_jsonl(work / "results" / "manifest.jsonl")
+    lines = read_manifests(work / "results")
     lines.append(lines[0])  # a path twice: the same content, computed once, reported twice
     paths = [line["source"]["path"] for line in lines]
     started = time.time()
