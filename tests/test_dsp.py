@@ -184,3 +184,24 @@ def test_summary_read_from_a_wav_a_span_at_a_time_equals_the_whole_array(tmp_pat
     monkeypatch.setattr(dsp, "SPAN_FRAMES", 70)
     with WavReader(path) as reader:
         assert dsp.feature_summary(reader, sr=48000, center=center) == whole
+
+
+def test_summary_of_a_recording_spilled_to_disk_in_small_chunks(monkeypatch, rng):
+    """Per-frame values in a temporary file and MFCCs in chunks of 2 spans (as a recording longer than 46 min
+    gets them): the log-mel statistics are the same to the bit, the MFCC ones within float32 rounding."""
+    from audiofeat.dsp import summary
+
+    y = (0.1 * rng.standard_normal(48000 * 30)).astype(np.float32)
+    y[: 48000 * 5] *= 0.01  # a quiet stretch, so that the top_db floor matters
+    whole = dsp.feature_summary(y, sr=48000)
+    spilled = []
+    monkeypatch.setattr(summary, "SPOOL_MEMORY_BYTES", 1 << 16)
+    monkeypatch.setattr(summary, "MFCC_CHUNK_FRAMES", 2 * 700)
+    monkeypatch.setattr(dsp, "SPAN_FRAMES", 700)
+    original = summary.FrameSpool.append
+    monkeypatch.setattr(summary.FrameSpool, "append",
+                        lambda self, block: (original(self, block), spilled.append(self._file._rolled))[0])
+    chunked = dsp.feature_summary(y, sr=48000)
+    assert spilled[-1] and chunked["mel"] == whole["mel"] and chunked["n_frames"] == whole["n_frames"]
+    for stat, values in whole["mfcc"].items():
+        assert np.allclose(chunked["mfcc"][stat], values, rtol=1e-5, atol=1e-4), stat

@@ -183,13 +183,15 @@ class ClapEmbedder:
         if not self.loaded.device.startswith("cuda"):
             share = min(share, CPU_WINDOWS_PER_PASS)
 
-        def launch(limit: int) -> None:
-            """Full batches while ``limit`` windows wait; ``limit=0`` flushes the rest in even batches."""
+        def launch(limit: int):
+            """Full batches while ``limit`` windows wait (``limit=0``: the rest, in even batches), each made only
+            when a worker is about to be free: at most ``workers`` + 1 batches exist at once, however many windows
+            a file has (a long file's windows are read from its WAV only here)."""
             size = share if limit else min(share, max(1, -(-len(pending) // self.workers)))
             while len(pending) >= limit and pending:
                 take = [pending.popleft() for _ in range(min(size, len(pending)))]
-                # A window's samples are read only here (a long file's from its WAV): memory follows the batches.
                 inflight.append((take, pool.submit(self._run, self._host_batch([ws[i] for _, i, ws in take]))))
+                yield from collect(self.workers)  # keep every worker busy, and one batch queued
 
         def collect(keep: int):
             while len(inflight) > keep:
@@ -210,9 +212,8 @@ class ClapEmbedder:
                 order.append(file_id)
                 for index in range(len(windows)):
                     pending.append((file_id, index, windows))
-                launch(share)
-                yield from collect(self.workers)  # keep every worker busy, and one batch queued
-            launch(0)
+                yield from launch(share)
+            yield from launch(0)
             yield from collect(0)
         finally:
             pool.shutdown(wait=True)

@@ -276,9 +276,10 @@ def stft_power(y: np.ndarray, *, n_fft: int = 2048, hop_length: int | None = Non
     return _map_channels(y, one)
 
 
-def _mel_power(channel, sr, n_fft, hop_length, win, center, pad_mode, power, n_mels, fmin, fmax, htk, norm):
-    """Mel power ``[shape=(n_mels, t)]`` of a 1-D signal, or of a reader's (``frames``, ``read(start, stop)``;
-    centred with constant padding or not centred: it is read a span at a time)."""
+def _mel_power_spans(channel, sr, n_fft, hop_length, win, center, pad_mode, power, n_mels, fmin, fmax, htk, norm):
+    """Mel power of a 1-D signal, or of a reader's (``frames``, ``read(start, stop)``; centred with constant
+    padding or not centred: it is read a span at a time), as consecutive ``[shape=(n_mels, frames)]`` float32
+    blocks of :data:`SPAN_FRAMES` frames (the last one shorter)."""
     from . import _kernels
     from ._fft import BLOCK_FRAMES
 
@@ -293,13 +294,26 @@ def _mel_power(channel, sr, n_fft, hop_length, win, center, pad_mode, power, n_m
         if not center and n < n_fft:
             raise ParameterError(f"n_fft={n_fft} is too large for input signal of length={n}")
         offset = n_fft // 2 if center else 0
-    out = np.empty((n_mels, _n_frames(n, offset, n_fft, hop_length)), dtype=np.float32)
+    total = _n_frames(n, offset, n_fft, hop_length)
     power_t = np.empty((n_fft // 2 + 1, BLOCK_FRAMES), dtype=np.float32)
     acc = np.empty(BLOCK_FRAMES, dtype=np.float32)
+    out = None
     for first, count, spectrum in _stft_blocks(read, n, offset, n_fft, hop_length, win):
+        if first % SPAN_FRAMES == 0:  # _stft_blocks starts a span's blocks at its first frame
+            if out is not None:
+                yield out
+            out = np.empty((n_mels, min(SPAN_FRAMES, total - first)), dtype=np.float32)
         _kernels._power_transposed(spectrum, count, float(power), power_t)
-        _kernels._mel_from_power(count, weights, lo, hi, power_t, acc, out, first)
-    return out
+        _kernels._mel_from_power(count, weights, lo, hi, power_t, acc, out, first % SPAN_FRAMES)
+    if out is not None:
+        yield out
+
+
+def _mel_power(channel, sr, n_fft, hop_length, win, center, pad_mode, power, n_mels, fmin, fmax, htk, norm):
+    """The whole mel power matrix ``[shape=(n_mels, t)]`` of :func:`_mel_power_spans`."""
+    spans = list(_mel_power_spans(channel, sr, n_fft, hop_length, win, center, pad_mode, power, n_mels, fmin, fmax,
+                                  htk, norm))
+    return np.concatenate(spans, axis=1) if spans else np.empty((n_mels, 0), dtype=np.float32)
 
 
 def _read_all(reader) -> np.ndarray:
@@ -435,52 +449,4 @@ PRESETS = {
 }
 
 
-def feature_summary(y: np.ndarray, *, sr: float, n_fft: int = 2048, hop_length: int = 512, n_mels: int = 128,
-                    n_mfcc: int = 20, fmin: float = 0.0, fmax: float | None = None, top_db: float | None = 80.0,
-                    window: str = "hann", htk: bool = False, norm="slaney", center: bool = True,
-                    pad_mode: str = "constant") -> dict:
-    """Log-mel and MFCC statistics of mono ``y`` [shape=(n,)], without materialising the frames.
-
-    ``y`` may also be a reader of a long signal (``frames``, and ``read(start, stop)`` -> float32, as
-    :class:`audiofeat.decode.WavReader`): it is read a span at a time, with the same result, so memory follows
-    the frames' statistics (``n_mels`` floats per frame), not the waveform.
-
-    The log-mel is ``power_to_db(melspectrogram(y, ...), top_db=top_db)`` and the MFCC its orthonormal DCT-II,
-    exactly as :func:`mfcc` computes them; defaults are librosa's (see :data:`PRESETS`).
-
-    Returns
-    -------
-    dict
-        ``{"mel": {stat: [n_mels floats]}, "mfcc": {stat: [n_mfcc floats], "delta_mean": [...],
-        "delta_std": [...]}, "n_frames": t}``, ``stat`` in :data:`STAT_NAMES` (population std; p10..p90 are
-        linearly interpolated percentiles, as ``np.percentile``).
-    """
-    from . import _kernels
-
-    if isinstance(y, np.ndarray) or not hasattr(y, "read"):
-        y = _check_audio(y)
-        if y.ndim != 1:
-            raise ParameterError(f"feature_summary takes mono audio of shape (n,), not {y.shape}")
-    n_fft, hop_length, win = _stft_args(n_fft, hop_length, None, window)
-    log_mel = _mel_power(y, sr, n_fft, hop_length, win, center, pad_mode, 2.0, n_mels, fmin, fmax, htk, norm)
-    _kernels._power_to_db_inplace(log_mel, 0.0, 1e-10, -1.0 if top_db is None else float(top_db))
-    mfccs = dct_matrix(_check_positive("n_mfcc", n_mfcc), n_mels) @ log_mel
-    quantiles = np.asarray(QUANTILES)
-    mel_stats = np.empty((n_mels, 4 + len(QUANTILES)))
-    mfcc_stats = np.empty((n_mfcc, 4 + len(QUANTILES)))
-    _kernels._row_stats(log_mel, quantiles, mel_stats)
-    _kernels._row_stats(mfccs, quantiles, mfcc_stats)
-    summary = {
-        "mel": {name: mel_stats[:, column].tolist() for column, name in enumerate(STAT_NAMES)},
-        "mfcc": {name: mfcc_stats[:, column].tolist() for column, name in enumerate(STAT_NAMES)},
-        "n_frames": int(log_mel.shape[1]),
-    }
-    n_frames = log_mel.shape[1]
-    if n_frames >= 3:  # librosa's delta needs an odd width <= the number of frames
-        d = delta(mfccs, width=min(9, n_frames if n_frames % 2 else n_frames - 1))
-        summary["mfcc"]["delta_mean"] = d.mean(axis=1, dtype=np.float64).tolist()
-        summary["mfcc"]["delta_std"] = d.std(axis=1, dtype=np.float64).tolist()
-    else:
-        summary["mfcc"]["delta_mean"] = [0.0] * n_mfcc
-        summary["mfcc"]["delta_std"] = [0.0] * n_mfcc
-    return summary
+from .summary import feature_summary  # noqa: E402 - uses the transforms above

@@ -1,0 +1,127 @@
+"""Benchmark scale: N paths made from M distinct clips with hard links (content dedupe computes each clip once),
+run cold, with nothing to do, and after adding one file; or, with ``--long-hours H``, one H-hour recording.
+
+Each run is a real `snakemake --profile profiles/local` run. Prints, per run, the wall time (and as a share of
+the cold run) and, per rule, the summed job wall time and the largest peak RSS (the jobs' own ``getrusage``; for
+finalize and the inventory, Snakemake's benchmark files), then the output sizes.
+
+Usage: python benchmarks/bench_scale.py [--paths 100000] [--clips 1000] [--workdir DIR] [--extractors features,clap]
+       python benchmarks/bench_scale.py --long-hours 10 [--workdir DIR]
+"""
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from audiofeat.testing.media import run_ffmpeg, scratch_folder, write_tone_clips  # noqa: E402
+
+
+def snakemake(work: Path, config: Path) -> float:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
+           "--profile", str(REPO / "profiles" / "local"), "--cores", "2", "--configfile", str(config)]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    started = time.perf_counter()
+    subprocess.run(cmd, cwd=work, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def linked_paths(media: Path, paths: int, clips: int) -> None:
+    """``clips`` distinct 0.5-1.5 s clips, each hard-linked until there are ``paths`` paths."""
+    originals = media / "originals"
+    write_tone_clips(originals, clips, seed=0, seconds=1.0, sr=16000)
+    sources = sorted(originals.iterdir())
+    for i in range(paths - clips):
+        folder = media / f"links{i // 10000:03d}"
+        folder.mkdir(exist_ok=True)
+        os.link(sources[i % clips], folder / f"{i:07d}.wav")
+
+
+def long_recording(media: Path, hours: float) -> None:
+    media.mkdir(parents=True, exist_ok=True)
+    run_ffmpeg("-f", "lavfi", "-i", f"anoisesrc=color=pink:sample_rate=44100:duration={hours * 3600}:amplitude=0.3",
+               "-ac", "2", "-c:a", "libvorbis", "-q:a", "0", str(media / "long.ogg"))
+
+
+def job_costs(results: Path, since: float) -> dict[str, dict]:
+    """Per rule, jobs finished since ``since``: summed wall seconds and the largest peak RSS (MB)."""
+    costs: dict[str, dict] = defaultdict(lambda: {"jobs": 0, "wall_s": 0.0, "peak_rss_mb": 0.0})
+    for path in (results / "benchmarks").rglob("*.tsv"):
+        if path.stat().st_mtime < since:
+            continue
+        rule = path.parent.name if path.parent.name != "benchmarks" else path.stem
+        row = next(csv.DictReader(path.open(), delimiter="\t"))
+        entry = costs[rule]
+        entry["jobs"] += 1
+        entry["wall_s"] += float(row["s"])
+        rss = row.get("max_rss", "NA")
+        entry["peak_rss_mb"] = max(entry["peak_rss_mb"], float(rss) if rss not in ("NA", "-") else 0.0)
+    for path in (results / "timings").rglob("*.json"):  # the jobs' own peaks, exact
+        if path.stat().st_mtime >= since:
+            profile = json.loads(path.read_text())
+            rule = "ingest_decode" if profile["stage"] == "ingest" else f"extract_{profile['stage']}"
+            costs[rule]["peak_rss_mb"] = max(costs[rule]["peak_rss_mb"], profile["peak_rss_mb"])
+    return dict(costs)
+
+
+def folder_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6 if path.exists() else 0.0
+
+
+def report(name: str, wall: float, cold: float, costs: dict) -> None:
+    print(f"\n{name}: {wall:.1f} s ({100 * wall / cold:.1f}% of cold)")
+    print("| rule | jobs | job wall s | peak RSS MB |\n|---|---|---|---|")
+    for rule, c in sorted(costs.items()):
+        print(f"| {rule} | {c['jobs']} | {c['wall_s']:.1f} | {c['peak_rss_mb']:.0f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--paths", type=int, default=100000)
+    parser.add_argument("--clips", type=int, default=1000)
+    parser.add_argument("--long-hours", type=float, default=0.0)
+    parser.add_argument("--extractors", default="features,clap")
+    parser.add_argument("--workdir")
+    args = parser.parse_args()
+    with scratch_folder(args.workdir, "bench-scale-") as work:
+        work = Path(work)
+        media = work / "media"
+        if args.long_hours:
+            long_recording(media, args.long_hours)
+        else:
+            linked_paths(media, args.paths, args.clips)
+        config = work / "config.yaml"
+        config.write_text(yaml.safe_dump({
+            "input_dir": str(media), "results_dir": "results", "cache": {"dir": str(work / "cache")},
+            "extractors": args.extractors.split(","), "perf": {"threads": 2},
+            "clap": {"checkpoint": "", "allow_random_weights": True}}))
+        results = work / "results"
+        what = f"{args.long_hours} h recording" if args.long_hours else f"{args.paths} paths from {args.clips} clips"
+        print(f"# bench_scale: {what}, extractors {args.extractors}")
+        started = time.time()
+        cold = snakemake(work, config)
+        report("cold", cold, cold, job_costs(results, started))
+        if not args.long_hours:
+            started = time.time()
+            report("nothing to do", snakemake(work, config), cold, job_costs(results, started))
+            write_tone_clips(media / "added", 1, seed=99, seconds=1.0, sr=16000)
+            started = time.time()
+            report("one file added", snakemake(work, config), cold, job_costs(results, started))
+        print("\n| output | MB |\n|---|---|")
+        for name in ("manifests", "dataset", "embeddings.npy", "cache"):
+            target = work / "cache" if name == "cache" else results / name
+            size = target.stat().st_size / 1e6 if target.is_file() else folder_mb(target)
+            print(f"| {name} | {size:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
