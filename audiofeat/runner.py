@@ -97,8 +97,8 @@ def extract(extractor: Extractor, files: list[IngestRecord], store: ArtifactStor
                         unit_name=extractor.work_unit_name, path=progress_json, log=logger)
     with ThreadPoolExecutor(max(2, threads), thread_name_prefix=f"{extractor.name}-writer") as writer:
         stored: list[Future] = []
-        for file, result in extractor.compute(todo, threads=threads, profile=profile):
-            progress.advance(units=extractor.work_units(file))
+        for file, result in extractor.compute(todo, threads=threads, profile=profile, progress=progress):
+            progress.advance(units=0 if extractor.reports_progress else extractor.work_units(file))
             if isinstance(result, Computed):
                 stored.append(writer.submit(store_result, extractor, store, file, result, profile))
                 continue

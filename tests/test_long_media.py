@@ -32,10 +32,11 @@ def _peaks(work, name, seconds):
     return peaks
 
 
-@pytest.mark.parametrize("stage, allowance_mb", [("ingest", 60), ("clap", 60), ("features", 150)])
+@pytest.mark.parametrize("stage, allowance_mb", [("ingest", 30), ("features", 100), ("clap", 120)])
 def test_a_20_minute_recording_costs_each_job_about_what_a_short_one_does(long_and_short, stage, allowance_mb):
-    """The whole waveform is 230 MB at 48 kHz (and more while decoding): a job that held it fails. Features may
-    grow by the per-frame statistics (128 mel + 20 MFCC values per 10.7 ms frame, about 80 MB here)."""
+    """The whole waveform is 230 MB at 48 kHz (more while decoding); CLAP's 120 windows 230 MB: a job that held
+    either fails. Allowed: features' one chunk of per-frame values (57 MB of log-mel here; bounded at 46 minutes),
+    and CLAP's allocator, whose peak creeps up over many forward passes (about 80 MB from 15 to 120 windows)."""
     long, short = long_and_short
     assert long[stage] < short[stage] + allowance_mb, (stage, long, short)
 

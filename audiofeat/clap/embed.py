@@ -81,16 +81,19 @@ class ClapEmbedder:
     workers : int
         Forward passes run at once (CPU): each runs single-threaded, which on small CPUs beats one pass
         spread over all cores. Use 1 on CUDA, where one stream is kept busy.
+    on_batch : callable, optional
+        Called with each finished batch's window count (from the worker thread): a job's progress.
     """
 
     def __init__(self, loaded: LoadedModel, *, max_batch_windows: int, enable_amp: bool = True,
-                 workers: int = 1) -> None:
+                 workers: int = 1, on_batch: Callable[[int], None] | None = None) -> None:
         self.loaded = loaded
         self.max_batch_windows = max(1, int(max_batch_windows))
         self.use_amp = bool(enable_amp) and loaded.device.startswith("cuda")
         self.workers = 1 if loaded.device.startswith("cuda") else max(1, int(workers))
         self._pin_memory = loaded.device.startswith("cuda")
         self.stats = ForwardStats()
+        self.on_batch = on_batch or (lambda windows: None)
         self._stats_lock = threading.Lock()
 
     @property
@@ -130,6 +133,7 @@ class ClapEmbedder:
                 self.stats.windows += len(batch)
                 self.stats.batches += 1
                 self.stats.batch_sizes.append(len(batch))
+            self.on_batch(len(batch))
             return list(out)
         except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried, the rest re-raised
             if not _is_oom(exc):

@@ -14,7 +14,7 @@ from . import (QUANTILES, STAT_NAMES, ParameterError, _check_audio, _check_posit
                _stft_args, dct_matrix, delta)
 
 # Per-frame values kept in memory up to this size, then in a temporary file (``TMPDIR``).
-SPOOL_MEMORY_BYTES = 64 << 20
+SPOOL_MEMORY_BYTES = 16 << 20
 # Frames whose MFCCs are one matrix product: a recording up to this long (46.6 min at hop 512, 48 kHz) gets
 # exactly the values of one product over all its frames (float32 products over other shapes can differ in the
 # last bit).
@@ -45,17 +45,21 @@ class FrameSpool:
         self._file.write(np.ascontiguousarray(block).data)
 
     def chunks(self, frames: int):
-        """Consecutive ``[shape=(rows, <= frames)]`` chunks (whole blocks, concatenated)."""
+        """Consecutive ``[shape=(rows, frames)]`` chunks (whole blocks: at least ``frames``, or what is left)."""
         self._file.seek(0)
-        pending, held = [], 0
-        for count in self.counts:
-            pending.append(self._read(self.rows * count).reshape(self.rows, count))
-            held += count
-            if held >= frames:
-                yield np.concatenate(pending, axis=1) if len(pending) > 1 else pending[0]
-                pending, held = [], 0
-        if pending:
-            yield np.concatenate(pending, axis=1) if len(pending) > 1 else pending[0]
+        first = 0
+        while first < len(self.counts):
+            last, held = first, 0
+            while last < len(self.counts) and held < frames:
+                held += self.counts[last]
+                last += 1
+            chunk = np.empty((self.rows, held), dtype=self.dtype)
+            at = 0
+            for count in self.counts[first:last]:
+                chunk[:, at:at + count] = self._read(self.rows * count).reshape(self.rows, count)
+                at += count
+            yield chunk
+            first = last
 
     def row(self, index: int) -> np.ndarray:
         """Row ``index`` over every frame."""
@@ -63,13 +67,14 @@ class FrameSpool:
         block_start = at = 0
         for count in self.counts:
             self._file.seek((block_start + index * count) * self.dtype.itemsize)
-            out[at:at + count] = self._read(count)
+            out[at:at + count] = self._read(count)  # copied into the row
             block_start += self.rows * count
             at += count
         return out
 
     def _read(self, values: int) -> np.ndarray:
-        return np.frombuffer(self._file.read(values * self.dtype.itemsize), dtype=self.dtype).copy()
+        """The next ``values`` values, as a read-only view of the bytes read."""
+        return np.frombuffer(self._file.read(values * self.dtype.itemsize), dtype=self.dtype)
 
 
 def feature_summary(y, *, sr: float, n_fft: int = 2048, hop_length: int = 512, n_mels: int = 128,

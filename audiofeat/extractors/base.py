@@ -49,6 +49,7 @@ class Extractor(ABC):
     # False: the artifact is the manifest block's JSON, inserted by finalize as stored. True: the block is built
     # from the artifact by :meth:`block` and kept in the shard table (a CLAP .npz).
     inline_block: ClassVar[bool] = False
+    reports_progress: ClassVar[bool] = False  # compute advances the job's progress itself, by work units
     block_schema: ClassVar[dict] = {"type": "object"}
     work_unit_name: ClassVar[str] = ""  # what :meth:`work_units` counts, when not files ("windows")
 
@@ -89,10 +90,11 @@ class Extractor(ABC):
     def compute_one(self, file: IngestRecord) -> Computed:
         raise NotImplementedError(f"{type(self).__name__} computes in batches")
 
-    def compute(self, files: list[IngestRecord], *, threads: int, profile: "JobProfile"
+    def compute(self, files: list[IngestRecord], *, threads: int, profile: "JobProfile", progress=None
                 ) -> Iterator[tuple[IngestRecord, Computed | BaseException]]:
         """``(file, artifact or error)`` for every file, in any order: :meth:`compute_one` on ``threads``
-        threads. A fault is raised; any other error is yielded as that file's verdict."""
+        threads. A fault is raised; any other error is yielded as that file's verdict. An extractor that
+        ``reports_progress`` advances ``progress`` by work units as it goes (within a long file)."""
         def one(file: IngestRecord) -> tuple[IngestRecord, Computed | BaseException]:
             try:
                 started = time.perf_counter()

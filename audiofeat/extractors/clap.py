@@ -63,6 +63,7 @@ class ClapExtractor(Extractor):
     version = "1"  # bump when embeddings change for the same audio, weights and parameters
     suffix = ".npz"
     inline_block = True
+    reports_progress = True  # windows as their batches finish: a ten-hour file says how far it is
     work_unit_name = "windows"
     block_schema = {
         "type": "object", "additionalProperties": False,
@@ -120,7 +121,8 @@ class ClapExtractor(Extractor):
         n = max(1, round(file.duration_s * MODEL_SAMPLE_RATE))
         return len(plan_windows(n, *self.window_and_hop(), segment=self.params.segment_enabled))
 
-    def compute(self, files, *, threads, profile) -> Iterator[tuple[IngestRecord, Computed | BaseException]]:
+    def compute(self, files, *, threads, profile, progress=None
+                ) -> Iterator[tuple[IngestRecord, Computed | BaseException]]:
         """Embeddings of ``files``, micro-batched; on the CPU ``threads`` single-threaded forward passes run at
         once, on CUDA one stream gets ``threads`` preparing threads."""
         from ..clap.embed import ClapEmbedder, max_batch_windows
@@ -131,7 +133,8 @@ class ClapExtractor(Extractor):
         with profile.timer("setup"):  # importing torch is part of what a CLAP job pays to start
             loaded = self._load_model(workers=1 if cuda else max(1, threads), threads=threads)
         embedder = ClapEmbedder(loaded, max_batch_windows=max_batch_windows(self.settings.max_batch_audio_seconds),
-                                enable_amp=self.settings.enable_amp, workers=1 if cuda else max(1, threads))
+                                enable_amp=self.settings.enable_amp, workers=1 if cuda else max(1, threads),
+                                on_batch=(lambda windows: progress.advance(files=0, units=windows)) if progress else None)
         feeder = WindowFeeder(files, self.prepare, loaders=max(1, threads) if cuda else 1, profile=profile,
                               depth=2 * embedder.max_batch_windows)
         started = time.perf_counter()
