@@ -28,6 +28,15 @@ class Fault(RuntimeError):
     """A fault the pipeline itself detected (a file that changed during the run, a missing store file)."""
 
 
+class ArtifactGone(Fault):
+    """An artifact a shard table names is missing or damaged (another run's gc sharing the store, say): the table
+    is removed, so that the same command recomputes what it held."""
+
+    def __init__(self, stage: str, content_key: str, artifact: str) -> None:
+        super().__init__(f"{stage} artifact {artifact} is gone from the store or damaged (another run's gc?)")
+        self.stage, self.content_key, self.artifact = stage, content_key, artifact
+
+
 class InputChanged(Fault):
     """An input's stat is no longer the one the inventory hashed: its bytes may not be the content key's."""
 

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import orjson
 
 from . import __version__
-from .faults import Fault
+from .faults import ArtifactGone, Fault
 from .inventory import read_tsv
 from .manifest import AudioInfo, AudioManifest, Source, path_text, run_schema
 from .settings import CacheSettings
@@ -35,14 +35,6 @@ def read_shard_tables(tables: dict[str, list[str]]) -> dict[str, dict[str, dict]
             for record in read_jsonl(path):
                 table[record["content_key"]] = record
     return by_stage
-
-
-class ArtifactGone(Fault):
-    """An artifact a shard table names is missing or damaged (another run's gc sharing the store)."""
-
-    def __init__(self, stage: str, content_key: str, artifact: str) -> None:
-        super().__init__(f"{stage} artifact {artifact} is gone from the store or damaged (another run's gc?)")
-        self.stage, self.content_key, self.artifact = stage, content_key, artifact
 
 
 def _stored_block(stage: str, content_key: str, record: dict) -> orjson.Fragment:
@@ -143,7 +135,7 @@ def write_manifests(root: Path, entries: list[dict], index_path: Path) -> int:
     for relpath, digest in previous.items():
         if relpath not in current:
             _remove_if_ours(root / _manifest_relpath(relpath), digest)
-    atomic_write_text(index_path, json.dumps(current, ensure_ascii=False))
+    atomic_write_text(index_path, json.dumps(current))  # ASCII: a name that is not UTF-8 stays escaped
     return written
 
 

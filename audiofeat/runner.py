@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .extractors import EXTRACTORS, DecodeExtractor, Extractor
 from .extractors.base import Computed
-from .faults import is_fault, one_line
+from .faults import ArtifactGone, Fault, is_fault, one_line
 from .inventory import read_tsv
 from .profiling import JobProfile, Progress
 from .settings import Settings
@@ -65,8 +65,12 @@ def run_extractor(name: str, ingest_jsonl: str, out_jsonl: str, profile_json: st
     with profile.timer("setup"):
         extractor = EXTRACTORS[name].from_settings(settings, job=True)
     files = read_table(ingest_jsonl, IngestRecord)
-    records = extract(extractor, files, open_store(settings), threads=threads, profile=profile,
-                      previous=_previous_records(previous_jsonl), progress_json=progress_json)
+    try:
+        records = extract(extractor, files, open_store(settings), threads=threads, profile=profile,
+                          previous=_previous_records(previous_jsonl), progress_json=progress_json)
+    except ArtifactGone as gone:
+        Path(ingest_jsonl).unlink(missing_ok=True)  # the same command then decodes the shard again (from the store)
+        raise Fault(f"{gone}; its shard's ingest table was removed: rerun the same command") from None
     with profile.timer("write"):
         write_table(out_jsonl, records)
         if previous_jsonl and extractor.inline_block:
@@ -93,6 +97,9 @@ def extract(extractor: Extractor, files: list[IngestRecord], store: ArtifactStor
         else:
             todo.append(file)
     profile.cache_hits, profile.cache_misses = sum(r.status == "ok" for r in done.values()), len(todo)
+    for file in todo:  # decoded in an earlier run, and removed since (a gc of a store this run shares)
+        if not Path(file.wav).exists():
+            raise ArtifactGone("wav", file.content_key, file.wav)
     progress = Progress(extractor.name, profile.shard, files=len(todo), units=sum(map(extractor.work_units, todo)),
                         unit_name=extractor.work_unit_name, path=progress_json, log=logger)
     with ThreadPoolExecutor(max(2, threads), thread_name_prefix=f"{extractor.name}-writer") as writer:

@@ -417,3 +417,25 @@ def test_cached_clap_blocks_come_from_the_previous_table_while_the_artifact_is_u
 
 def _unhit(records: dict) -> dict:
     return {k: {f: v for f, v in r.items() if f != "cache_hit"} for k, r in records.items()}
+
+
+def test_a_wav_removed_from_the_store_between_runs_is_decoded_again_by_the_same_command(tmp_path):
+    """A gc of a shared store between two runs removes a WAV the finished shard's ingest table names; a later
+    change that reruns CLAP finds it gone: one line, the ingest table removed, and the same command completes."""
+    media = tmp_path / "media"
+    _write_clips(media, 3, seed=8)
+    cache = tmp_path / "cache"
+    base = dict(input_dir=str(media), results_dir="out", cache={"dir": str(cache)})
+    run_snakemake(tmp_path, write_config(tmp_path / "c.yaml", **base))
+    wav = next(p for p in (cache / "artifacts" / "wav").rglob("*.wav"))
+    wav.unlink()
+    wav.with_name(wav.name + ".meta.json").unlink()
+    changed = write_config(tmp_path / "robust.yaml", **base, segment={"aggregate_mode": "robust"})
+    failed = run_snakemake(tmp_path, changed, check=False)
+    assert failed.returncode != 0 and "Traceback" not in failed.stderr
+    assert f"audiofeat: wav artifact {wav} is gone from the store or damaged" in failed.stderr
+    assert "ingest table was removed: rerun the same command" in failed.stderr
+    started = time.time()
+    run_snakemake(tmp_path, changed)
+    assert created_since(cache, started) == {"wav": 1, "clap": 3}
+    assert [m["clap"]["aggregate_strategy"]["mode"] for m in read_manifests(tmp_path / "out")] == ["robust"] * 3

@@ -6,7 +6,7 @@ import shutil
 import time
 from pathlib import Path
 
-from conftest import created_since, read_jsonl, run_snakemake
+from conftest import created_since, read_jsonl, read_manifests, run_snakemake
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store_before_extractors"
 
@@ -28,7 +28,7 @@ def test_a_store_from_before_the_extractor_interface_is_reused_without_recomputa
     assert created_since(tmp_path / "store", started) == {}
     old = sorted((_comparable(r, tmp_path) for r in read_jsonl(FIXTURE / "manifest.jsonl")),
                  key=lambda r: r["source"]["path"])
-    new = sorted((_comparable(r, tmp_path) for r in read_jsonl(tmp_path / "results" / "manifest.jsonl")),
+    new = sorted((_comparable(r, tmp_path) for r in read_manifests(tmp_path / "results")),
                  key=lambda r: r["source"]["path"])
     assert [r["status"] for r in new] == ["ok", "error", "ok"]
     for before, after in zip(old, new):
@@ -46,7 +46,7 @@ def test_a_run_with_every_speedup_off_gives_the_same_manifests(tmp_path):
     run_snakemake(tmp_path, tmp_path / "config.yaml", env={"AUDIOFEAT_SPEEDUPS": "off"})
     old = {r["source"]["path"]: r for r in (_comparable(r, tmp_path) for r in read_jsonl(FIXTURE / "manifest.jsonl"))}
     new = {r["source"]["path"]: r for r in (_comparable(r, tmp_path)
-                                            for r in read_jsonl(tmp_path / "results" / "manifest.jsonl"))}
+                                            for r in read_manifests(tmp_path / "results"))}
     assert old.keys() == new.keys()
     for path, before in old.items():
         after = new[path]

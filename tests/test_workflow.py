@@ -247,7 +247,7 @@ def _run_on_local_slurm(work, media):
     job_ids = {}
     for job_id, rule in re.findall(r"SLURM jobid (\d+) \(log: \S*/rule_(\w+)/", done.stdout + done.stderr):
         job_ids.setdefault(rule, []).append(job_id)
-    assert set(job_ids) == {"ingest_decode", "extract_features", "extract_clap"}
+    assert set(job_ids) == {"ingest_decode", "extract_features", "extract_clap", "assemble_shard"}
     requested = {rule: subprocess.run(["sacct", "-n", "-P", "-X", "-j", ",".join(ids), "--format=ReqTRES"],
                                       capture_output=True, text=True, check=True, timeout=30).stdout.split()
                  for rule, ids in job_ids.items()}
