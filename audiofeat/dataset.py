@@ -53,12 +53,10 @@ def manifest_row(manifest: dict, extractors: dict, blocks: dict) -> dict:
     return row
 
 
-def write_part(path: str | os.PathLike, rows: list[dict], schema) -> None:
-    """One Parquet part, written atomically (zstd: the statistics compress about 2x)."""
-    import pyarrow as pa
+def write_part(path: str | os.PathLike, table) -> None:
+    """One Parquet part (a pyarrow Table), written atomically (zstd)."""
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pylist(rows, schema=schema)
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
     atomic_write_bytes(path, buffer.getvalue(), durable=False)
@@ -66,7 +64,7 @@ def write_part(path: str | os.PathLike, rows: list[dict], schema) -> None:
 
 @dataclass(frozen=True)
 class PartRows:
-    """Where a part's rows lie in the dataset: its shard, row count and content digest."""
+    """A part of the dataset (its name: ``<shard>-<k>``), its row count and content digest."""
 
     shard: str
     rows: int
@@ -75,7 +73,7 @@ class PartRows:
 
 def patch_embeddings(npy_path: str | os.PathLike, parts: list[PartRows], part_path, *, dim: int) -> int:
     """Bring ``embeddings.npy`` ``[shape=(rows, dim)]`` float32 up to date with ``parts`` (in dataset order),
-    rewriting only the rows of parts that changed or moved; ``part_path(shard)`` is a part's file. The rows of
+    rewriting only the rows of parts that changed or moved; ``part_path(name)`` is a part's file. The rows of
     inputs that failed are zero. Returns the number of parts whose rows were written.
 
     The matrix is changed in place (memory-mapped); an index beside it says which part's rows it holds, and is
@@ -159,9 +157,9 @@ def part_digest(path: str | os.PathLike) -> str:
     return blake2b_file(path)
 
 
-def remove_stale_parts(folder: str | os.PathLike, shards: Iterable[str]) -> None:
-    """Remove parts of shards the run no longer has (the inventory re-sharded, say)."""
-    keep = {f"{shard}.parquet" for shard in shards}
+def remove_stale_parts(folder: str | os.PathLike, names: Iterable[str]) -> None:
+    """Remove parts the run no longer has (of shards the inventory no longer makes, say)."""
+    keep = {f"{name}.parquet" for name in names}
     for path in Path(folder).glob("*.parquet"):
         if path.name not in keep:
             path.unlink()

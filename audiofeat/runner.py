@@ -56,11 +56,13 @@ def run_ingest(shard_tsv: str, out_jsonl: str, profile_json: str, settings: Sett
 
 
 def run_extractor(name: str, ingest_jsonl: str, out_jsonl: str, profile_json: str, settings: Settings, *,
-                  threads: int = 1, previous_jsonl: str | None = None, progress_json: str | None = None
-                  ) -> JobProfile:
+                  threads: int = 1, previous_jsonl: str | None = None, progress_json: str | None = None,
+                  run_summary: str | None = None) -> JobProfile:
     """One extractor over a shard's decoded files. ``previous_jsonl`` keeps a copy of the shard's table from one
     run to the next (Snakemake deletes a declared output before its job): an ``inline_block`` extractor takes a
-    cached file's block from there while the artifact it names is the one in the store, digest included."""
+    cached file's block from there while the artifact it names is the one in the store, digest included.
+    A WAV gone from the store removes the shard's ingest table and ``run_summary`` (the run's last output:
+    Snakemake reruns nothing below outputs that are up to date), so that the same command decodes it again."""
     profile = JobProfile(name, Path(ingest_jsonl).stem, extra={"threads": threads})
     with profile.timer("setup"):
         extractor = EXTRACTORS[name].from_settings(settings, job=True)
@@ -69,7 +71,9 @@ def run_extractor(name: str, ingest_jsonl: str, out_jsonl: str, profile_json: st
         records = extract(extractor, files, open_store(settings), threads=threads, profile=profile,
                           previous=_previous_records(previous_jsonl), progress_json=progress_json)
     except ArtifactGone as gone:
-        Path(ingest_jsonl).unlink(missing_ok=True)  # the same command then decodes the shard again (from the store)
+        for stale in (ingest_jsonl, run_summary):
+            if stale:
+                Path(stale).unlink(missing_ok=True)
         raise Fault(f"{gone}; its shard's ingest table was removed: rerun the same command") from None
     with profile.timer("write"):
         write_table(out_jsonl, records)

@@ -6,7 +6,8 @@ import pytest
 
 from audiofeat import advice
 from audiofeat.report import stage_totals, write_report
-from audiofeat.finalize import FAILURES_LISTED_PER_CAUSE, FinalizeResult, failure_summary
+from audiofeat.assemble import shard_summary
+from audiofeat.finalize import FAILURES_LISTED_PER_CAUSE, FinalizeResult, merged_summary
 
 
 def _profile(stage, wall=10.0, hits=0, misses=10, **seconds):
@@ -18,6 +19,15 @@ def _profile(stage, wall=10.0, hits=0, misses=10, **seconds):
 def _entry(name, status="ok", error=None):
     manifest = {"source": {"path": f"/in/{name}"}, "status": status, **({"error": error} if error else {})}
     return {"relpath": name, "manifest": manifest}
+
+
+def failure_summary(entries, manifests_folder):
+    """The failure keys of a run's summary, through a shard's summary (from its index) and the merge of shards."""
+    rows = [{"path": e["manifest"]["source"]["path"], "relpath": e["relpath"]} for e in entries]
+    index = {e["relpath"]: ["signature", "digest", e["manifest"]["status"], 0.0, e["manifest"].get("error")]
+             for e in entries}
+    merged = merged_summary([shard_summary(rows, index, manifests_folder)], [])
+    return {key: merged[key] for key in ("failures_by_cause", "failures", "failed_files")}
 
 
 def test_failures_are_listed_per_cause_with_their_manifests_and_the_rest_counted():

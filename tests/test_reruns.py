@@ -177,8 +177,8 @@ def test_corrupt_artifact_is_recomputed_not_fatal(small_run):
 def test_a_features_artifact_damaged_under_a_finished_shard_is_found_when_the_shard_is_reassembled(tmp_path):
     """A shard's assembly inserts features artifacts unparsed: a damaged one is a fault that names the rerun,
     never broken JSON in a manifest, and the same command recomputes it. A finished shard is not reassembled when
-    another shard changes (its outputs were made from intact artifacts), so the damage waits for a job that reads
-    it."""
+    another shard changes, nor are unchanged manifests rebuilt (they were made from intact artifacts), so the
+    damage waits for a job that reads it."""
     from audiofeat.inventory import shard_of
     from audiofeat.store import blake2b_file
 
@@ -195,6 +195,8 @@ def test_a_features_artifact_damaged_under_a_finished_shard_is_found_when_the_sh
     victim.write_bytes(victim.read_bytes()[:100])
     run_snakemake(tmp_path, config)  # the eighth file's shard only
     assert len(read_manifests(tmp_path / "out")) == 8
+    for index in (tmp_path / "out" / "assembled").glob("n2-*.index.json"):
+        index.unlink()  # without its index, a shard's assembly builds every manifest again
     failed = run_snakemake(tmp_path, config, "--forcerun", "assemble_shard", check=False)
     assert failed.returncode != 0
     assert f"audiofeat: features artifact {victim} is gone from the store or damaged" in failed.stderr

@@ -72,11 +72,6 @@ def get_shard_summaries(wildcards):
     return [results(f"assembled/{shard}.json") for shard in get_shards()]
 
 
-def get_shard_parts(wildcards):
-    """Every shard's Parquet part (the embedding matrix is patched from them)."""
-    return [results(f"dataset/{shard}.parquet") for shard in get_shards()]
-
-
 def get_shard_profiles(wildcards):
     """Every shard job's timing profile (the run report sums them)."""
     return [results(f"timings/{stage}/{shard}.json") for stage in ("ingest", *EXTRACTORS)

@@ -20,6 +20,8 @@ for _name, _extractor in EXTRACTORS.items():
             previous=lambda wildcards, name=_name: results(f"previous/{name}/{wildcards.shard}.jsonl"),
             # How far the job is, for `audiofeat status` (the log says it too, every few seconds).
             progress=lambda wildcards, name=_name: results(f"progress/{name}/{wildcards.shard}.json"),
+            # Removed with the shard's ingest table when a WAV is gone from the store: the same command redoes both.
+            run_summary=results("summary.json"),
         conda:
             "../../environment.yaml"
         log:

@@ -3,16 +3,15 @@ rule assemble_shard:
         unpack(get_shard_stage_tables),
         paths=results("inventory/paths/{shard}.tsv"),
     output:
-        # One row per input of the shard: the dataset, read as a folder of parts by pyarrow, pandas, DuckDB.
-        part=results("dataset/{shard}.parquet"),
         summary=results("assembled/{shard}.json"),
     conda:
         "../../environment.yaml"
     params:
         extractors=list(EXTRACTORS),
-        # Per-file manifests are not declared outputs, so that Snakemake does not delete them before the job
-        # and only changed ones are rewritten; the digests of what the shard wrote say which changed.
+        # Per-file manifests and the shard's Parquet parts (dataset/<shard>-<k>.parquet) are not declared outputs:
+        # Snakemake would delete them before the job, and only what changed is rewritten (the index says what).
         manifests_dir=results("manifests"),
+        dataset_dir=results("dataset"),
         index=lambda wildcards: results(f"assembled/{wildcards.shard}.index.json"),
     log:
         results("logs/assemble_shard/{shard}.log"),
@@ -26,7 +25,6 @@ rule finalize:
     input:
         unpack(get_shard_tables),
         summaries=get_shard_summaries,
-        parts=get_shard_parts,
         errors=rules.inventory.output.errors,
         profiles=get_shard_profiles,
     output:

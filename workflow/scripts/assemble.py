@@ -2,13 +2,14 @@ from _job import finish, start  # workflow/scripts/ is on sys.path: Snakemake ad
 
 job = snakemake  # noqa: F821 - injected by Snakemake
 log, settings = start(job)
+from audiofeat.assemble import assemble_shard  # noqa: E402
 from audiofeat.extractors import build_extractors  # noqa: E402
-from audiofeat.finalize import assemble_shard  # noqa: E402
 
 extractors = build_extractors(settings)
 summary = assemble_shard(job.input.paths, {stage: job.input[stage] for stage in ("ingest", *extractors)},
-                         extractors, manifests_dir=job.params.manifests_dir, part_path=job.output.part,
-                         summary_path=job.output.summary, index_path=job.params.index)
-log.info("%d inputs: %d ok, %d failed; %d manifests written", summary["rows"], summary["ok"], summary["failed"],
-         summary["manifests_written"])
+                         extractors, shard=job.wildcards.shard, manifests_dir=job.params.manifests_dir,
+                         dataset_dir=job.params.dataset_dir, summary_path=job.output.summary,
+                         index_path=job.params.index)
+log.info("%d inputs: %d ok, %d failed; %d manifests written; %d parts", summary["rows"], summary["ok"],
+         summary["failed"], summary["manifests_written"], len(summary["parts"]))
 finish()

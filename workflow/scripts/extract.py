@@ -6,6 +6,6 @@ from audiofeat.runner import run_extractor  # noqa: E402
 
 profile = run_extractor(job.params.extractor, job.input.table, job.output.table, job.output.profile, settings,
                         threads=job.threads, previous_jsonl=job.params.previous,
-                        progress_json=job.params.progress)
+                        progress_json=job.params.progress, run_summary=job.params.run_summary)
 log.info(profile.log_line())
 finish()

@@ -1,0 +1,200 @@
+"""A shard's assembly: its inputs' manifests and its Parquet parts, redone only where something changed.
+
+Each input (row) gets a *signature*: a digest of its inventory row and of its records in the shard's tables.
+The shard's index keeps, per row, the signature, its manifest's digest and what its summary needs (status, cost,
+error). A rerun builds manifests only for rows whose signature changed, writes only those whose bytes changed,
+and rewrites only the parts (``dataset/<shard>-<k>.parquet``, at most about :data:`PART_ROWS` rows each, a row's
+part picked by its path) that hold a changed, added or removed row, keeping the other rows of such a part from
+its previous file. Adding one file to 100,000 paths is one manifest and one part of 4,096 rows, not 100,000.
+"""
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+from pathlib import Path
+
+import orjson
+
+from .dataset import manifest_row, part_digest, part_schema, write_part
+from .faults import ArtifactGone, Fault
+from .finalize import COST_BINS, FAILURES_LISTED_PER_CAUSE, SLOWEST_KEPT, build_manifest, read_shard_tables
+from .inventory import read_tsv
+from .manifest import path_text
+from .store import atomic_write_bytes, atomic_write_text, blake2b_bytes
+from .tables import json_line
+
+PART_ROWS = 4096
+INDEX_FORMAT = 1  # bump when what a row's signature covers changes
+
+
+def part_count(rows: int) -> int:
+    """Parts of a shard with ``rows`` inputs: the smallest power of two giving at most :data:`PART_ROWS` each
+    on average (a power of two, so that growing the shard moves few rows)."""
+    count = 1
+    while count * PART_ROWS < rows:
+        count *= 2
+    return count
+
+
+def part_of(relpath: str, parts: int) -> int:
+    return int.from_bytes(hashlib.blake2b(relpath.encode("utf-8", "surrogateescape"), digest_size=8).digest(),
+                          "big") % parts
+
+
+def row_signatures(rows: list[dict], by_stage: dict[str, dict[str, dict]], extractors: list[str]) -> list[str]:
+    """Each row's signature: what its manifest is made of (its inventory row, its records, the extractors)."""
+    record_digest: dict[str, bytes] = {}
+    header = json.dumps([INDEX_FORMAT, extractors]).encode()
+    signatures = []
+    for row in rows:
+        key = row["content_key"]
+        if key not in record_digest:
+            records = [by_stage.get(stage, {}).get(key) for stage in ("ingest", *extractors)]
+            record_digest[key] = hashlib.blake2b(orjson.dumps(records, option=orjson.OPT_SORT_KEYS),
+                                                 digest_size=16).digest()
+        fields = "\t".join(row.get(c) or "" for c in ("path", "relpath", "size_bytes", "error"))
+        signatures.append(hashlib.blake2b(header + fields.encode("utf-8", "surrogateescape") + record_digest[key],
+                                          digest_size=16).hexdigest())
+    return signatures
+
+
+def assemble_shard(paths_tsv: str, tables: dict[str, str], extractors: dict, *, shard: str, manifests_dir: str,
+                   dataset_dir: str, summary_path: str, index_path: str) -> dict:
+    """Bring a shard's manifests and Parquet parts up to date with its inventory rows (``paths_tsv``: every path
+    whose content is in the shard) and its tables (``{stage: path}``); write and return its summary."""
+    by_stage = read_shard_tables({stage: [path] for stage, path in tables.items()})
+    rows = read_tsv(paths_tsv)
+    index, dataset = _read_index(index_path), Path(dataset_dir)
+    parts = part_count(len(rows))
+    previous = {p["name"]: p for p in index["part_list"]} if index["parts"] == parts else {}
+    row_part = [part_of(row["relpath"], parts) for row in rows]
+    # A part the folder lacks (or a new partition) is rebuilt: all its rows are built again.
+    lost = {k for k in set(row_part) if f"{shard}-{k:04d}" not in previous
+            or not (dataset / f"{shard}-{k:04d}.parquet").exists()}
+    signatures = row_signatures(rows, by_stage, list(extractors))
+    changed = [i for i, row in enumerate(rows)
+               if row_part[i] in lost or index["rows"].get(row["relpath"], [None])[0] != signatures[i]]
+    current, new_rows, written = _update_manifests(rows, changed, signatures, by_stage, extractors, tables,
+                                                   index["rows"], Path(manifests_dir))
+    removed = [relpath for relpath in index["rows"] if relpath not in current]
+    for relpath in removed:
+        _remove_if_ours(Path(manifests_dir) / f"{relpath}.json", index["rows"][relpath][1])
+    if index["parts"] != parts:  # re-partitioned: the old parts go
+        for old in index["part_list"]:
+            (dataset / f"{old['name']}.parquet").unlink(missing_ok=True)
+    dirty = {row_part[i] for i in changed} | {part_of(relpath, parts) for relpath in removed}
+    part_list = _write_parts(rows, row_part, new_rows, dirty, extractors, shard=shard, previous=previous,
+                             dataset=dataset)
+    atomic_write_text(index_path, json.dumps({"parts": parts, "part_list": part_list, "rows": current}))
+    summary = {**shard_summary(rows, current, Path(manifests_dir).name), "parts": part_list,
+               "manifests_written": written}
+    atomic_write_text(summary_path, json.dumps(summary, ensure_ascii=False))
+    return summary
+
+
+def _update_manifests(rows, changed, signatures, by_stage, extractors, tables, previous: dict, root: Path):
+    """Build the ``changed`` rows' manifests and write those whose bytes changed (or are missing). Returns the
+    index entries of every row, the rebuilt rows' manifests as dicts (by relpath) and how many were written."""
+    try:
+        built = {i: build_manifest(rows[i], by_stage, list(extractors)).to_dict() for i in changed}
+    except ArtifactGone as gone:
+        Path(tables[gone.stage]).unlink()  # the same command then recomputes what the table held
+        raise Fault(f"{gone}; its shard's {gone.stage} table was removed: rerun the same command") from None
+    current, new_rows, written = {}, {}, 0
+    for i, row in enumerate(rows):
+        relpath = row["relpath"]
+        if i not in built:
+            current[relpath] = previous[relpath]
+            continue
+        line = json_line(built[i])
+        entry = current[relpath] = _index_entry(signatures[i], blake2b_bytes(line), built[i])
+        path = root / f"{relpath}.json"
+        if previous.get(relpath, [None, None])[1] != entry[1] or not path.exists():
+            atomic_write_bytes(path, line, durable=False)  # derived: rewritten by the next run if lost
+            written += 1
+        new_rows[relpath] = orjson.loads(line)  # stored blocks arrive unparsed: parsed once, here
+    return current, new_rows, written
+
+
+def _read_index(index_path: str) -> dict:
+    try:
+        index = json.loads(Path(index_path).read_text(encoding="utf-8"))
+        if isinstance(index, dict) and {"parts", "part_list", "rows"} <= index.keys():
+            return index
+    except (FileNotFoundError, ValueError):
+        pass
+    return {"parts": 0, "part_list": [], "rows": {}}
+
+
+def _index_entry(signature: str, digest: str, manifest: dict) -> list:
+    """``[signature, manifest digest, status, cost in seconds, error]``: what the summary needs of a row."""
+    return [signature, digest, manifest["status"], round(sum(manifest.get("timings", {}).values()), 6),
+            manifest.get("error")]
+
+
+def _remove_if_ours(path: Path, digest: str) -> None:
+    """Remove a manifest the shard wrote, unless another shard has rewritten it since (its content changed)."""
+    try:
+        if blake2b_bytes(path.read_bytes()) == digest:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _write_parts(rows, row_part: list[int], new_rows: dict, dirty: set[int], extractors: dict, *, shard: str,
+                 previous: dict, dataset: Path) -> list[dict]:
+    """Rewrite the ``dirty`` parts; returns every part's ``{"name", "rows", "digest"}`` in name order."""
+    members: dict[int, list[tuple[str, str]]] = {}  # part -> (relpath, the dataset's path) of its rows
+    for row, k in zip(rows, row_part):
+        members.setdefault(k, []).append((row["relpath"], path_text(row["path"])))
+    schema = part_schema(extractors)
+    listed = []
+    for k, part_rows in sorted(members.items()):
+        name = f"{shard}-{k:04d}"
+        if k in dirty:
+            _rewrite_part(dataset / f"{name}.parquet", part_rows, new_rows, extractors, schema)
+            listed.append({"name": name, "rows": len(part_rows), "digest": part_digest(dataset / f"{name}.parquet")})
+        else:
+            listed.append(previous[name])
+    for k in dirty - set(members):  # a part left empty
+        (dataset / f"{shard}-{k:04d}.parquet").unlink(missing_ok=True)
+    return listed
+
+
+def _rewrite_part(path: Path, part_rows: list[tuple[str, str]], new_rows: dict, extractors: dict, schema) -> None:
+    """A part's rows sorted by path: the rebuilt ones from ``new_rows``, the others from its previous file."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist([manifest_row(new_rows[r], extractors, new_rows[r])
+                                  for r, _ in part_rows if r in new_rows], schema=schema)
+    kept = [p for r, p in part_rows if r not in new_rows]
+    if kept:
+        old = pq.read_table(path, schema=schema)
+        table = pa.concat_tables([old.filter(pc.is_in(old["path"], value_set=pa.array(kept))), table])
+    write_part(path, table.sort_by("path"))
+
+
+def shard_summary(rows: list[dict], entries: dict[str, list], manifests_folder: str) -> dict:
+    """Counts, failures by cause (the first files of each), failed files, the slowest files and the per-file
+    cost histogram of a shard, from its index entries (no manifest is read)."""
+    histogram = [0] * (len(COST_BINS) + 1)
+    costs, causes, failed = [], {}, []
+    for row in rows:
+        _signature, _digest, status, cost, error = entries[row["relpath"]]
+        path = path_text(row["path"])
+        histogram[bisect.bisect(COST_BINS, cost)] += 1
+        costs.append((path, cost))
+        if status == "error":
+            failed.append(path)
+            group = causes.setdefault(error.split(" (")[0], {"count": 0, "files": []})
+            group["count"] += 1
+            if len(group["files"]) < FAILURES_LISTED_PER_CAUSE:
+                group["files"].append({"path": path, "manifest": f"{manifests_folder}/{path_text(row['relpath'])}.json"})
+    return {"rows": len(rows), "ok": len(rows) - len(failed), "failed": len(failed),
+            "slowest": sorted(costs, key=lambda item: -item[1])[:SLOWEST_KEPT], "cost_histogram": histogram,
+            "failures": [{"cause": c, "count": g["count"], "files": g["files"], "more": g["count"] - len(g["files"])}
+                         for c, g in sorted(causes.items())],
+            "failed_files": failed}
