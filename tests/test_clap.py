@@ -473,7 +473,7 @@ def test_a_cpu_clap_job_asks_glibc_to_keep_freed_memory(tmp_path, monkeypatch, r
 
     from audiofeat import _speedups
     from audiofeat.config import validate_config
-    from audiofeat.decode import wav_bytes
+    from audiofeat.wav import wav_bytes
     from audiofeat.runner import run_extractor
     from audiofeat.settings import Settings
 
@@ -496,7 +496,7 @@ def test_a_cpu_clap_job_asks_glibc_to_keep_freed_memory(tmp_path, monkeypatch, r
 def test_a_long_files_windows_are_read_from_its_wav_one_at_a_time_with_the_same_values(tmp_path, rng, seconds):
     """More than one window: a lazy sequence reading the WAV per window, equal to cutting the whole signal (and
     the weighted mode's weights too); one window: prepared at once, as before."""
-    from audiofeat.decode import wav_bytes
+    from audiofeat.wav import wav_bytes
     from audiofeat.extractors.clap import WavWindows, prepare_file
     from audiofeat.tables import IngestRecord
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiofeat.decode import DecodeError, decode_source, downmix, load_audio, read_wav, wav_bytes
+from audiofeat.decode import DecodeError, decode_source, downmix, load_audio
+from audiofeat.wav import read_wav, wav_bytes
 from audiofeat.testing.media import make_audio, make_video, run_ffmpeg
 
 
@@ -174,7 +175,8 @@ def _without_peak_time(wav: bytes) -> bytes:
 
 
 def _streamed_wav(path, tmp_path, *, decoder="pyav", target_sr=48000, subtype="float32") -> bytes:
-    from audiofeat.decode import open_source, resampled, write_wav
+    from audiofeat.decode import open_source, resampled
+    from audiofeat.wav import write_wav
 
     source = open_source(str(path), decoder=decoder)
     out = tmp_path / f"streamed-{path.stem}-{decoder}.wav"
@@ -200,11 +202,11 @@ def test_streamed_wav_is_the_one_shot_wav_to_the_byte(media, tmp_path, monkeypat
 
 
 def test_wav_longer_than_riff_allows_is_written_as_rf64_with_the_same_samples(media, tmp_path, monkeypatch):
-    from audiofeat import decode
+    from audiofeat import decode, wav
 
     expected = load_audio(str(media["mp3_44k_stereo"]), target_sr=48000)[1]
     monkeypatch.setattr(decode, "CHUNK_SAMPLES", 4096)
-    monkeypatch.setattr(decode, "RIFF_DATA_LIMIT", 100_000)  # 4 GiB in real life: these 1.5 s pass it
+    monkeypatch.setattr(wav, "RIFF_DATA_LIMIT", 100_000)  # 4 GiB in real life: these 1.5 s pass it
     path = tmp_path / "long.wav"
     path.write_bytes(_streamed_wav(media["mp3_44k_stereo"], tmp_path, subtype="int24"))
     assert sf.info(str(path)).format == "RF64"

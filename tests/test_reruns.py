@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from audiofeat.clap.windows import Window, active_fraction
-from audiofeat.decode import read_wav
+from audiofeat.wav import read_wav
 from audiofeat.testing.media import make_audio, write_tone_clips
 
 from conftest import assert_dataset_is_the_manifests, read_manifests, REPO, created_since, read_jsonl, run_snakemake, write_config
@@ -209,7 +209,7 @@ def test_a_features_artifact_damaged_under_a_finished_shard_is_found_when_the_sh
 
 
 def test_cache_disabled_reads_and_writes_nothing_in_the_store(tmp_path):
-    from audiofeat.decode import wav_bytes
+    from audiofeat.wav import wav_bytes
     from audiofeat.extractors import DecodeExtractor
     from audiofeat.settings import Settings
     from audiofeat.store import ArtifactStore, blake2b_file

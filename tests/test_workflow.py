@@ -103,7 +103,7 @@ def _recomputed_from_the_wav(*records):
     from audiofeat import dsp
     from audiofeat.clap.model import get_model
     from audiofeat.clap.windows import aggregate, model_inputs, plan_windows
-    from audiofeat.decode import read_wav
+    from audiofeat.wav import read_wav
 
     model = get_model("HTSAT-tiny", None, "random(seed=0)", device="cpu", warm_up=False)
     for record in records:

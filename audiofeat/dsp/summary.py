@@ -84,7 +84,7 @@ def feature_summary(y, *, sr: float, n_fft: int = 2048, hop_length: int = 512, n
     """Log-mel and MFCC statistics of mono ``y`` [shape=(n,)], without materialising the frames.
 
     ``y`` may also be a reader of a long signal (``frames``, and ``read(start, stop)`` -> float32, as
-    :class:`audiofeat.decode.WavReader`): it is read a span at a time, with the same result.
+    :class:`audiofeat.wav.WavReader`): it is read a span at a time, with the same result.
 
     The log-mel is ``power_to_db(melspectrogram(y, ...), top_db=top_db)`` and the MFCC its orthonormal DCT-II,
     exactly as :func:`mfcc` computes them; defaults are librosa's (see :data:`PRESETS`).

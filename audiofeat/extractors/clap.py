@@ -206,7 +206,8 @@ def prepare_file(file: IngestRecord, window: int, hop: int, *, segment: bool, we
     """A file's windows: a one-window clip read and prepared now; a longer file's windows read from its WAV one at
     a time, when a batch takes them (:class:`WavWindows`), so memory follows the batch, not the file."""
     from ..clap.windows import active_fraction, model_inputs, plan_windows
-    from ..decode import WavReader, read_wav, resample
+    from ..decode import resample
+    from ..wav import WavReader, read_wav
 
     with WavReader(file.wav) as wav:
         n, sr = wav.frames, wav.samplerate
@@ -237,7 +238,7 @@ class WavWindows:
 
     def __getitem__(self, index: int) -> np.ndarray:
         from ..clap.windows import int16_round_trip, repeat_pad
-        from ..decode import WavReader
+        from ..wav import WavReader
 
         window = self.windows[index]
         with WavReader(self.wav) as wav:

@@ -10,14 +10,14 @@ import os
 import time
 from dataclasses import dataclass
 
-from ..decode import (DECODE_VERSION, RESAMPLER, DecodeError, InputUnreadable, decoded_probe, open_source,
-                      resampled, write_wav)
+from ..decode import DECODE_VERSION, RESAMPLER, DecodeError, InputUnreadable, decoded_probe, open_source, resampled
 from ..faults import InputChanged, is_fault, one_line
 from ..inventory import input_signature
 from ..manifest import path_text
 from ..profiling import JobProfile
 from ..store import ArtifactKey, ArtifactStore, StoredArtifact
 from ..tables import IngestRecord
+from ..wav import write_wav
 from .base import Extractor
 
 

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import orjson
 
-from ..decode import WavReader
+from ..wav import WavReader
 from ..faults import Verdict
 from ..tables import IngestRecord
 from .base import Computed, Extractor

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from ..decode import read_wav
+from ..wav import read_wav
 from ..tables import IngestRecord
 from .base import Computed, Extractor
 
