@@ -124,7 +124,7 @@ class Progress:
     def line(self) -> str:
         elapsed = max(1e-9, time.time() - self.started)
         parts = [f"{self.stage} {self.shard}: {self.files}/{self.total_files} files"]
-        if self.total_units:
+        if self.total_units and self.unit_name:
             parts.append(f"{self.units}/{self.total_units} {self.unit_name}")
         eta = self.eta_s()
         parts.append(f"{self.files / elapsed:.1f} files/s, ETA {'-' if eta is None else _duration(eta)}")

@@ -5,7 +5,10 @@ Each run is a real `snakemake --profile profiles/local` run. Prints, per run, th
 the cold run) and, per rule, the summed job wall time and the largest peak RSS (the jobs' own ``getrusage``; for
 finalize and the inventory, Snakemake's benchmark files), then the output sizes.
 
+With ``--inventory-only``, only the inventory runs (``--until inventory``): cold, then with nothing changed.
+
 Usage: python benchmarks/bench_scale.py [--paths 100000] [--clips 1000] [--workdir DIR] [--extractors features,clap]
+                                        [--inventory-only]
        python benchmarks/bench_scale.py --long-hours 10 [--workdir DIR]
 """
 import argparse
@@ -26,9 +29,9 @@ sys.path.insert(0, str(REPO))
 from audiofeat.testing.media import run_ffmpeg, scratch_folder, write_tone_clips  # noqa: E402
 
 
-def snakemake(work: Path, config: Path) -> float:
+def snakemake(work: Path, config: Path, *extra: str) -> float:
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
-           "--profile", str(REPO / "profiles" / "local"), "--cores", "2", "--configfile", str(config)]
+           "--profile", str(REPO / "profiles" / "local"), "--cores", "2", "--configfile", str(config), *extra]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     started = time.perf_counter()
     subprocess.run(cmd, cwd=work, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -91,6 +94,7 @@ def main() -> None:
     parser.add_argument("--long-hours", type=float, default=0.0)
     parser.add_argument("--extractors", default="features,clap")
     parser.add_argument("--workdir")
+    parser.add_argument("--inventory-only", action="store_true")
     args = parser.parse_args()
     with scratch_folder(args.workdir, "bench-scale-") as work:
         work = Path(work)
@@ -108,8 +112,13 @@ def main() -> None:
         what = f"{args.long_hours} h recording" if args.long_hours else f"{args.paths} paths from {args.clips} clips"
         print(f"# bench_scale: {what}, extractors {args.extractors}")
         started = time.time()
-        cold = snakemake(work, config)
+        extra = ("--until", "inventory") if args.inventory_only else ()
+        cold = snakemake(work, config, *extra)
         report("cold", cold, cold, job_costs(results, started))
+        if args.inventory_only:
+            started = time.time()
+            report("nothing changed", snakemake(work, config, *extra), cold, job_costs(results, started))
+            return
         if not args.long_hours:
             started = time.time()
             report("nothing to do", snakemake(work, config), cold, job_costs(results, started))
