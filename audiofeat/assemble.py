@@ -3,9 +3,9 @@
 Each input (row) gets a *signature*: a digest of its inventory row and of its records in the shard's tables.
 The shard's index keeps, per row, the signature, its manifest's digest and what its summary needs (status, cost,
 error). A rerun builds manifests only for rows whose signature changed, writes only those whose bytes changed,
-and rewrites only the parts (``dataset/<shard>-<k>.parquet``, at most about :data:`PART_ROWS` rows each, a row's
+and rewrites only the parts (``dataset/<shard>-<k>.parquet``, about :data:`PART_ROWS` rows each, a row's
 part picked by its path) that hold a changed, added or removed row, keeping the other rows of such a part from
-its previous file. Adding one file to 100,000 paths is one manifest and one part of 4,096 rows, not 100,000.
+its previous file. Adding one file to 100,000 paths is one manifest and one part of about 1,000 rows, not 100,000.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from .manifest import path_text
 from .store import atomic_write_bytes, atomic_write_text, blake2b_bytes
 from .tables import json_line
 
-PART_ROWS = 4096
+PART_ROWS = 1024  # a part's rows are in memory as dicts while it is rebuilt (~100 KB each)
 INDEX_FORMAT = 1  # bump when what a row's signature covers changes
 
 
@@ -42,6 +42,11 @@ def part_of(relpath: str, parts: int) -> int:
                           "big") % parts
 
 
+# Record fields no manifest shows: a rerun that finds a file's artifacts in the store rewrites its records with
+# them, and must not make its row look changed.
+_NOT_IN_MANIFESTS = ("cache_hit",)
+
+
 def row_signatures(rows: list[dict], by_stage: dict[str, dict[str, dict]], extractors: list[str]) -> list[str]:
     """Each row's signature: what its manifest is made of (its inventory row, its records, the extractors)."""
     record_digest: dict[str, bytes] = {}
@@ -51,6 +56,7 @@ def row_signatures(rows: list[dict], by_stage: dict[str, dict[str, dict]], extra
         key = row["content_key"]
         if key not in record_digest:
             records = [by_stage.get(stage, {}).get(key) for stage in ("ingest", *extractors)]
+            records = [{k: v for k, v in r.items() if k not in _NOT_IN_MANIFESTS} if r else r for r in records]
             record_digest[key] = hashlib.blake2b(orjson.dumps(records, option=orjson.OPT_SORT_KEYS),
                                                  digest_size=16).digest()
         fields = "\t".join(row.get(c) or "" for c in ("path", "relpath", "size_bytes", "error"))
@@ -62,59 +68,69 @@ def row_signatures(rows: list[dict], by_stage: dict[str, dict[str, dict]], extra
 def assemble_shard(paths_tsv: str, tables: dict[str, str], extractors: dict, *, shard: str, manifests_dir: str,
                    dataset_dir: str, summary_path: str, index_path: str) -> dict:
     """Bring a shard's manifests and Parquet parts up to date with its inventory rows (``paths_tsv``: every path
-    whose content is in the shard) and its tables (``{stage: path}``); write and return its summary."""
+    whose content is in the shard) and its tables (``{stage: path}``); write and return its summary. One part
+    at a time: memory follows a part's rows, not the shard's."""
     by_stage = read_shard_tables({stage: [path] for stage, path in tables.items()})
     rows = read_tsv(paths_tsv)
-    index, dataset = _read_index(index_path), Path(dataset_dir)
+    index, dataset, root = _read_index(index_path), Path(dataset_dir), Path(manifests_dir)
     parts = part_count(len(rows))
     previous = {p["name"]: p for p in index["part_list"]} if index["parts"] == parts else {}
-    row_part = [part_of(row["relpath"], parts) for row in rows]
-    # A part the folder lacks (or a new partition) is rebuilt: all its rows are built again.
-    lost = {k for k in set(row_part) if f"{shard}-{k:04d}" not in previous
-            or not (dataset / f"{shard}-{k:04d}.parquet").exists()}
-    signatures = row_signatures(rows, by_stage, list(extractors))
-    changed = [i for i, row in enumerate(rows)
-               if row_part[i] in lost or index["rows"].get(row["relpath"], [None])[0] != signatures[i]]
-    current, new_rows, written = _update_manifests(rows, changed, signatures, by_stage, extractors, tables,
-                                                   index["rows"], Path(manifests_dir))
-    removed = [relpath for relpath in index["rows"] if relpath not in current]
-    for relpath in removed:
-        _remove_if_ours(Path(manifests_dir) / f"{relpath}.json", index["rows"][relpath][1])
     if index["parts"] != parts:  # re-partitioned: the old parts go
         for old in index["part_list"]:
             (dataset / f"{old['name']}.parquet").unlink(missing_ok=True)
-    dirty = {row_part[i] for i in changed} | {part_of(relpath, parts) for relpath in removed}
-    part_list = _write_parts(rows, row_part, new_rows, dirty, extractors, shard=shard, previous=previous,
-                             dataset=dataset)
+    signatures = row_signatures(rows, by_stage, list(extractors))
+    members: dict[int, list[int]] = {}
+    for i, row in enumerate(rows):
+        members.setdefault(part_of(row["relpath"], parts), []).append(i)
+    relpaths = {row["relpath"] for row in rows}
+    removed = [relpath for relpath in index["rows"] if relpath not in relpaths]
+    for relpath in removed:
+        _remove_if_ours(root / f"{relpath}.json", index["rows"][relpath][1])
+    touched = {part_of(relpath, parts) for relpath in removed}
+    current, part_list, written = {}, [], 0
+    for k, indices in sorted(members.items()):
+        name = f"{shard}-{k:04d}"
+        path = dataset / f"{name}.parquet"
+        lost = name not in previous or not path.exists()  # rebuilt whole: every row built again
+        changed = [i for i in indices if lost or index["rows"].get(rows[i]["relpath"], [None])[0] != signatures[i]]
+        entries, new_rows, count = _update_manifests(rows, changed, signatures, by_stage, extractors, tables,
+                                                     index["rows"], root)
+        written += count
+        current.update({rows[i]["relpath"]: entries.get(rows[i]["relpath"]) or index["rows"][rows[i]["relpath"]]
+                        for i in indices})
+        if changed or k in touched:
+            _rewrite_part(path, [(rows[i]["relpath"], path_text(rows[i]["path"])) for i in indices], new_rows,
+                          extractors, part_schema(extractors))
+            part_list.append({"name": name, "rows": len(indices), "digest": part_digest(path)})
+        else:
+            part_list.append(previous[name])
+    for k in touched - set(members):  # a part left empty
+        (dataset / f"{shard}-{k:04d}.parquet").unlink(missing_ok=True)
     atomic_write_text(index_path, json.dumps({"parts": parts, "part_list": part_list, "rows": current}))
-    summary = {**shard_summary(rows, current, Path(manifests_dir).name), "parts": part_list,
-               "manifests_written": written}
+    summary = {**shard_summary(rows, current, root.name), "parts": part_list, "manifests_written": written}
     atomic_write_text(summary_path, json.dumps(summary, ensure_ascii=False))
     return summary
 
 
 def _update_manifests(rows, changed, signatures, by_stage, extractors, tables, previous: dict, root: Path):
-    """Build the ``changed`` rows' manifests and write those whose bytes changed (or are missing). Returns the
-    index entries of every row, the rebuilt rows' manifests as dicts (by relpath) and how many were written."""
+    """Build the ``changed`` rows' manifests and write those whose bytes changed (or are missing). Returns their
+    index entries and manifests as dicts (both by relpath), and how many were written."""
     try:
         built = {i: build_manifest(rows[i], by_stage, list(extractors)).to_dict() for i in changed}
     except ArtifactGone as gone:
         Path(tables[gone.stage]).unlink()  # the same command then recomputes what the table held
         raise Fault(f"{gone}; its shard's {gone.stage} table was removed: rerun the same command") from None
-    current, new_rows, written = {}, {}, 0
-    for i, row in enumerate(rows):
-        relpath = row["relpath"]
-        if i not in built:
-            current[relpath] = previous[relpath]
-            continue
-        line = json_line(built[i])
-        entry = current[relpath] = _index_entry(signatures[i], blake2b_bytes(line), built[i])
+    entries, new_rows, written = {}, {}, 0
+    for i, manifest in built.items():
+        relpath = rows[i]["relpath"]
+        line = json_line(manifest)
+        entry = entries[relpath] = _index_entry(signatures[i], blake2b_bytes(line), manifest)
         path = root / f"{relpath}.json"
         if previous.get(relpath, [None, None])[1] != entry[1] or not path.exists():
             atomic_write_bytes(path, line, durable=False)  # derived: rewritten by the next run if lost
             written += 1
         new_rows[relpath] = orjson.loads(line)  # stored blocks arrive unparsed: parsed once, here
-    return current, new_rows, written
+    return entries, new_rows, written
 
 
 def _read_index(index_path: str) -> dict:
@@ -140,26 +156,6 @@ def _remove_if_ours(path: Path, digest: str) -> None:
             path.unlink()
     except FileNotFoundError:
         pass
-
-
-def _write_parts(rows, row_part: list[int], new_rows: dict, dirty: set[int], extractors: dict, *, shard: str,
-                 previous: dict, dataset: Path) -> list[dict]:
-    """Rewrite the ``dirty`` parts; returns every part's ``{"name", "rows", "digest"}`` in name order."""
-    members: dict[int, list[tuple[str, str]]] = {}  # part -> (relpath, the dataset's path) of its rows
-    for row, k in zip(rows, row_part):
-        members.setdefault(k, []).append((row["relpath"], path_text(row["path"])))
-    schema = part_schema(extractors)
-    listed = []
-    for k, part_rows in sorted(members.items()):
-        name = f"{shard}-{k:04d}"
-        if k in dirty:
-            _rewrite_part(dataset / f"{name}.parquet", part_rows, new_rows, extractors, schema)
-            listed.append({"name": name, "rows": len(part_rows), "digest": part_digest(dataset / f"{name}.parquet")})
-        else:
-            listed.append(previous[name])
-    for k in dirty - set(members):  # a part left empty
-        (dataset / f"{shard}-{k:04d}.parquet").unlink(missing_ok=True)
-    return listed
 
 
 def _rewrite_part(path: Path, part_rows: list[tuple[str, str]], new_rows: dict, extractors: dict, schema) -> None:
