@@ -19,6 +19,8 @@ ENV_OVERRIDES: dict[str, tuple[str, type]] = {
     "PERF_THREADS": ("perf.threads", int),
     "AUDIO_TARGET_SR": ("audio.target_sr", int),
     "CLAP_ENABLE_AMP": ("clap.enable_amp", bool),
+    "CLAP_PRECISION": ("clap.precision", str),
+    "CLAP_COMPILE": ("clap.compile", str),
     "CLAP_MAX_BATCH_AUDIO_SECONDS": ("clap.max_batch_audio_seconds", float),
     "SEGMENT_WINDOW_SECONDS": ("segment.window_seconds", float),
     "SEGMENT_HOP_SECONDS": ("segment.hop_seconds", float),

@@ -25,6 +25,9 @@ def peak_gpu_mb() -> float | None:
     return torch.cuda.max_memory_allocated() / (1024 * 1024)
 
 
+_END = object()
+
+
 @dataclass
 class JobProfile:
     """Accumulates one job's numbers; ``timer(name)`` adds the wall time of a block to ``seconds[name]``."""
@@ -50,6 +53,16 @@ class JobProfile:
         finally:
             with self._lock:
                 self.seconds[name] += time.perf_counter() - start
+
+    def timed_iter(self, name: str, items):
+        """``items``, with the time spent waiting for each item added to ``seconds[name]``."""
+        iterator = iter(items)
+        while True:
+            with self.timer(name):
+                item = next(iterator, _END)
+            if item is _END:
+                return
+            yield item
 
     def add(self, name: str, seconds: float) -> None:
         """Thread-safe ``seconds[name] += seconds``."""

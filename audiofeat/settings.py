@@ -39,6 +39,8 @@ class CacheSettings(_Section):
 class PerfSettings(_Section):
     threads: int = 0
     device: str = "auto"
+    loader_processes: int = -1  # -1: auto (CUDA: threads - 1; CPU: none)
+    gpus: str = "auto"  # local runs: the GPUs CLAP jobs share out ("auto": nvidia-smi's; "0,1"; "none")
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,8 @@ class ClapSettings(_Section):
     checkpoint: str = ""
     allow_random_weights: bool = False
     enable_amp: bool = True
+    precision: str = "auto"  # auto (fp16 on CUDA when enable_amp, else fp32), fp32, fp16, bf16
+    compile: str = "auto"  # auto (CUDA jobs with enough windows), true, false
     max_batch_audio_seconds: float = 160.0
 
 

@@ -333,10 +333,10 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_numbers(loaded, rng):
     expected = ClapEmbedder(loaded, max_batch_windows=5).embed(windows)
 
     class FaultyEmbedder(ClapEmbedder):
-        def _forward(self, batch):
-            if len(batch) > 1:  # an injected CUDA out-of-memory for any batch above one window
+        def _forward(self, samples, lengths):
+            if len(samples) > 1:  # an injected CUDA out-of-memory for any batch above one window
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-            return super()._forward(batch)
+            return super()._forward(samples, lengths)
 
     faulty = FaultyEmbedder(loaded, max_batch_windows=5)
     assert np.abs(faulty.embed(windows) - expected).max() <= 1e-5
@@ -344,10 +344,10 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_numbers(loaded, rng):
     assert faulty.stats.oom_retries == 3 and faulty.stats.batch_sizes == [1] * 5
 
     class AlwaysOOM(ClapEmbedder):
-        def _forward(self, batch):
-            if any(np.array_equal(w, windows[1]) for w in batch):
+        def _forward(self, samples, lengths):
+            if any(np.array_equal(w, windows[1]) for w in samples.numpy()):
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory")
-            return super()._forward(batch)
+            return super()._forward(samples, lengths)
 
     files = [("ok1", windows[:1]), ("bad", windows[1:3]), ("ok2", windows[3:])]
     results = dict(AlwaysOOM(loaded, max_batch_windows=4).embed_stream(iter(files)))
@@ -492,22 +492,105 @@ def test_a_cpu_clap_job_asks_glibc_to_keep_freed_memory(tmp_path, monkeypatch, r
     assert json.loads((tmp_path / "clap.jsonl").read_text())["status"] == "ok"
 
 
-@pytest.mark.parametrize("seconds", [25.3, 7.0])
-def test_a_long_files_windows_are_read_from_its_wav_one_at_a_time_with_the_same_values(tmp_path, rng, seconds):
-    """More than one window: a lazy sequence reading the WAV per window, equal to cutting the whole signal (and
-    the weighted mode's weights too); one window: prepared at once, as before."""
-    from audiofeat.wav import wav_bytes
-    from audiofeat.extractors.clap import WavWindows, prepare_file
+def _wav_record(tmp_path, name: str, y: np.ndarray, sr: int = SR):
     from audiofeat.tables import IngestRecord
+    from audiofeat.wav import wav_bytes
 
-    y = (0.2 * rng.standard_normal(int(seconds * SR))).astype(np.float32)
-    y[: 3 * SR] = 0.0  # a silent stretch, so that the weights differ
-    wav = tmp_path / "x.wav"
-    wav.write_bytes(wav_bytes(y, SR))
-    record = IngestRecord("k", "x", "ok", audio={"wav": str(wav), "target_sr": SR, "duration_s": seconds})
-    prepared = prepare_file(record, 10 * SR, 5 * SR, segment=True, weighted=True)
-    windows = plan_windows(len(y), 10 * SR, 5 * SR)
-    assert prepared.windows == windows
-    assert isinstance(prepared.inputs, WavWindows) == (len(windows) > 1)
-    assert np.array_equal(np.stack([prepared.inputs[i] for i in range(len(windows))]), model_inputs(y, windows, L))
-    assert prepared.weights == [active_fraction(y, w, 10 * SR, SR) for w in windows]
+    wav = tmp_path / f"{name}.wav"
+    wav.write_bytes(wav_bytes(y, sr))
+    return IngestRecord(name, name, "ok", samples=len(y),
+                        audio={"wav": str(wav), "target_sr": sr, "duration_s": len(y) / sr})
+
+
+@pytest.mark.parametrize("processes", [0, 2])
+def test_worker_processes_prepare_exactly_the_windows_of_the_whole_signal(tmp_path, rng, processes):
+    """Windows read from the WAV a batch at a time, by worker processes or in the job's thread, are LAION's
+    windows of the whole signal to the bit once the device pads them, and so are the weighted mode's weights;
+    batches never exceed their size, and the tail is split evenly."""
+    from audiofeat.clap.embed import device_model_inputs
+    from audiofeat.clap.feeder import WindowFeeder
+    from audiofeat.extractors.clap import file_plan
+
+    signals = {}
+    for name, seconds in (("long", 25.3), ("short", 2.1), ("exact", 10.0), ("tiny", 0.05)):
+        y = (0.3 * rng.standard_normal(int(seconds * SR))).astype(np.float32)
+        y[: SR // 2] = 0.0  # a silent stretch, so that the weights differ
+        signals[name] = y
+    plans = [file_plan(_wav_record(tmp_path, n, y), 10 * SR, 5 * SR, segment=True, weighted=True)
+             for n, y in signals.items()]
+    feeder = WindowFeeder(plans, batch_windows=3, workers=processes, buffers=3, tail_workers=2)
+    rows, sizes = {}, []
+    for batch in feeder.batches():
+        assert batch.samples.dtype == np.int16  # real samples only: the device repeats and pads
+        ready = device_model_inputs(torch.from_numpy(batch.samples.copy()), torch.from_numpy(batch.lengths))
+        rows.update(zip(batch.tags, ready.numpy()))
+        sizes.append(len(batch.tags))
+        batch.release()
+    assert feeder.processes == processes and sizes == [3, 3, 1, 1]  # 8 windows: 3 + 3, then 2 split in two
+    for plan, (name, y) in zip(plans, signals.items()):
+        windows = plan_windows(len(y), 10 * SR, 5 * SR)
+        assert list(plan.windows) == windows
+        got = np.stack([rows[(name, i)] for i in range(len(windows))])
+        assert np.array_equal(got, model_inputs(y, windows, L)), name
+        assert feeder.weights[name] == [active_fraction(y, w, 10 * SR, SR) for w in windows]
+
+
+def test_int16_samples_padded_on_the_device_embed_as_the_float_windows_did(loaded, tmp_path, rng):
+    """What reaches the device is the real samples as int16; the embeddings equal those of the host-prepared
+    float windows (the path before) within 1e-6."""
+    from audiofeat.clap.feeder import WindowFeeder
+    from audiofeat.extractors.clap import file_plan
+
+    signals = [(0.3 * rng.standard_normal(int(s * SR))).astype(np.float32) for s in (3.3, 14.0)]
+    plans = [file_plan(_wav_record(tmp_path, str(i), y), 10 * SR, 5 * SR, segment=True, weighted=False)
+             for i, y in enumerate(signals)]
+    embedder = ClapEmbedder(loaded, max_batch_windows=2)
+    fed = dict(embedder.embed_batches(WindowFeeder(plans, batch_windows=2, workers=1).batches()))
+    floats = [(str(i), model_inputs(y, plan_windows(len(y), 10 * SR, 5 * SR), L)) for i, y in enumerate(signals)]
+    before = dict(ClapEmbedder(loaded, max_batch_windows=2).embed_stream(iter(floats)))
+    for name in before:
+        assert fed[name].shape == before[name].shape
+        assert np.abs(fed[name] - before[name]).max() <= 1e-6
+
+
+def test_a_worker_that_dies_fails_the_job_in_one_line_and_leaves_no_process(tmp_path, rng):
+    import signal
+
+    from audiofeat.clap.feeder import WindowFeeder, WorkerDied
+    from audiofeat.extractors.clap import file_plan
+    from audiofeat.faults import fault_line, is_fault
+
+    y = (0.3 * rng.standard_normal(60 * SR)).astype(np.float32)
+    plans = [file_plan(_wav_record(tmp_path, str(i), y), 10 * SR, 5 * SR, segment=True, weighted=False)
+             for i in range(3)]
+    feeder = WindowFeeder(plans, batch_windows=2, workers=2, buffers=2)
+    procs = list(feeder._pool.procs)
+    batches = feeder.batches()
+    next(batches).release()
+    os.kill(procs[0].pid, signal.SIGKILL)
+    with pytest.raises(WorkerDied) as died:
+        for batch in batches:
+            batch.release()
+    assert is_fault(died.value)
+    line = fault_line(died.value, {})
+    assert "\n" not in line and f"worker {procs[0].pid} died (signal 9" in line
+    assert all(proc.poll() is not None for proc in procs)  # every worker reaped: none left behind
+
+
+def test_a_wav_that_cannot_be_read_is_that_files_verdict_and_a_missing_one_a_fault(tmp_path, rng):
+    from audiofeat.clap.feeder import WindowFeeder
+    from audiofeat.extractors.clap import file_plan
+    from audiofeat.faults import is_fault
+
+    good = file_plan(_wav_record(tmp_path, "good", np.zeros(SR, np.float32)), 10 * SR, 5 * SR, segment=True,
+                     weighted=False)
+    broken_wav = tmp_path / "broken.wav"
+    broken_wav.write_bytes(b"RIFF not a wave at all")
+    broken = type(good)("broken", str(broken_wav), good.windows, good.window)
+    missing = type(good)("missing", str(tmp_path / "gone.wav"), good.windows, good.window)
+    failed = {}
+    for batch in WindowFeeder([good, broken, missing], batch_windows=4, workers=1).batches():
+        failed.update({batch.tags[row][0]: exc for row, exc in batch.failed.items()})
+        batch.release()
+    assert set(failed) == {"broken", "missing"}
+    assert not is_fault(failed["broken"]) and is_fault(failed["missing"])

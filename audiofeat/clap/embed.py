@@ -1,9 +1,12 @@
-"""Exact micro-batching of CLAP windows across files, with AMP on CUDA and out-of-memory fall-back.
+"""Exact micro-batching of CLAP windows across files, with autocast precisions, compiled forward passes and
+out-of-memory fall-back.
 
 Windows of many files are stacked along the batch dimension, at most ``max_batch_windows`` per forward pass.
 The model is in eval mode and every op is per-sample, so a window's embedding does not depend on its batch
-neighbours (fp32: max abs difference <= 1e-5, tested). A CUDA out-of-memory error halves the batch and
-retries, down to one window; a window that still fails marks only its own file as failed.
+neighbours (fp32: max abs difference <= 1e-5, tested). A batch reaches the device as its real samples (int16 on
+LAION's grid, see :mod:`.feeder`); scaling, LAION's repeat-padding and zero-padding run there. A CUDA
+out-of-memory error halves the batch and retries, down to one window; a window that still fails marks only its
+own file as failed.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from typing import Callable, Hashable, Iterable, Iterator, Sequence
 import numpy as np
 
 from . import MODEL_INPUT_SAMPLES, MODEL_SAMPLE_RATE
+from .feeder import Batch
 from .model import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -28,22 +32,11 @@ logger = logging.getLogger(__name__)
 # activations outgrowing what the allocator keeps at hand (docs/benchmarks.md). The batch limit still applies.
 CPU_WINDOWS_PER_PASS = 4
 
-def ordered_prefetch(fn: Callable, items: Iterable, *, workers: int, depth: int) -> Iterator:
-    """``map(fn, items)`` computed by ``workers`` threads, at most ``depth`` results ahead, in input order.
-
-    Decoding and window preparation release the GIL for most of their time, so a few threads keep a GPU fed.
-    """
-    if workers <= 1:
-        yield from map(fn, items)
-        return
-    with ThreadPoolExecutor(workers, thread_name_prefix="clap-loader") as pool:
-        window: deque[Future] = deque()
-        for item in items:
-            window.append(pool.submit(fn, item))
-            if len(window) >= depth:
-                yield window.popleft().result()
-        while window:
-            yield window.popleft().result()
+def pass_windows(max_batch_windows: int, workers: int, cuda: bool) -> int:
+    """Windows per forward pass: several CPU workers each take an equal share of the batch limit (at most
+    CPU_WINDOWS_PER_PASS); CUDA takes the whole limit."""
+    share = max(1, -(-max(1, int(max_batch_windows)) // max(1, workers)))
+    return share if cuda else min(share, CPU_WINDOWS_PER_PASS)
 
 
 def max_batch_windows(max_batch_audio_seconds: float) -> int:
@@ -68,85 +61,140 @@ class ForwardStats:
     batch_sizes: list = field(default_factory=list)
 
 
+PRECISIONS = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}
+
+
+def precision_label(precision: str) -> str:
+    """What manifests and artifact keys record: ``fp32``, ``fp16-autocast`` or ``bf16-autocast``."""
+    return "fp32" if precision == "fp32" else f"{precision}-autocast"
+
+
+def device_model_inputs(samples, lengths):
+    """Model-ready windows ``[shape=(k, 480000)]`` float32 on the samples' device, from ``samples``
+    ``[shape=(k, 480000)]`` (int16 on LAION's grid: divided by 32767; float32: as given) and ``lengths``
+    ``[shape=(k,)]`` (a row's real samples): LAION's ``repeatpad`` (the clip repeated ``floor(L / n)`` times,
+    then zeros) as one gather, the same values as :func:`~audiofeat.clap.windows.model_inputs`."""
+    import torch
+
+    x = samples.float() / 32767.0 if samples.dtype == torch.int16 else samples.float()
+    length = x.shape[1]
+    n = lengths.to(x.device).view(-1, 1)
+    index = torch.arange(length, device=x.device).view(1, -1)
+    repeated = x.gather(1, index % n)
+    return torch.where(index < (length // n) * n, repeated, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def array_batches(items: Iterable[tuple[Hashable, Sequence]], batch_windows: int) -> Iterator[Batch]:
+    """Batches of model-ready float32 windows given as arrays (or any sequence of windows): ``items`` yields
+    ``(file id, windows [shape=(k, 480000)])``. For callers that hold windows already (tests, benchmarks)."""
+    pending: deque = deque()
+    starts: list = []
+
+    def batch(size: int) -> Batch:
+        take = [pending.popleft() for _ in range(size)]
+        rows = np.stack([np.asarray(ws[i], dtype=np.float32) for _, i, ws in take])
+        made = Batch(rows, np.full(size, rows.shape[1], dtype=np.int64), [(f, i) for f, i, _ in take],
+                     starts=list(starts))
+        starts.clear()
+        return made
+
+    for file_id, windows in items:
+        starts.append((file_id, len(windows)))
+        pending.extend((file_id, i, windows) for i in range(len(windows)))
+        while len(pending) >= batch_windows:
+            yield batch(batch_windows)
+    while pending:
+        yield batch(min(batch_windows, len(pending)))
+
+
 class ClapEmbedder:
-    """Runs model-ready windows ``[shape=(k, 480000)]`` through a :class:`LoadedModel`.
+    """Runs batches of windows (:class:`~audiofeat.clap.feeder.Batch`) through a :class:`LoadedModel`.
 
     Parameters
     ----------
     loaded : LoadedModel
     max_batch_windows : int
         Upper bound of windows per forward pass.
-    enable_amp : bool
-        Autocast to float16 on CUDA; ignored on CPU (fp32).
+    precision : {"fp32", "fp16", "bf16"}
+        Autocast dtype of the forward passes (the STFT and mel front end stay float32).
     workers : int
         Forward passes run at once (CPU): each runs single-threaded, which on small CPUs beats one pass
         spread over all cores. Use 1 on CUDA, where one stream is kept busy.
+    fixed_shape : bool
+        Pad every batch to :attr:`pass_windows` rows (a compiled graph or CUDA graph keeps one shape).
     on_batch : callable, optional
         Called with each finished batch's window count (from the worker thread): a job's progress.
     """
 
-    def __init__(self, loaded: LoadedModel, *, max_batch_windows: int, enable_amp: bool = True,
-                 workers: int = 1, on_batch: Callable[[int], None] | None = None) -> None:
+    def __init__(self, loaded: LoadedModel, *, max_batch_windows: int, precision: str = "fp32",
+                 workers: int = 1, fixed_shape: bool = False, on_batch: Callable[[int], None] | None = None) -> None:
         self.loaded = loaded
+        self.cuda = loaded.device.startswith("cuda")
         self.max_batch_windows = max(1, int(max_batch_windows))
-        self.use_amp = bool(enable_amp) and loaded.device.startswith("cuda")
-        self.workers = 1 if loaded.device.startswith("cuda") else max(1, int(workers))
-        self._pin_memory = loaded.device.startswith("cuda")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision={precision!r} must be one of {sorted(PRECISIONS)}")
+        self.autocast_dtype = PRECISIONS[precision]
+        self.precision = precision_label(precision)
+        self.workers = 1 if self.cuda else max(1, int(workers))
+        self.fixed_shape = bool(fixed_shape)
         self.stats = ForwardStats()
         self.on_batch = on_batch or (lambda windows: None)
         self._stats_lock = threading.Lock()
 
     @property
-    def precision(self) -> str:
-        return "fp16-autocast" if self.use_amp else "fp32"
+    def pass_windows(self) -> int:
+        return pass_windows(self.max_batch_windows, self.workers, self.cuda)
 
-    def _host_batch(self, windows: list[np.ndarray]):
-        """The windows of one forward pass as one host tensor ``[shape=(k, 480000)]``, made in a single copy.
-
-        On CUDA it is page-locked: its copy to the device is then a DMA that the forward thread does not wait
-        for, where torch copies a pageable tensor through a staging buffer, synchronously. The CPU takes the same
-        path with ordinary memory.
-        """
+    def _to_device(self, batch: Batch):
+        """``(samples, lengths)`` of ``batch`` on the model's device, padded to the fixed shape when asked; the
+        host buffer may be reused once this returns (a pageable copy completes before it returns)."""
         import torch
 
-        batch = torch.empty((len(windows), windows[0].shape[0]), dtype=torch.float32, pin_memory=self._pin_memory)
-        np.stack(windows, out=batch.numpy())
-        return batch
+        samples = torch.from_numpy(batch.samples)
+        lengths = torch.from_numpy(batch.lengths)
+        if self.fixed_shape and len(batch.tags) < self.pass_windows:
+            pad = self.pass_windows - len(batch.tags)
+            samples = torch.cat([samples, samples.new_zeros((pad, samples.shape[1]))])
+            lengths = torch.cat([lengths, lengths.new_full((pad,), samples.shape[1])])
+        if self.cuda:
+            return samples.to(self.loaded.device), lengths.to(self.loaded.device)
+        return samples.clone(), lengths.clone()
 
-    def _forward(self, batch) -> np.ndarray:
-        """One forward pass of a host batch from :meth:`_host_batch`; the seam where tests inject faults."""
+    def _forward(self, samples, lengths) -> np.ndarray:
+        """One forward pass of device samples and lengths; the seam where tests inject faults."""
         import torch
 
-        tensor = batch.to(self.loaded.device, non_blocking=True)
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else contextlib.nullcontext()
+        autocast = torch.autocast(self.loaded.device.split(":")[0], dtype=getattr(torch, self.autocast_dtype)) \
+            if self.autocast_dtype else contextlib.nullcontext()
         with torch.inference_mode(), autocast:
-            out = self.loaded.model(tensor)
+            out = self.loaded.forward(device_model_inputs(samples, lengths))
         return out.float().cpu().numpy()
 
-    def _run(self, batch) -> list[np.ndarray | BaseException]:
-        """Embed ``batch``, halving on OOM; returns one embedding or the final error per window."""
+    def _run(self, samples, lengths, real: int) -> list[np.ndarray | BaseException]:
+        """Embed the first ``real`` rows of a device batch, halving on OOM; one embedding or error per row."""
         try:
             started = time.perf_counter()
-            out = self._forward(batch)
+            out = self._forward(samples, lengths)[:real]
             with self._stats_lock:
                 self.stats.seconds += time.perf_counter() - started
-                self.stats.windows += len(batch)
+                self.stats.windows += real
                 self.stats.batches += 1
-                self.stats.batch_sizes.append(len(batch))
-            self.on_batch(len(batch))
+                self.stats.batch_sizes.append(real)
+            self.on_batch(real)
             return list(out)
         except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried, the rest re-raised
             if not _is_oom(exc):
                 raise
             self._free_cuda()
-            if len(batch) == 1:
+            if real == 1:
                 logger.warning("CLAP forward pass out of memory on a single window")
                 return [exc]
             with self._stats_lock:
                 self.stats.oom_retries += 1
-            half = len(batch) // 2
-            logger.warning("CLAP out of memory at batch %d; retrying as %d + %d", len(batch), half, len(batch) - half)
-            return self._run(batch[:half]) + self._run(batch[half:])
+            half = real // 2
+            logger.warning("CLAP out of memory at batch %d; retrying as %d + %d", real, half, real - half)
+            return (self._run(samples[:half], lengths[:half], half)
+                    + self._run(samples[half:real], lengths[half:real], real - half))
 
     @staticmethod
     def _free_cuda() -> None:
@@ -162,45 +210,26 @@ class ClapEmbedder:
             raise result
         return result
 
-    def embed_stream(self, items: Iterable[tuple[Hashable, np.ndarray]]
+    def embed_stream(self, items: Iterable[tuple[Hashable, Sequence]]
                      ) -> Iterator[tuple[Hashable, np.ndarray | BaseException]]:
-        """Micro-batch the windows of many files.
+        """:meth:`embed_batches` of windows given as arrays: ``items`` yields ``(file_id, windows)``."""
+        return self.embed_batches(array_batches(items, self.pass_windows))
 
-        ``items`` yields ``(file_id, windows [shape=(k, 480000)])`` (an array, or any sequence of windows, indexed
-        when its batch is formed); the generator yields ``(file_id, embeddings [shape=(k, 512)])`` in input order
-        as soon as all of a file's windows are done, or ``(file_id, error)`` when one of its windows failed even
-        alone. Windows are consumed lazily, so a producer thread can decode the next files while batches run; up
-        to ``workers`` batches run at once.
-        """
-        pending: deque[tuple[Hashable, int, Sequence]] = deque()  # (file, window index, the file's windows)
+    def embed_batches(self, batches: Iterable[Batch]) -> Iterator[tuple[Hashable, np.ndarray | BaseException]]:
+        """Embed a stream of batches; yields ``(file_id, embeddings [shape=(k, 512)])`` in the files' order as
+        soon as all of a file's windows are done, or ``(file_id, error)`` when one of its windows failed even
+        alone (or its preparation failed). Up to ``workers`` batches run at once, one more waits on the device;
+        each batch's host buffer is released as soon as it is on the device."""
         parts: dict[Hashable, list] = {}
         failed: dict[Hashable, BaseException] = {}
         order: deque[Hashable] = deque()
         inflight: deque[tuple[list, Future]] = deque()
-        # Forward passes run in pool threads, one batch queued beyond the running ones, so the caller's thread
-        # distributes (and writes) results while the model already computes the next batch.
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="clap-forward")
-
-        # Several CPU workers each take an equal share of the batch limit (at most CPU_WINDOWS_PER_PASS); at the
-        # end of the stream what is left is split evenly, so no worker idles while another runs a long tail batch.
-        share = max(1, -(-self.max_batch_windows // self.workers))
-        if not self.loaded.device.startswith("cuda"):
-            share = min(share, CPU_WINDOWS_PER_PASS)
-
-        def launch(limit: int):
-            """Full batches while ``limit`` windows wait (``limit=0``: the rest, in even batches), each made only
-            when a worker is about to be free: at most ``workers`` + 1 batches exist at once, however many windows
-            a file has (a long file's windows are read from its WAV only here)."""
-            size = share if limit else min(share, max(1, -(-len(pending) // self.workers)))
-            while len(pending) >= limit and pending:
-                take = [pending.popleft() for _ in range(min(size, len(pending)))]
-                inflight.append((take, pool.submit(self._run, self._host_batch([ws[i] for _, i, ws in take]))))
-                yield from collect(self.workers)  # keep every worker busy, and one batch queued
 
         def collect(keep: int):
             while len(inflight) > keep:
-                take, future = inflight.popleft()
-                for (file_id, index, _), output in zip(take, future.result()):
+                tags, future = inflight.popleft()
+                for (file_id, index), output in zip(tags, future.result()):
                     if isinstance(output, BaseException):
                         failed.setdefault(file_id, output)
                     else:
@@ -211,13 +240,16 @@ class ClapEmbedder:
                     yield (done, failed.pop(done)) if done in failed else (done, np.stack(result))
 
         try:
-            for file_id, windows in items:
-                parts[file_id] = [None] * len(windows)
-                order.append(file_id)
-                for index in range(len(windows)):
-                    pending.append((file_id, index, windows))
-                yield from launch(share)
-            yield from launch(0)
+            for batch in batches:
+                for file_id, windows in batch.starts:
+                    parts[file_id] = [None] * windows
+                    order.append(file_id)
+                for row, exc in batch.failed.items():
+                    failed.setdefault(batch.tags[row][0], exc)
+                samples, lengths = self._to_device(batch)
+                batch.release()
+                inflight.append((batch.tags, pool.submit(self._run, samples, lengths, len(batch.tags))))
+                yield from collect(self.workers)  # keep every worker busy, and one batch queued
             yield from collect(0)
         finally:
             pool.shutdown(wait=True)

@@ -16,12 +16,29 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A ready audio tower, and what manifests record about its weights."""
+    """A ready audio tower, what manifests record about its weights, and ``forward``: the tower itself or its
+    compiled graph (the same arithmetic; compiled equals eager within 1e-5, tested)."""
 
     model: object
     model_name: str
     weights: str  # "laion:<sha256>" or "random(seed=0)"
     device: str
+    forward: object = None
+
+    def __post_init__(self) -> None:
+        if self.forward is None:
+            object.__setattr__(self, "forward", self.model)
+
+
+def compiled_forward(model, cache_dir: str | None):
+    """``torch.compile`` of ``model`` for fixed batch shapes (the embedder pads the last batch), with inductor's
+    and Triton's caches under ``cache_dir`` (unless the user set them) so that later jobs reuse the graphs."""
+    import torch
+
+    if cache_dir:
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(cache_dir, "inductor"))
+        os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(cache_dir, "triton"))
+    return torch.compile(model, dynamic=False)
 
 
 def _no_cuda_here() -> bool:
@@ -59,8 +76,9 @@ _models_lock = threading.Lock()
 
 
 def get_model(model_name: str, checkpoint_path: str | None, weights: str, *, device: str,
-              warm_up: bool = True) -> LoadedModel:
-    """The process's one model for these settings: built, loaded, moved (and on CUDA warmed up) on first request.
+              warm_up: bool = True, compiled: bool = False, compile_cache: str | None = None) -> LoadedModel:
+    """The process's one model for these settings: built, loaded, moved (and on CUDA warmed up) on first request;
+    with ``compiled``, its forward is :func:`compiled_forward` (compiled at its first batch).
 
     ``checkpoint_path`` and ``weights`` come from :func:`resolve_weights` (None means the seeded random model).
     Thread-safe: concurrent callers wait for the first and get the same object.
@@ -68,6 +86,13 @@ def get_model(model_name: str, checkpoint_path: str | None, weights: str, *, dev
     import torch
 
     key = (model_name, checkpoint_path, device)
+    if compiled:
+        eager = get_model(model_name, checkpoint_path, weights, device=device, warm_up=warm_up)
+        with _models_lock:
+            if (key, "compiled") not in _models:
+                _models[(key, "compiled")] = LoadedModel(eager.model, model_name, weights, eager.device,
+                                                         compiled_forward(eager.model, compile_cache))
+            return _models[(key, "compiled")]
     with _models_lock:
         if key in _models:
             return _models[key]

@@ -48,9 +48,14 @@ def plan_windows(n: int, window: int, hop: int, *, segment: bool = True) -> list
     return windows
 
 
+def quantise_int16(y: np.ndarray) -> np.ndarray:
+    """The int16 half of LAION's round trip: ``(clip(y, -1, 1) * 32767).astype(int16)``."""
+    return (np.clip(y, -1.0, 1.0) * 32767.0).astype(np.int16)
+
+
 def int16_round_trip(y: np.ndarray) -> np.ndarray:
     """LAION's quantisation: ``(clip(y, -1, 1) * 32767).astype(int16) / 32767`` as float32."""
-    return (np.clip(y, -1.0, 1.0) * 32767.0).astype(np.int16).astype(np.float32) / np.float32(32767.0)
+    return quantise_int16(y).astype(np.float32) / np.float32(32767.0)
 
 
 def repeat_pad(y: np.ndarray, length: int) -> np.ndarray:

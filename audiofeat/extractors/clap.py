@@ -1,25 +1,23 @@
 """CLAP embeddings as an extractor: LAION's HTSAT audio tower over deterministic windows, micro-batched across
-files while a loader thread prepares the next files' windows.
+files while worker processes prepare the next windows (:mod:`audiofeat.clap.feeder`).
 
-The job's pieces: :func:`prepare_file` (a WAV to model-ready windows), :class:`WindowFeeder` (preparation
-beside the forward passes), :meth:`ClapExtractor.compute` (the embedding stream), :func:`clap_artifact`
-(a file's result as a stored ``.npz``) and :func:`clap_block` (its manifest block). Lookup and storing are the
-shard runner's, as for every extractor. Nothing here imports torch until a file has to be embedded.
+The job's pieces: :func:`file_plan` (a decoded file's windows), :meth:`ClapExtractor.compute` (the embedding
+stream), :func:`clap_artifact` (a file's result as a stored ``.npz``) and :func:`clap_block` (its manifest
+block). Lookup and storing are the shard runner's, as for every extractor. Nothing here imports torch until a
+file has to be embedded.
 """
 from __future__ import annotations
 
 import io
 import json
-import queue
-import threading
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..clap import MODEL_INPUT_SAMPLES, MODEL_SAMPLE_RATE
-from ..clap.windows import Window
+from ..clap import MODEL_SAMPLE_RATE
 from ..faults import Verdict, is_fault, one_line
 from ..store import ArtifactKey, ArtifactStore, StoredArtifact
 from ..tables import IngestRecord
@@ -42,20 +40,33 @@ class ClapParams:
     aggregate_mode: str
 
 
-def clap_precision(device: str, enable_amp: bool) -> str:
-    """Precision of the forward passes: autocast to float16 on CUDA when ``enable_amp``, else float32."""
-    return "fp16-autocast" if enable_amp and device.startswith("cuda") else "fp32"
+# clap.compile: auto compiles a CUDA job's forward pass only when it has this many windows to repay the compile
+# (tens of seconds cold; compiled graphs are cached under cache.dir). To be tuned with benchmarks/device_check.sh.
+COMPILE_AUTO_MIN_WINDOWS = 20000
 
 
-@dataclass(frozen=True)
-class PreparedFile:
-    """A file's model-ready windows ``[shape=(k, 480000)]`` (an array, or a :class:`WavWindows` read when
-    needed), where they lie in it, and (weighted mode) how much of each is real, non-silent audio."""
+def clap_precision(device: str, clap) -> str:
+    """The forward passes' precision (``fp32``, ``fp16``, ``bf16``): ``clap.precision``, where ``auto`` is
+    float16 autocast on CUDA when ``clap.enable_amp`` (the seed's switch), else float32."""
+    if clap.precision != "auto":
+        return clap.precision
+    return "fp16" if clap.enable_amp and device.startswith("cuda") else "fp32"
 
-    file: IngestRecord
-    inputs: Any
-    windows: list
-    weights: list | None
+
+def compile_wanted(setting: str, device: str, windows: int) -> bool:
+    """``clap.compile``: ``true``/``false``, or ``auto`` (a CUDA job with enough windows to repay it)."""
+    if setting in ("true", "false"):
+        return setting == "true"
+    return device.startswith("cuda") and windows >= COMPILE_AUTO_MIN_WINDOWS
+
+
+def preparation_processes(setting: int, device: str, threads: int) -> int:
+    """Worker processes preparing windows (``perf.loader_processes``; -1 is auto): on CUDA one per thread but
+    the one that launches kernels; on the CPU none, since there the forward passes run without the GIL and the
+    job's own thread prepares beside them at no cost to them."""
+    if setting >= 0:
+        return setting
+    return max(1, threads - 1) if device.startswith("cuda") else 0
 
 
 class ClapExtractor(Extractor):
@@ -80,10 +91,12 @@ class ClapExtractor(Extractor):
     }
 
     def __init__(self, params: ClapParams, *, wav_params_hash: str, clap=None, segment=None,
-                 checkpoint_path: str | None = None, device: str = "cpu") -> None:
+                 checkpoint_path: str | None = None, device: str = "cpu", loader_processes: int = -1,
+                 compile_cache: str | None = None) -> None:
         super().__init__(params, wav_params_hash=wav_params_hash)
         self.settings, self.segment = clap, segment
         self.checkpoint_path, self.device = checkpoint_path, device
+        self.loader_processes, self.compile_cache = loader_processes, compile_cache
 
     @classmethod
     def from_settings(cls, settings, *, job: bool = False) -> "ClapExtractor":
@@ -91,6 +104,7 @@ class ClapExtractor(Extractor):
         device is torch's; in the workflow's process neither imports torch nor hashes (weights None while no
         digest is remembered, so every file counts as missing)."""
         from ..clap.checkpoint import known_weights, resolve_weights
+        from ..clap.embed import precision_label
         from ..clap.model import likely_device, resolve_device
         from .decode import DecodeExtractor
 
@@ -102,10 +116,13 @@ class ClapExtractor(Extractor):
             path, device = None, likely_device(settings.perf.device)
             weights = known_weights(clap, cache)
         segment = settings.segment
-        params = ClapParams(clap.model, weights, clap_precision(device, clap.enable_amp), bool(segment.enabled),
-                            float(segment.window_seconds), float(segment.hop_seconds), segment.aggregate_mode)
+        params = ClapParams(clap.model, weights, precision_label(clap_precision(device, clap)),
+                            bool(segment.enabled), float(segment.window_seconds), float(segment.hop_seconds),
+                            segment.aggregate_mode)
         return cls(params, wav_params_hash=DecodeExtractor.from_settings(settings).params_hash, clap=clap,
-                   segment=segment, checkpoint_path=path, device=device)
+                   segment=segment, checkpoint_path=path, device=device,
+                   loader_processes=settings.perf.loader_processes,
+                   compile_cache=os.path.join(settings.store_dir(), "torch-compile"))
 
     def key(self, content_key: str) -> ArtifactKey | None:
         return None if self.params.weights is None else super().key(content_key)
@@ -124,42 +141,66 @@ class ClapExtractor(Extractor):
     def compute(self, files, *, threads, profile, progress=None
                 ) -> Iterator[tuple[IngestRecord, Computed | BaseException]]:
         """Embeddings of ``files``, micro-batched; on the CPU ``threads`` single-threaded forward passes run at
-        once, on CUDA one stream gets ``threads`` preparing threads."""
-        from ..clap.embed import ClapEmbedder, max_batch_windows
+        once, on CUDA one stream is fed by ``threads - 1`` preparing processes."""
+        from ..clap.embed import ClapEmbedder, max_batch_windows, pass_windows
+        from ..clap.feeder import WindowFeeder
 
         if not files:  # every embedding came from the store: no torch, no model
             return
         cuda = self.device.startswith("cuda")
-        with profile.timer("setup"):  # importing torch is part of what a CLAP job pays to start
-            loaded = self._load_model(workers=1 if cuda else max(1, threads), threads=threads)
-        embedder = ClapEmbedder(loaded, max_batch_windows=max_batch_windows(self.settings.max_batch_audio_seconds),
-                                enable_amp=self.settings.enable_amp, workers=1 if cuda else max(1, threads),
-                                on_batch=(lambda windows: progress.advance(files=0, units=windows)) if progress else None)
-        feeder = WindowFeeder(files, self.prepare, loaders=max(1, threads) if cuda else 1, profile=profile,
-                              depth=2 * embedder.max_batch_windows)
-        started = time.perf_counter()
-        for content_key, output in embedder.embed_stream(feeder.items()):
-            yield from feeder.failures()
-            prepared = feeder.take(content_key)
-            if isinstance(output, BaseException) and is_fault(output):
-                raise output
-            if isinstance(output, BaseException):
-                yield prepared.file, Verdict(f"CLAP forward pass failed: {one_line(output)}")
-            elif not np.isfinite(output).all():
-                yield prepared.file, Verdict("CLAP produced a non-finite embedding")
-            else:
-                share = len(prepared.windows) * embedder.stats.seconds / max(1, embedder.stats.windows)
-                yield prepared.file, clap_artifact(output, prepared, self.params.aggregate_mode, round(share, 6))
-        feeder.join()
-        yield from feeder.failures()
-        profile.add("clap_forward", embedder.stats.seconds)
-        profile.add("clap_loop", time.perf_counter() - started)
+        workers = 1 if cuda else max(1, threads)
+        plans, by_key = [], {}
+        for file in files:
+            try:
+                plans.append(self.plan(file))
+                by_key[file.content_key] = file
+            except Exception as exc:  # noqa: BLE001 - a fault ends the job, anything else is the file's verdict
+                if is_fault(exc):
+                    raise
+                yield file, exc
+        limit = max_batch_windows(self.settings.max_batch_audio_seconds)
+        windows = sum(len(plan.windows) for plan in plans)
+        compiled = compile_wanted(self.settings.compile, self.device, windows)
+        # The pool starts first: its interpreters start while this one imports torch and builds the model.
+        feeder = WindowFeeder(plans, batch_windows=pass_windows(limit, workers, cuda), tail_workers=workers,
+                              workers=preparation_processes(self.loader_processes, self.device, threads),
+                              buffers=workers + 3)
+        try:
+            with profile.timer("setup"):  # importing torch is part of what a CLAP job pays to start
+                loaded = self._load_model(workers=workers, threads=threads, compiled=compiled)
+            embedder = ClapEmbedder(loaded, max_batch_windows=limit, workers=workers, fixed_shape=compiled,
+                                    precision=clap_precision(self.device, self.settings),
+                                    on_batch=(lambda n: progress.advance(files=0, units=n)) if progress else None)
+            yield from self._embedded(embedder, feeder, by_key, profile)
+        finally:
+            feeder.close()
         profile.extra.update({"windows": embedder.stats.windows, "batches": embedder.stats.batches,
                               "oom_retries": embedder.stats.oom_retries, "device": loaded.device,
                               "precision": embedder.precision, "max_batch_windows": embedder.max_batch_windows,
-                              "workers": embedder.workers})
+                              "workers": embedder.workers, "compiled": compiled,
+                              "loader_processes": feeder.processes})
 
-    def _load_model(self, *, workers: int, threads: int):
+    def _embedded(self, embedder, feeder, by_key: dict, profile):
+        """``(file, artifact or verdict)`` as the embedder finishes each file; the time the forward loop waits
+        for prepared windows is ``clap_input_wait`` (a large one says preparation starves the model)."""
+        started = time.perf_counter()
+        batches = profile.timed_iter("clap_input_wait", feeder.batches())
+        for content_key, output in embedder.embed_batches(batches):
+            file = by_key[content_key]
+            if isinstance(output, BaseException) and is_fault(output):
+                raise output
+            if isinstance(output, BaseException):
+                yield file, Verdict(f"CLAP forward pass failed: {one_line(output)}")
+            elif not np.isfinite(output).all():
+                yield file, Verdict("CLAP produced a non-finite embedding")
+            else:
+                share = len(output) * embedder.stats.seconds / max(1, embedder.stats.windows)
+                yield file, clap_artifact(output, feeder.plan_of(content_key), self.params.aggregate_mode,
+                                          round(share, 6), feeder.weights.pop(content_key, None))
+        profile.add("clap_forward", embedder.stats.seconds)
+        profile.add("clap_loop", time.perf_counter() - started)
+
+    def _load_model(self, *, workers: int, threads: int, compiled: bool):
         import torch
 
         from .. import _speedups
@@ -168,11 +209,12 @@ class ClapExtractor(Extractor):
         if not self.device.startswith("cuda"):
             _speedups.retain_freed_memory()
         torch.set_num_threads(max(1, threads // workers))
-        return get_model(self.params.model, self.checkpoint_path, self.params.weights, device=self.device)
+        return get_model(self.params.model, self.checkpoint_path, self.params.weights, device=self.device,
+                         compiled=compiled, compile_cache=self.compile_cache)
 
-    def prepare(self, file: IngestRecord) -> PreparedFile:
-        return prepare_file(file, *self.window_and_hop(), segment=self.params.segment_enabled,
-                            weighted=self.params.aggregate_mode == "weighted")
+    def plan(self, file: IngestRecord):
+        return file_plan(file, *self.window_and_hop(), segment=self.params.segment_enabled,
+                         weighted=self.params.aggregate_mode == "weighted")
 
     def column_types(self) -> dict:
         """``clap_embedding`` (512 float32 values, as ``embeddings.npy``'s row), ``clap_windows``
@@ -202,125 +244,37 @@ class ClapExtractor(Extractor):
         return block
 
 
-def prepare_file(file: IngestRecord, window: int, hop: int, *, segment: bool, weighted: bool) -> PreparedFile:
-    """A file's windows: a one-window clip read and prepared now; a longer file's windows read from its WAV one at
-    a time, when a batch takes them (:class:`WavWindows`), so memory follows the batch, not the file."""
-    from ..clap.windows import active_fraction, model_inputs, plan_windows
-    from ..decode import resample
-    from ..wav import WavReader, read_wav
+def file_plan(file: IngestRecord, window: int, hop: int, *, segment: bool, weighted: bool):
+    """A decoded file's windows at the model's rate (:class:`~audiofeat.clap.feeder.FilePlan`), from its
+    length in the ingest table: nothing is read here, the feeder's workers read each window when its batch
+    is made, so memory follows the batches, not the file."""
+    from ..clap.feeder import FilePlan
+    from ..clap.windows import plan_windows
 
-    with WavReader(file.wav) as wav:
-        n, sr = wav.frames, wav.samplerate
-        windows = plan_windows(n, window, hop, segment=segment) if sr == MODEL_SAMPLE_RATE else None
-        if windows is not None and len(windows) > 1:
-            # Only the weighted mode reads them (a third of this preparation's time otherwise).
-            weights = [active_fraction(wav.read(w.start, w.end), Window(0, w.end - w.start), window, sr)
-                       for w in windows] if weighted else None
-            return PreparedFile(file, WavWindows(file.wav, windows), windows, weights)
-    y, sr = read_wav(file.wav)  # one window; or another audio.target_sr, resampled whole (the rate CLAP needs)
-    if sr != MODEL_SAMPLE_RATE:
-        y = resample(y, sr, MODEL_SAMPLE_RATE)
-    windows = plan_windows(len(y), window, hop, segment=segment)
-    weights = [active_fraction(y, w, window, MODEL_SAMPLE_RATE) for w in windows] if weighted else None
-    return PreparedFile(file, model_inputs(y, windows, MODEL_INPUT_SAMPLES), windows, weights)
-
-
-class WavWindows:
-    """A file's model-ready windows as a sequence: ``windows[i]`` reads window ``i`` from the WAV and prepares it
-    as :func:`~audiofeat.clap.windows.model_inputs` does (the int16 round trip is per sample, so cutting first
-    gives the same values)."""
-
-    def __init__(self, wav: str, windows: list) -> None:
-        self.wav, self.windows = wav, windows
-
-    def __len__(self) -> int:
-        return len(self.windows)
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        from ..clap.windows import int16_round_trip, repeat_pad
+    sr, frames = file.audio.get("target_sr"), file.samples
+    if frames is None or sr is None:  # a table that does not record them: the WAV's header says
         from ..wav import WavReader
 
-        window = self.windows[index]
-        with WavReader(self.wav) as wav:
-            return repeat_pad(int16_round_trip(wav.read(window.start, window.end)), MODEL_INPUT_SAMPLES)
+        with WavReader(file.wav) as wav:
+            sr, frames = wav.samplerate, wav.frames
+    if sr != MODEL_SAMPLE_RATE:  # another audio.target_sr: the length soxr's resampling to 48 kHz gives
+        from ..decode import resample
+
+        frames = len(resample(np.zeros(frames, dtype=np.float32), sr, MODEL_SAMPLE_RATE))
+    windows = tuple(plan_windows(max(1, frames), window, hop, segment=segment))
+    return FilePlan(file.content_key, file.wav, windows, window, weighted)
 
 
-class WindowFeeder:
-    """Prepares files on a loader thread (``loaders`` preparing threads under it, in input order) while the
-    forward passes run; :meth:`items` yields ``(content key, windows)`` for the embedder.
-
-    A file whose preparation fails is handed back by :meth:`failures` as that file's verdict; a fault stops the
-    loader and is raised by :meth:`join`.
-    """
-
-    def __init__(self, files: list[IngestRecord], prepare: Callable[[IngestRecord], PreparedFile], *,
-                 loaders: int, profile, depth: int) -> None:
-        self._prepared: queue.Queue = queue.Queue(maxsize=depth)
-        self._plans: dict[str, PreparedFile] = {}
-        self._failed: list[tuple[IngestRecord, BaseException]] = []
-        self._fault: list[BaseException] = []
-        self._lock = threading.Lock()
-        self._profile = profile
-        self._thread = threading.Thread(target=self._load, args=(files, prepare, loaders), name="clap-loader",
-                                        daemon=True)
-        self._thread.start()
-
-    def _load(self, files, prepare, loaders: int) -> None:
-        from ..clap.embed import ordered_prefetch
-
-        def timed(file):
-            started = time.perf_counter()
-            try:
-                return file, prepare(file), time.perf_counter() - started
-            except Exception as exc:  # noqa: BLE001 - a verdict is recorded per file, a fault ends the job
-                return file, exc, 0.0
-
-        try:
-            for file, prepared, seconds in ordered_prefetch(timed, files, workers=loaders, depth=2 * loaders):
-                self._profile.add("clap_preprocess", seconds)
-                if isinstance(prepared, BaseException) and is_fault(prepared):
-                    self._fault.append(prepared)
-                    return
-                if isinstance(prepared, BaseException):
-                    with self._lock:
-                        self._failed.append((file, prepared))
-                    continue
-                self._plans[file.content_key] = prepared
-                self._prepared.put((file.content_key, prepared.inputs))
-        finally:
-            self._prepared.put(None)  # the forward loop must never wait on a loader that died
-
-    def items(self) -> Iterator[tuple[str, np.ndarray]]:
-        # The forward loop's wait for prepared windows: a large one says preparation starves the model.
-        while True:
-            with self._profile.timer("clap_input_wait"):
-                item = self._prepared.get()
-            if item is None:
-                return
-            yield item
-
-    def take(self, content_key: str) -> PreparedFile:
-        return self._plans.pop(content_key)
-
-    def failures(self) -> list[tuple[IngestRecord, BaseException]]:
-        with self._lock:
-            failed, self._failed = self._failed, []
-        return failed
-
-    def join(self) -> None:
-        self._thread.join()
-        if self._fault:
-            raise self._fault[0]
-
-
-def clap_artifact(output: np.ndarray, prepared: PreparedFile, aggregate_mode: str, seconds: float) -> Computed:
-    """A file's CLAP artifact from its window embeddings ``[shape=(k, 512)]``: the aggregated embedding, the
-    window embeddings, the windows' spans in seconds and the aggregation record, as one ``.npz``."""
+def clap_artifact(output: np.ndarray, plan, aggregate_mode: str, seconds: float,
+                  weights: list | None = None) -> Computed:
+    """A file's CLAP artifact from its window embeddings ``[shape=(k, 512)]`` and its
+    :class:`~audiofeat.clap.feeder.FilePlan`: the aggregated embedding, the window embeddings, the windows'
+    spans in seconds and the aggregation record, as one ``.npz``. ``weights``: the windows' active fractions
+    (weighted mode)."""
     from ..clap.windows import aggregate
 
-    weights = None if prepared.weights is None else np.asarray(prepared.weights)
-    embedding, strategy = aggregate(output, aggregate_mode, weights)
-    segments = np.array([[w.start / MODEL_SAMPLE_RATE, w.end / MODEL_SAMPLE_RATE] for w in prepared.windows])
+    embedding, strategy = aggregate(output, aggregate_mode, None if weights is None else np.asarray(weights))
+    segments = np.array([[w.start / MODEL_SAMPLE_RATE, w.end / MODEL_SAMPLE_RATE] for w in plan.windows])
     arrays = {"embedding": embedding, "window_embeddings": output.astype(np.float32), "segments": segments,
               "strategy": np.array(json.dumps(strategy))}
     buffer = io.BytesIO()
