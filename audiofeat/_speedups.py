@@ -138,10 +138,11 @@ def random_init_skipped(htsat):
 # --- the CLAP forward pass on the CPU -----------------------------------------------------------------------
 def _onednn(x) -> bool:
     """Whether ``torch.ops.mkldnn._linear_pointwise`` (a private oneDNN op: bias, GELU or a residual sum fused
-    into the matrix product) serves ``x``: float32 on the CPU without autograd, in a build with oneDNN."""
+    into the matrix product) serves ``x``: float32 on the CPU without autograd, in a build with oneDNN, and not
+    while ``torch.compile`` traces (inductor fuses on its own, and cannot lower this op with module weights)."""
     import torch
 
-    return enabled() and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled() \
+    return enabled() and not torch.compiler.is_compiling() and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled() \
         and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 

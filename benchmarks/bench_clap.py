@@ -2,9 +2,12 @@
 
 (a) laion-clap as users write it: one file at a time, ``librosa.load(sr=48000)``, LAION's int16 round trip and
     ``get_audio_features`` (repeat-pad), ``CLAP.get_audio_embedding`` per window, batch 1.
-(b) ours, one window at a time: PyAV decode + soxr, our windows, batch 1.
-(c) ours, micro-batched: a loader thread decodes while batches of ``--batch`` windows run (on CPU, one
-    single-threaded forward worker per core; on CUDA one stream, AMP on and off).
+(b) ours, one window at a time: the CLAP job's path from decoded WAVs (the ingest's artifacts; decoding is not
+    timed here, it is the ingest job's), batch 1.
+(c) ours, micro-batched as the CLAP job runs: the feeder prepares windows (on CUDA in ``--threads - 1`` worker
+    processes, on the CPU in the job's thread) while batches of ``--batch`` windows run (on the CPU one
+    single-threaded forward worker per core; on CUDA one stream, in fp32, fp16 and bf16 autocast, and bf16
+    compiled with ``--compile``).
 
 Both sets are built from the machine's real recordings (Debian's alsa and freedesktop sounds, espeak-ng speech)
 where present, else from ffmpeg-made tones and noise: a short set (clips <= 15 s) and a long set (>= 2 min).
@@ -12,17 +15,16 @@ The weights are a seeded random LAION-format checkpoint (the published ones cann
 does not depend on the values. Prints windows/s, x realtime, speed-ups, peak GPU memory and the cosine between
 (a) and (c).
 
-Usage: python benchmarks/bench_clap.py [--device cpu|cuda] [--short 48] [--long 2] [--batch 16] [--rounds 3] [--json FILE]
+Usage: python benchmarks/bench_clap.py [--device cpu|cuda] [--short 48] [--long 2] [--batch 16] [--rounds 3]
+       [--compile] [--json FILE]
 """
 import argparse
 import json
 import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-from queue import Queue
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent.parent
@@ -38,8 +40,11 @@ from audiofeat.clap.checkpoint import resolve_weights  # noqa: E402
 from audiofeat.settings import CacheSettings, ClapSettings  # noqa: E402
 from audiofeat.clap import model as clap_model  # noqa: E402
 from audiofeat._speedups import retain_freed_memory  # noqa: E402
-from audiofeat.clap.embed import ClapEmbedder, ordered_prefetch  # noqa: E402
-from audiofeat.clap.windows import model_inputs, plan_windows  # noqa: E402
+from audiofeat.clap.embed import ClapEmbedder, pass_windows  # noqa: E402
+from audiofeat.clap.feeder import FilePlan, WindowFeeder  # noqa: E402
+from audiofeat.clap.windows import plan_windows  # noqa: E402
+from audiofeat.decode import load_audio  # noqa: E402
+from audiofeat.wav import wav_bytes  # noqa: E402
 from audiofeat.testing.media import benchmark_sets  # noqa: E402
 
 SR = 48000
@@ -80,38 +85,31 @@ def run_laion_loop(files, model, cfg, device) -> tuple[float, int, list]:
     return time.perf_counter() - started, windows, embeddings
 
 
-def run_ours(files, loaded, *, batch: int, workers: int, amp: bool, loaders: int) -> tuple[float, int, list, float]:
-    from audiofeat.decode import load_audio
-
-    embedder = ClapEmbedder(loaded, max_batch_windows=batch, enable_amp=amp, workers=workers)
-    prepared: Queue = Queue(maxsize=2 * batch)
-
-    def prepare(item):
-        i, path = item
+def decoded(files, folder: Path) -> list[FilePlan]:
+    """Each file decoded to a 48 kHz WAV as the ingest stores it, and its windows' plan."""
+    plans = []
+    for i, path in enumerate(files):
         _, y = load_audio(str(path), target_sr=SR)
-        return i, model_inputs(y, plan_windows(len(y), W, H), L)
+        wav = folder / f"{path.stem}.decoded.wav"
+        wav.write_bytes(wav_bytes(y, SR))
+        plans.append(FilePlan(i, str(wav), tuple(plan_windows(len(y), W, H)), W))
+    return plans
 
-    def loader():
-        try:
-            for item in ordered_prefetch(prepare, enumerate(files), workers=loaders, depth=2 * loaders):
-                prepared.put(item)
-        finally:
-            prepared.put(None)  # the consumer must never wait forever on a loader that failed
 
-    def items():
-        while (item := prepared.get()) is not None:
-            yield item
-
-    if loaded.device.startswith("cuda"):
+def run_ours(plans, loaded, *, batch: int, workers: int, precision: str, processes: int
+             ) -> tuple[float, int, list, float]:
+    embedder = ClapEmbedder(loaded, max_batch_windows=batch, precision=precision, workers=workers,
+                            fixed_shape=loaded.forward is not loaded.model)
+    cuda = loaded.device.startswith("cuda")
+    if cuda:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    thread = threading.Thread(target=loader, daemon=True)
-    thread.start()
+    feeder = WindowFeeder(plans, batch_windows=pass_windows(batch, workers, cuda), workers=processes,
+                          buffers=workers + 3, tail_workers=workers)
     embeddings = []
-    for _, result in embedder.embed_stream(items()):
+    for _, result in embedder.embed_batches(feeder.batches()):
         embeddings.extend(result)
-    thread.join()
-    peak = torch.cuda.max_memory_allocated() / 2**20 if loaded.device.startswith("cuda") else float("nan")
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
     return time.perf_counter() - started, len(embeddings), embeddings, peak
 
 
@@ -127,6 +125,7 @@ def main():
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported")
+    parser.add_argument("--compile", action="store_true", help="also bf16 with a compiled forward (CUDA)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     device = args.device
@@ -144,10 +143,14 @@ def main():
         reference, cfg = laion_reference_from_tower(tower, checkpoint, device)
         path, weights = resolve_weights(ClapSettings(checkpoint=str(checkpoint)), CacheSettings(dir=str(tmp)))
         loaded = clap_model.get_model("HTSAT-tiny", path, weights, device=device)
+        compiled = clap_model.get_model("HTSAT-tiny", path, weights, device=device, compiled=True,
+                                        compile_cache=str(tmp / "torch-compile")) if args.compile else None
+        processes = 0 if cpu else max(1, args.threads - 1)
         rows, results = [], {"device": device, "torch": torch.__version__, "threads": args.threads,
                              "rounds": args.rounds}
         for set_name, files in (("short", short), ("long", long)):
             seconds = audio_seconds(files)
+            plans = decoded(files, tmp)
 
             def with_threads(n, fn):
                 def run():
@@ -158,23 +161,25 @@ def main():
             def laion_loop():
                 return (*run_laion_loop(files, reference, cfg, device), float("nan"))
 
+            def ours(batch, workers, precision="fp32", model=loaded):
+                return lambda: run_ours(plans, model, batch=batch, workers=workers, precision=precision,
+                                        processes=processes)
+
             variants = [("(a) laion-clap loop", with_threads(args.threads, laion_loop)),
-                        ("(b) ours, 1 window at a time", with_threads(args.threads, lambda: run_ours(
-                            files, loaded, batch=1, workers=1, amp=False, loaders=1)))]
+                        ("(b) ours, 1 window at a time", with_threads(args.threads, ours(1, 1)))]
             if cpu:
                 variants += [
                     (f"(c) ours, micro-batched ({args.batch}), 1 worker x {args.threads} threads",
-                     with_threads(args.threads, lambda: run_ours(files, loaded, batch=args.batch, workers=1,
-                                                                 amp=False, loaders=args.threads))),
+                     with_threads(args.threads, ours(args.batch, 1))),
                     (f"(c) ours, micro-batched ({args.batch}), {args.threads} workers x 1 thread",
-                     with_threads(1, lambda: run_ours(files, loaded, batch=args.batch, workers=args.threads,
-                                                      amp=False, loaders=args.threads)))]
+                     with_threads(1, ours(args.batch, args.threads)))]
             else:
-                variants += [
-                    (f"(c) ours, micro-batched ({args.batch}), fp32", lambda: run_ours(
-                        files, loaded, batch=args.batch, workers=1, amp=False, loaders=args.threads)),
-                    (f"(c) ours, micro-batched ({args.batch}), AMP fp16", lambda: run_ours(
-                        files, loaded, batch=args.batch, workers=1, amp=True, loaders=args.threads))]
+                variants += [(f"(c) ours, micro-batched ({args.batch}), {p}", ours(args.batch, 1, p))
+                             for p in ("fp32", "fp16", "bf16")]
+                if compiled is not None:
+                    variants.append((f"(c) ours, micro-batched ({args.batch}), bf16, compiled",
+                                     ours(args.batch, 1, "bf16", compiled)))
+                    variants[-1][1]()  # the compile itself is not what the rounds measure
             with_threads(args.threads, lambda: run_laion_loop(files[:1], reference, cfg, device))()  # warm
             # Rounds alternate the variants, so a slow spell of this shared machine hits them all alike.
             times = {name: [] for name, _ in variants}

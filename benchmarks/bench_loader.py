@@ -1,17 +1,18 @@
-"""Benchmark CLAP preparation (decode + model windows) in loader threads, alone and beside a GIL-bound thread.
+"""Benchmark the CLAP job's window feed: worker processes (the job's feeder) against loader threads (the feeder
+before it), alone and beside a thread that runs Python without pause.
 
-Why: on a GPU the forward thread spends much of its time in Python, launching kernels, while the loader threads
-decode and cut windows. A thread that needs the GIL back after a C call waits up to the interpreter's switch
-interval (5 ms by default) whenever another thread is running Python, so loaders that hand the GIL back and forth
-many times per file can starve the GPU. This measures how much, on this machine's cores, for the same files:
+Why: on a GPU the forward thread spends much of its time in Python, launching kernels. A thread that needs the
+GIL back after a C call waits up to the interpreter's switch interval (5 ms by default) whenever another thread
+is running Python, so loader threads that hand the GIL back and forth many times per file starve the GPU. The
+feeder's workers are processes writing into shared memory; the forward loop takes whole batches.
 
-1. loader threads alone;
-2. beside a consumer that holds the GIL for ``--python-ms`` per file it takes (the forward loop's Python work);
-3. beside a thread that runs Python without pause, at switch intervals of 5, 1 and 0.2 ms.
+Both feeders read the same decoded 48 kHz WAVs (the ingest's artifacts; decoding is not timed) and deliver the
+same model windows; the consumer takes each batch as the job's forward loop does (threads: stacking a batch's
+windows, as the job did; processes: the batch already lies in one buffer) and releases it. Each feeder gets
+``--workers`` workers (default: every core but one, the one a launch thread needs). Prints windows/s per case
+and ends with the feeder's line.
 
-Prints files/s and windows/s per case, and how fast the Python-bound thread ran against running alone.
-
-Usage: python benchmarks/bench_loader.py [--files 48] [--threads N] [--python-ms 2]
+Usage: python benchmarks/bench_loader.py [--files 400] [--repeat 8] [--workers N] [--batch 64]
 """
 import argparse
 import os
@@ -20,103 +21,136 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from audiofeat.clap.embed import ordered_prefetch  # noqa: E402
+import numpy as np  # noqa: E402
+
 from audiofeat.clap import MODEL_INPUT_SAMPLES, MODEL_SAMPLE_RATE  # noqa: E402
+from audiofeat.clap.feeder import FilePlan, WindowFeeder  # noqa: E402
 from audiofeat.clap.windows import model_inputs, plan_windows  # noqa: E402
 from audiofeat.decode import load_audio  # noqa: E402
 from audiofeat.testing.media import benchmark_sets  # noqa: E402
+from audiofeat.wav import read_wav, wav_bytes  # noqa: E402
 
 WINDOW, HOP = 10 * MODEL_SAMPLE_RATE, 5 * MODEL_SAMPLE_RATE
 
 
-def prepare(path: Path):
-    _, y = load_audio(str(path), target_sr=MODEL_SAMPLE_RATE)
-    return model_inputs(y, plan_windows(len(y), WINDOW, HOP), MODEL_INPUT_SAMPLES)
+def decoded_wavs(folder: Path, files: int) -> list[tuple[str, int]]:
+    """Short clips decoded to 48 kHz float WAVs, as the ingest stores them: ``(path, frames)``."""
+    media, _ = benchmark_sets(folder / "media", files, 0)
+    wavs = []
+    for i, path in enumerate(media):
+        _, y = load_audio(str(path), target_sr=MODEL_SAMPLE_RATE)
+        wav = folder / f"{i}.wav"
+        wav.write_bytes(wav_bytes(y, MODEL_SAMPLE_RATE))
+        wavs.append((str(wav), len(y)))
+    return wavs
 
 
-def python_for(seconds: float) -> None:
-    """Pure Python work (GIL held) for about ``seconds``."""
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        sum(range(200))
+def thread_feed(wavs, workers: int, batch: int):
+    """The feeder before: a loader thread, ``workers`` preparing threads under it in input order, each reading
+    a WAV and cutting float windows; the consumer stacks each batch. Yields batches ``[shape=(k, 480000)]``."""
+    prepared: queue.Queue = queue.Queue(maxsize=2 * batch)
 
-
-def load_all(files, threads: int, python_s_per_file: float = 0.0) -> tuple[float, int]:
-    """Seconds to prepare every file on ``threads`` loader threads, consumed by this thread, which works
-    ``python_s_per_file`` in Python for each file it takes; returns (seconds, windows)."""
-    prepared: queue.Queue = queue.Queue(maxsize=4 * threads)
+    def prepare(item):
+        wav, _ = item
+        y, _ = read_wav(wav)
+        return model_inputs(y, plan_windows(len(y), WINDOW, HOP), MODEL_INPUT_SAMPLES)
 
     def loader():
-        for inputs in ordered_prefetch(prepare, files, workers=threads, depth=2 * threads):
-            prepared.put(inputs)
+        with ThreadPoolExecutor(workers) as pool:
+            ahead: deque = deque()
+            for item in wavs:
+                ahead.append(pool.submit(prepare, item))
+                if len(ahead) >= 2 * workers:
+                    prepared.put(ahead.popleft().result())
+            while ahead:
+                prepared.put(ahead.popleft().result())
         prepared.put(None)
 
+    threading.Thread(target=loader, daemon=True).start()
+    pending: list = []
+    while (windows := prepared.get()) is not None:
+        pending.extend(windows)
+        while len(pending) >= batch:
+            yield np.stack(pending[:batch])
+            del pending[:batch]
+    if pending:
+        yield np.stack(pending)
+
+
+def process_feed(wavs, workers: int, batch: int):
+    """The job's feeder: ``workers`` processes filling shared batch buffers; yields each batch's samples."""
+    plans = [FilePlan(i, wav, tuple(plan_windows(frames, WINDOW, HOP)), WINDOW) for i, (wav, frames) in
+             enumerate(wavs)]
+    for made in WindowFeeder(plans, batch_windows=batch, workers=workers, buffers=4).batches():
+        yield made.samples
+        made.release()
+
+
+def delivered(feed) -> tuple[float, int]:
+    """``(seconds, windows)`` to take every batch of ``feed``."""
     started = time.perf_counter()
-    thread = threading.Thread(target=loader, daemon=True)
-    thread.start()
-    windows = 0
-    while (inputs := prepared.get()) is not None:
-        windows += len(inputs)
-        python_for(python_s_per_file)
-    thread.join()
+    windows = sum(len(samples) for samples in feed)
     return time.perf_counter() - started, windows
 
 
-def spin(stop: threading.Event, counted: list) -> None:
-    """Run Python without pause until ``stop`` is set (the GIL-bound thread); append the iterations done."""
-    count = 0
+def spin(stop: threading.Event) -> None:
+    """Run Python without pause until ``stop`` is set: a CUDA launch loop's share of the GIL."""
     while not stop.is_set():
         sum(range(200))
-        count += 1
-    counted.append(count)
 
 
-def spin_beside(work) -> tuple[float, float]:
-    """Run ``work()`` while a thread spins; returns (seconds ``work`` took, the spinner's iterations per second)."""
-    stop, counted = threading.Event(), []
-    spinner = threading.Thread(target=spin, args=(stop, counted), daemon=True)
+def beside_spinner(work):
+    stop = threading.Event()
+    spinner = threading.Thread(target=spin, args=(stop,), daemon=True)
     spinner.start()
-    started = time.perf_counter()
-    work()
-    seconds = time.perf_counter() - started
-    stop.set()
-    spinner.join()
-    return seconds, counted[0] / seconds
+    try:
+        return work()
+    finally:
+        stop.set()
+        spinner.join()
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, default=48)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--python-ms", type=float, default=2.0)
+    parser.add_argument("--files", type=int, default=400)
+    parser.add_argument("--repeat", type=int, default=8, help="passes over the clips (page cache warm)")
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported")
     args = parser.parse_args()
-    default_interval = sys.getswitchinterval()
     with tempfile.TemporaryDirectory() as tmp:
-        files, _ = benchmark_sets(Path(tmp) / "media", args.files, 0)
-        load_all(files[:4], args.threads)  # warm: imports, page cache
-        rows = []
-        seconds, windows = load_all(files, args.threads)
-        rows.append(("alone", seconds, windows, "-"))
-        seconds, windows = load_all(files, args.threads, args.python_ms / 1000)
-        rows.append((f"consumer holds the GIL {args.python_ms:g} ms per file", seconds, windows, "-"))
-        _, solo = spin_beside(lambda: time.sleep(1.0))
-        for interval in (default_interval, 0.001, 0.0002):
-            sys.setswitchinterval(interval)
-            loaded = []
-            seconds, rate = spin_beside(lambda: loaded.append(load_all(files, args.threads)))
-            rows.append((f"beside a Python-bound thread, switch interval {interval * 1000:g} ms", seconds,
-                         loaded[0][1], f"{rate / solo:.2f}"))
-        sys.setswitchinterval(default_interval)
-    print(f"{len(files)} short clips (decode + CLAP windows), {args.threads} loader threads, {os.cpu_count()} cores")
-    print("| case | files/s | windows/s | Python-bound thread's speed vs alone |")
+        wavs = decoded_wavs(Path(tmp), args.files) * args.repeat
+        feeds = {"threads (before)": thread_feed, "processes (the job's feeder)": process_feed}
+        delivered(process_feed(wavs[:50], args.workers, args.batch))  # warm: imports, page cache
+        rates: dict = {(name, case): [] for name in feeds for case in ("alone", "beside")}
+        for _ in range(args.rounds):
+            for name, feed in feeds.items():
+                seconds, windows = delivered(feed(wavs, args.workers, args.batch))
+                rates[(name, "alone")].append(windows / seconds)
+                seconds, windows = beside_spinner(lambda: delivered(feed(wavs, args.workers, args.batch)))
+                rates[(name, "beside")].append(windows / seconds)
+    median = {key: float(np.median(values)) for key, values in rates.items()}
+    print(f"{len(wavs)} decoded short clips ({args.files} distinct, {args.repeat} passes), batches of "
+          f"{args.batch}, {args.workers} workers, {os.cpu_count()} cores, Python switch interval "
+          f"{sys.getswitchinterval() * 1000:g} ms, median of {args.rounds} rounds")
+    print("| feeder | windows/s alone | windows/s beside a busy launch thread | ratio |")
     print("|---|---|---|---|")
-    for case, seconds, windows, spin_share in rows:
-        print(f"| {case} | {len(files) / seconds:,.1f} | {windows / seconds:,.1f} | {spin_share} |")
+    for name in feeds:
+        alone, beside = median[(name, "alone")], median[(name, "beside")]
+        print(f"| {name} | {alone:,.0f} | {beside:,.0f} | {beside / alone:.3f} |")
+    alone, beside = median[(list(feeds)[1], "alone")], median[(list(feeds)[1], "beside")]
+    per_core = alone / args.workers
+    print(f"feeder per worker core: {per_core:,.0f} windows/s; a GPU at 5,000 windows/s needs "
+          f"{int(np.ceil(5000 / per_core))} such cores")
+    print(f"feeder: {alone:,.0f} windows/s alone, {beside:,.0f} windows/s beside a busy launch thread "
+          f"(ratio {beside / alone:.2f})")
 
 
 if __name__ == "__main__":

@@ -594,3 +594,80 @@ def test_a_wav_that_cannot_be_read_is_that_files_verdict_and_a_missing_one_a_fau
         batch.release()
     assert set(failed) == {"broken", "missing"}
     assert not is_fault(failed["broken"]) and is_fault(failed["missing"])
+
+
+def _small_tower():
+    """An HTSAT of laion-clap's own modules at a small size (one block per stage, 16 channels): what a compile
+    test can afford on CI's CPU."""
+    import types
+
+    from audiofeat import _speedups
+
+    cfg = laion.audio_config("HTSAT-tiny")
+    audio_cfg = types.SimpleNamespace(**cfg["audio_cfg"])
+    torch.manual_seed(3)
+    with _speedups.torchlibrosa_constants():
+        branch = laion.laion_module("htsat").HTSAT_Swin_Transformer(
+            spec_size=256, patch_size=4, patch_stride=(4, 4), num_classes=audio_cfg.class_num, embed_dim=16,
+            depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8], window_size=8, config=audio_cfg, enable_fusion=False,
+            fusion_type="None")
+
+    class Small(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.audio_branch = branch
+
+        def forward(self, waveform):
+            return torch.nn.functional.normalize(forward.htsat_embedding(self.audio_branch, waveform), dim=-1)
+
+    return Small().eval()
+
+
+def test_a_compiled_forward_equals_eager_and_keeps_one_shape(tmp_path, rng, monkeypatch):
+    """``clap.compile``: the compiled graph gives the eager numbers within 1e-5, the last batch is padded to the
+    fixed shape (so the graph is never rebuilt) and only its real rows come back; graphs go under the cache."""
+    from audiofeat.clap.model import LoadedModel, compiled_forward
+
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    tower = _small_tower()
+    windows = (0.2 * rng.standard_normal((3, L))).astype(np.float32)
+    eager = ClapEmbedder(LoadedModel(tower, "small", "random", "cpu"), max_batch_windows=2).embed(windows)
+    shapes = []
+
+    def recorded(x):
+        shapes.append(tuple(x.shape))
+        return compiled(x)
+
+    compiled = compiled_forward(tower, str(tmp_path / "torch-compile"))
+    embedder = ClapEmbedder(LoadedModel(tower, "small", "random", "cpu", recorded), max_batch_windows=2,
+                            fixed_shape=True)
+    out = embedder.embed(windows)
+    assert shapes == [(2, L), (2, L)] and out.shape == eager.shape == (3, 128)
+    assert np.abs(out - eager).max() <= 1e-5
+    assert any((tmp_path / "torch-compile" / "inductor").rglob("*.py"))  # the graph's code, for later jobs
+
+
+def test_bf16_autocast_stays_within_cosine_0999_of_fp32_on_real_audio(loaded, real_recordings, espeak_wav, rng):
+    clips = _clips(real_recordings, espeak_wav, rng)
+    windows = np.concatenate([model_inputs(y, plan_windows(len(y), L, L // 2), L) for y in clips])
+    fp32 = ClapEmbedder(loaded, max_batch_windows=4).embed(windows)
+    bf16 = ClapEmbedder(loaded, max_batch_windows=4, precision="bf16")
+    assert bf16.precision == "bf16-autocast"
+    half = bf16.embed(windows)
+    cosine = np.sum(fp32 * half, axis=1) / np.linalg.norm(half, axis=1)
+    assert cosine.min() >= 0.999 and np.abs(fp32 - half).max() > 1e-6  # close, and really computed in bf16
+
+
+def test_precision_is_part_of_the_clap_key_and_auto_keeps_the_seeds_keys():
+    from audiofeat.extractors.clap import ClapExtractor
+    from audiofeat.settings import load_settings
+
+    def key(**clap):
+        settings = load_settings(overrides={"perf": {"device": "cpu"}, "clap": {"allow_random_weights": True,
+                                                                                  **clap}})
+        return ClapExtractor.from_settings(settings, job=True)
+
+    auto, fp32, bf16 = key(), key(precision="fp32"), key(precision="bf16")
+    assert auto.params.precision == fp32.params.precision == "fp32" and bf16.params.precision == "bf16-autocast"
+    assert auto.key("ab" * 16) == fp32.key("ab" * 16) != bf16.key("ab" * 16)

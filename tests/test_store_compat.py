@@ -36,6 +36,20 @@ def test_a_store_from_before_the_extractor_interface_is_reused_without_recomputa
         assert {k: after.get(k) for k in before} == before
 
 
+def _assert_close(after, before, where="features"):
+    import numpy as np
+
+    if isinstance(before, dict):
+        assert after.keys() == before.keys(), where
+        for key in before:
+            _assert_close(after[key], before[key], f"{where}.{key}")
+    elif isinstance(before, list) and before and isinstance(before[0], float):
+        # float32 rounding: statistics of MFCCs in the hundreds (deltas are their differences) move by ~1e-5
+        assert np.allclose(after, before, rtol=1e-5, atol=1e-4), where
+    else:
+        assert after == before, where
+
+
 def test_a_run_with_every_speedup_off_gives_the_same_manifests(tmp_path):
     """The whole workflow without any hook into other projects' internals, on a fresh store: the same features,
     and embeddings within the parity tolerance, as the stored run made with them on."""
@@ -52,5 +66,8 @@ def test_a_run_with_every_speedup_off_gives_the_same_manifests(tmp_path):
         after = new[path]
         assert after["status"] == before["status"] and after.get("error") == before.get("error")
         if before["status"] == "ok":
-            assert after["features"] == before["features"] and after["audio"] == before["audio"]
+            assert after["audio"] == before["audio"]
+            # Recomputed: FFTW_MEASURE picks its algorithm by timing on each machine, which moves float32's
+            # last bit; anything larger is a real difference.
+            _assert_close(after["features"], before["features"])
             assert np.abs(np.subtract(after["clap"]["embedding"], before["clap"]["embedding"])).max() <= 1e-5

@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -123,6 +124,7 @@ class WindowFeeder:
 
         self._by_id = {plan.file_id: plan for plan in self.plans}
         self.processes = int(workers) if workers > 0 else 0
+        self.prepare_seconds = 0.0  # preparation's own time, in whichever process it ran
 
     def plan_of(self, file_id: Hashable) -> FilePlan:
         return self._by_id[file_id]
@@ -134,7 +136,11 @@ class WindowFeeder:
             self._dispatch()
             while self._ready:
                 buffer, rows = self._ready.popleft()
-                done = self._pool.collect(buffer) if self._pool else self._prepare_here(buffer, rows)
+                if self._pool:
+                    done, seconds = self._pool.collect(buffer)
+                    self.prepare_seconds += seconds
+                else:
+                    done = self._prepare_here(buffer, rows)
                 yield self._batch(buffer, rows, done)
                 self._dispatch()
         finally:
@@ -153,9 +159,11 @@ class WindowFeeder:
                 self._pool.send(buffer, _runs(rows, self.plans))
 
     def _prepare_here(self, buffer: int, rows) -> dict:
+        started = time.perf_counter()
         done: dict = {}
         for run in _runs(rows, self.plans):
             _prepare_run(run, self.buffers[buffer], done)
+        self.prepare_seconds += time.perf_counter() - started
         return done
 
     def _batch(self, buffer: int, rows, done: dict) -> Batch:
@@ -241,6 +249,7 @@ class _WorkerPool:
         self.receives: list[Connection] = []
         self.waiting: dict[int, set] = {}  # buffer -> workers still preparing it
         self.outcomes: dict[int, dict] = {}
+        self.seconds: dict[int, float] = {}
         self.load = [0] * workers
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_package_root(),
                                                                           os.environ.get("PYTHONPATH")])))
@@ -264,7 +273,7 @@ class _WorkerPool:
             self.load[worker] += len(run[2])
             tasks.setdefault(worker, []).append(run)
         self.waiting[buffer] = set(tasks)
-        self.outcomes[buffer] = {}
+        self.outcomes[buffer], self.seconds[buffer] = {}, 0.0
         for worker, work in tasks.items():
             self._send(worker, (buffer, work))
 
@@ -274,21 +283,22 @@ class _WorkerPool:
         except OSError as exc:
             raise self._died(worker) from exc
 
-    def collect(self, buffer: int) -> dict:
-        """Wait until every worker has filled its part of ``buffer``; returns ``row -> (length, weight)`` or
-        the row's exception."""
+    def collect(self, buffer: int) -> tuple[dict, float]:
+        """Wait until every worker has filled its part of ``buffer``; returns ``row -> (length, weight)`` (or
+        the row's exception) and the workers' seconds on it."""
         while self.waiting[buffer]:
             for conn in wait(self.receives):
                 worker = self.receives.index(conn)
                 try:
-                    done_buffer, outcomes, windows = conn.recv()
+                    done_buffer, outcomes, windows, seconds = conn.recv()
                 except (EOFError, OSError) as exc:
                     raise self._died(worker) from exc
                 self.load[worker] -= windows
+                self.seconds[done_buffer] += seconds
                 self.outcomes[done_buffer].update({row: _rebuilt(o) for row, o in outcomes.items()})
                 self.waiting[done_buffer].discard(worker)
         del self.waiting[buffer]
-        return self.outcomes.pop(buffer)
+        return self.outcomes.pop(buffer), self.seconds.pop(buffer)
 
     def _died(self, worker: int) -> WorkerDied:
         proc = self.procs[worker]
@@ -338,8 +348,8 @@ def _rebuilt(outcome):
 
 
 def _worker_main(task_fd: int, done_fd: int, memory_fd: int, shape: tuple) -> None:
-    """A worker's loop: a ``(buffer, runs)`` task in, ``(buffer, outcomes, windows)`` out, until the pipe
-    from the job closes."""
+    """A worker's loop: a ``(buffer, runs)`` task in, ``(buffer, outcomes, windows, seconds)`` out, until the
+    pipe from the job closes."""
     tasks, results = Connection(task_fd, writable=False), Connection(done_fd, readable=False)
     size = int(np.prod(shape)) * 2
     buffers = np.frombuffer(mmap.mmap(memory_fd, size), dtype=np.int16).reshape(shape)
@@ -348,12 +358,13 @@ def _worker_main(task_fd: int, done_fd: int, memory_fd: int, shape: tuple) -> No
             buffer, runs = tasks.recv()
         except EOFError:
             return
+        started = time.perf_counter()
         done: dict = {}
         for run in runs:
             _prepare_run(run, buffers[buffer], done)
         outcomes = {row: _portable(o) if isinstance(o, BaseException) else o for row, o in done.items()}
         try:
-            results.send((buffer, outcomes, sum(len(run[2]) for run in runs)))
+            results.send((buffer, outcomes, sum(len(run[2]) for run in runs), time.perf_counter() - started))
         except OSError:  # the job is gone
             return
 

@@ -178,7 +178,8 @@ class ClapExtractor(Extractor):
                               "oom_retries": embedder.stats.oom_retries, "device": loaded.device,
                               "precision": embedder.precision, "max_batch_windows": embedder.max_batch_windows,
                               "workers": embedder.workers, "compiled": compiled,
-                              "loader_processes": feeder.processes})
+                              "loader_processes": feeder.processes,
+                              "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")})
 
     def _embedded(self, embedder, feeder, by_key: dict, profile):
         """``(file, artifact or verdict)`` as the embedder finishes each file; the time the forward loop waits
@@ -199,6 +200,7 @@ class ClapExtractor(Extractor):
                                           round(share, 6), feeder.weights.pop(content_key, None))
         profile.add("clap_forward", embedder.stats.seconds)
         profile.add("clap_loop", time.perf_counter() - started)
+        profile.add("clap_preprocess", feeder.prepare_seconds)
 
     def _load_model(self, *, workers: int, threads: int, compiled: bool):
         import torch

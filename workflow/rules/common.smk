@@ -8,6 +8,7 @@ sys.path.insert(0, workflow.basedir)  # the audiofeat package next to the Snakef
 from audiofeat import _speedups
 from audiofeat.clap.checkpoint import resolve_weights
 from audiofeat.config import resolve_threads
+from audiofeat.devices import local_gpus
 from audiofeat.extractors import DecodeExtractor, build_extractors
 from audiofeat.inventory import input_fingerprint
 from audiofeat.preflight import preflight
@@ -36,6 +37,12 @@ DECODER = DecodeExtractor.from_settings(SETTINGS)
 EXTRACTORS = build_extractors(SETTINGS)
 RESULTS = SETTINGS.results_dir
 THREADS = resolve_threads(SETTINGS.perf.threads)
+# A local run gives each CLAP job one GPU of the node's (listed once, here): Snakemake runs at most that many at
+# once, so a job never waits for a GPU another holds. `--resources gpu=N` on the command line still wins.
+GPUS = local_gpus(SETTINGS, local=workflow.local_exec)
+if GPUS and "gpu" not in workflow.global_resources:
+    # Snakemake's own way to declare a resource from a Snakefile (its mutexes use it); no public equivalent.
+    workflow.register_resource("gpu", len(GPUS))
 # Snakemake's imports are in memory for the whole run: freeze them now, so that no collection (during the run
 # or at exit, also when there is nothing to do) traces them again; onsuccess/onerror freeze the run's objects.
 _speedups.spare_exit_collection()

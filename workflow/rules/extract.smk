@@ -22,6 +22,10 @@ for _name, _extractor in EXTRACTORS.items():
             progress=lambda wildcards, name=_name: results(f"progress/{name}/{wildcards.shard}.json"),
             # Removed with the shard's ingest table when a WAV is gone from the store: the same command redoes both.
             run_summary=results("summary.json"),
+            # The GPUs a local run shares out: the job claims one of them for itself (audiofeat/devices.py).
+            gpus=",".join(GPUS) if _name == "clap" else "",
+        resources:
+            gpu=1 if _name == "clap" and GPUS else 0,
         conda:
             "../../environment.yaml"
         log:

@@ -2,7 +2,12 @@ from _job import finish, start  # workflow/scripts/ is on sys.path: Snakemake ad
 
 job = snakemake  # noqa: F821 - injected by Snakemake
 log, settings = start(job)
+from audiofeat.devices import use_one_gpu  # noqa: E402
 from audiofeat.runner import run_extractor  # noqa: E402
+
+claim = use_one_gpu([gpu for gpu in job.params.gpus.split(",") if gpu])  # before torch: CUDA reads it once
+if claim is not None:
+    log.info("GPU %s for this job%s", claim.gpu, " (shared: every GPU is held)" if claim.shared else "")
 
 profile = run_extractor(job.params.extractor, job.input.table, job.output.table, job.output.profile, settings,
                         threads=job.threads, previous_jsonl=job.params.previous,
