@@ -30,7 +30,7 @@ $(COMPILED): $(STAMP) $(wildcard audiofeat/*.py audiofeat/*/*.py workflow/script
 demo: setup
 	$(BIN)/python demo/make_media.py demo/media > /dev/null
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --profile profiles/local --configfile config/demo.yaml --quiet rules
-	@echo "Results: results/demo/ (manifests/, manifest.jsonl, embeddings.npy, summary.json, report/index.html)"
+	@echo "Results: results/demo/ (manifests/, dataset/, embeddings.npy, summary.json, report/index.html)"
 
 # Debian packages the tests use where they are missing (root only): real recordings, headless Chromium, and a
 # one-node SLURM cluster (slurmctld, slurmd, slurmdbd, munge, MariaDB) for the test of profiles/slurm.
