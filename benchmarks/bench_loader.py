@@ -10,9 +10,9 @@ Both feeders read the same decoded 48 kHz WAVs (the ingest's artifacts; decoding
 same model windows; the consumer takes each batch as the job's forward loop does (threads: stacking a batch's
 windows, as the job did; processes: the batch already lies in one buffer) and releases it. Each feeder gets
 ``--workers`` workers (default: every core but one, the one a launch thread needs). Prints windows/s per case
-and ends with the feeder's line.
+and ends with the feeder's line. A case stops after ``--max-seconds`` (the windows delivered by then count).
 
-Usage: python benchmarks/bench_loader.py [--files 400] [--repeat 8] [--workers N] [--batch 64]
+Usage: python benchmarks/bench_loader.py [--files 400] [--repeat 8] [--workers N] [--batch 64] [--max-seconds 30]
 """
 import argparse
 import os
@@ -62,26 +62,39 @@ def thread_feed(wavs, workers: int, batch: int):
         y, _ = read_wav(wav)
         return model_inputs(y, plan_windows(len(y), WINDOW, HOP), MODEL_INPUT_SAMPLES)
 
+    stop = threading.Event()
+
     def loader():
         with ThreadPoolExecutor(workers) as pool:
             ahead: deque = deque()
             for item in wavs:
+                if stop.is_set():
+                    break
                 ahead.append(pool.submit(prepare, item))
                 if len(ahead) >= 2 * workers:
                     prepared.put(ahead.popleft().result())
-            while ahead:
+            while ahead and not stop.is_set():
                 prepared.put(ahead.popleft().result())
         prepared.put(None)
 
-    threading.Thread(target=loader, daemon=True).start()
+    thread = threading.Thread(target=loader, daemon=True)
+    thread.start()
     pending: list = []
-    while (windows := prepared.get()) is not None:
-        pending.extend(windows)
-        while len(pending) >= batch:
-            yield np.stack(pending[:batch])
-            del pending[:batch]
-    if pending:
-        yield np.stack(pending)
+    try:
+        while (windows := prepared.get()) is not None:
+            pending.extend(windows)
+            while len(pending) >= batch:
+                yield np.stack(pending[:batch])
+                del pending[:batch]
+        if pending:
+            yield np.stack(pending)
+    finally:  # taken before the end (--max-seconds): stop the loader, and let it finish its put
+        stop.set()
+        while thread.is_alive():
+            try:
+                prepared.get(timeout=0.1)
+            except queue.Empty:
+                pass
 
 
 def process_feed(wavs, workers: int, batch: int):
@@ -93,11 +106,18 @@ def process_feed(wavs, workers: int, batch: int):
         made.release()
 
 
-def delivered(feed) -> tuple[float, int]:
-    """``(seconds, windows)`` to take every batch of ``feed``."""
+def delivered(feed, max_seconds: float) -> tuple[float, int]:
+    """``(seconds, windows)`` to take the batches of ``feed``: all of them, or those of the first
+    ``max_seconds`` (a starved feeder would otherwise take many minutes)."""
     started = time.perf_counter()
-    windows = sum(len(samples) for samples in feed)
-    return time.perf_counter() - started, windows
+    windows = 0
+    for samples in feed:
+        windows += len(samples)
+        if time.perf_counter() - started > max_seconds:
+            break
+    seconds = time.perf_counter() - started
+    feed.close()
+    return seconds, windows
 
 
 def spin(stop: threading.Event) -> None:
@@ -124,17 +144,18 @@ def main():
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported")
+    parser.add_argument("--max-seconds", type=float, default=30.0, help="at most this long per case and round")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         wavs = decoded_wavs(Path(tmp), args.files) * args.repeat
         feeds = {"threads (before)": thread_feed, "processes (the job's feeder)": process_feed}
-        delivered(process_feed(wavs[:50], args.workers, args.batch))  # warm: imports, page cache
+        delivered(process_feed(wavs[:50], args.workers, args.batch), args.max_seconds)  # warm: imports, page cache
         rates: dict = {(name, case): [] for name in feeds for case in ("alone", "beside")}
         for _ in range(args.rounds):
             for name, feed in feeds.items():
-                seconds, windows = delivered(feed(wavs, args.workers, args.batch))
+                seconds, windows = delivered(feed(wavs, args.workers, args.batch), args.max_seconds)
                 rates[(name, "alone")].append(windows / seconds)
-                seconds, windows = beside_spinner(lambda: delivered(feed(wavs, args.workers, args.batch)))
+                seconds, windows = beside_spinner(lambda: delivered(feed(wavs, args.workers, args.batch), args.max_seconds))
                 rates[(name, "beside")].append(windows / seconds)
     median = {key: float(np.median(values)) for key, values in rates.items()}
     print(f"{len(wavs)} decoded short clips ({args.files} distinct, {args.repeat} passes), batches of "

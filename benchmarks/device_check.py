@@ -137,7 +137,7 @@ def main():
                             str(args.bench_short), "--long", "2", "--batch", "64", "--rounds", "1", "--threads",
                             str(threads), "--compile", "--json", str(bench)], 270, out)
     loader = run_step("bench_loader", [sys.executable, "benchmarks/bench_loader.py", "--files", "200", "--repeat",
-                                       "8", "--rounds", "1"], 90, out)
+                                       "8", "--rounds", "1", "--max-seconds", "10"], 90, out)
     gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
                          capture_output=True, text=True).stdout.strip() if shutil.which("nvidia-smi") else "none"
     results = {"gpu": gpu,
