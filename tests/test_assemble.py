@@ -60,3 +60,67 @@ def test_only_the_part_and_manifest_of_a_removed_or_added_input_are_rewritten(tm
         manifest = json.loads((tmp_path / "results" / "manifests" / f"{relpath}.json").read_text())
         assert np.array_equal(np.float32(row["features_mel_mean"]), np.float32(manifest["features"]["mel"]["mean"]))
         assert row["content_key"] == manifest["source"]["content_key"]
+
+
+def _write_part(path, rows, dim, rng, failed=()):
+    """A part with a ``clap_embedding`` column of ``rows`` random rows, null at ``failed``; returns the matrix
+    the part stands for (zero rows where failed)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    values = rng.standard_normal((rows, dim)).astype(np.float32)
+    values[list(failed)] = 0.0
+    column = pa.array([None if i in failed else values[i] for i in range(rows)], type=pa.list_(pa.float32()))
+    pq.write_table(pa.table({"clap_embedding": column}), path)
+    return values
+
+
+def test_the_matrix_is_patched_part_by_part_to_the_parts_rows(tmp_path, rng):
+    from audiofeat.dataset import PartRows, patch_embeddings
+
+    dim, npy = 8, tmp_path / "embeddings.npy"
+    rows = {"a-0": 5, "b-0": 3, "c-0": 4}
+    expected = {name: _write_part(tmp_path / f"{name}.parquet", n, dim, rng, failed=(1,) if name == "b-0" else ())
+                for name, n in rows.items()}
+
+    def patch(names, digests):
+        parts = [PartRows(name, rows[name], digests[name]) for name in names]
+        return patch_embeddings(npy, parts, lambda name: tmp_path / f"{name}.parquet", dim=dim)
+
+    digests = {name: f"d-{name}" for name in rows}
+    assert patch(["a-0", "b-0", "c-0"], digests) == 3
+    assert np.array_equal(np.load(npy), np.concatenate([expected[n] for n in ("a-0", "b-0", "c-0")]))
+    assert patch(["a-0", "b-0", "c-0"], digests) == 0  # nothing changed: nothing written
+    # b-0 changes and grows by a row: b-0 is rewritten, c-0 moves (rewritten), a-0 stays.
+    rows["b-0"] = 4
+    expected["b-0"] = _write_part(tmp_path / "b-0.parquet", 4, dim, rng)
+    assert patch(["a-0", "b-0", "c-0"], {**digests, "b-0": "d-b-0-changed"}) == 2
+    assert np.array_equal(np.load(npy), np.concatenate([expected[n] for n in ("a-0", "b-0", "c-0")]))
+    (tmp_path / "embeddings.npy.index.json").unlink()  # a finalize killed halfway: every part is rewritten
+    assert patch(["a-0", "c-0"], digests) == 2
+    assert np.array_equal(np.load(npy), np.concatenate([expected["a-0"], expected["c-0"]]))
+    assert patch([], {}) == 0 and np.load(npy).shape == (0, dim)
+
+
+def test_patching_a_large_matrix_holds_one_part_not_the_matrix(tmp_path, rng):
+    """The matrix (here 400 MB) is written a part at a time, never mapped whole: the process's peak RSS grows by
+    far less than the matrix (it grew by the matrix's size when the matrix was memory-mapped)."""
+    import subprocess
+    import sys
+
+    from audiofeat.dataset import PartRows
+
+    dim, part_rows, n_parts = 512, 4096, 50
+    _write_part(tmp_path / "p.parquet", part_rows, dim, rng)
+    parts = [PartRows("p", part_rows, f"d{i}") for i in range(n_parts)]
+    script = (
+        "import json, resource, sys; from audiofeat.dataset import PartRows, patch_embeddings\n"
+        "parts = [PartRows(*p) for p in json.loads(sys.argv[1])]\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        f"patch_embeddings(sys.argv[2], parts, lambda name: {str(tmp_path)!r} + '/p.parquet', dim={dim})\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)\n")
+    done = subprocess.run([sys.executable, "-c", script, json.dumps([[p.shard, p.rows, p.digest] for p in parts]),
+                           str(tmp_path / "embeddings.npy")], capture_output=True, text=True, check=True)
+    grown_mb, matrix_mb = float(done.stdout.split()[-1]), n_parts * part_rows * dim * 4 / 2**20
+    assert (tmp_path / "embeddings.npy").stat().st_size > matrix_mb * 2**20
+    assert grown_mb < matrix_mb / 8, (grown_mb, matrix_mb)
