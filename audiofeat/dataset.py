@@ -81,11 +81,11 @@ def patch_embeddings(npy_path: str | os.PathLike, parts: list[PartRows], part_pa
     """
     index_path = Path(f"{npy_path}.index.json")
     wanted = [(p.shard, offset, p.rows, p.digest) for p, offset in zip(parts, _offsets(parts))]
-    held = _held_rows(npy_path, index_path, dim)
+    trusted = _held_rows(npy_path, index_path, dim)
     total = sum(p.rows for p in parts)
     index_path.unlink(missing_ok=True)
-    data_offset, kept = _sized_matrix(npy_path, total, dim, keep=held is not None)
-    held = held if kept else None
+    data_offset, kept = _sized_matrix(npy_path, total, dim, old_offset=trusted[1] if trusted else None)
+    held = trusted[0] if kept else None
     written = 0
     # Written with pwrite, not through a memory map: mapped pages count in the process's RSS, and at a million
     # rows the matrix is 2 GB (finalize peaked at 2.1 GB mapping it); this holds one part's rows at a time.
@@ -111,38 +111,36 @@ def _offsets(parts: list[PartRows]) -> list[int]:
     return offsets
 
 
-def _held_rows(npy_path, index_path: Path, dim: int) -> set | None:
-    """The ``(shard, offset, rows, digest)`` entries the matrix holds, or None when it cannot be trusted."""
+def _held_rows(npy_path, index_path: Path, dim: int) -> tuple[set, int] | None:
+    """``(the (shard, offset, rows, digest) entries the matrix holds, the byte offset of its data)``, or None
+    when it cannot be trusted. Reads the header only (a map would fail on a matrix of no rows)."""
     try:
         entries = {tuple(e) for e in json.loads(index_path.read_text())}
-        header = np.load(npy_path, mmap_mode="r")
+        with open(npy_path, "rb") as handle:
+            if np.lib.format.read_magic(handle) != (1, 0):
+                return None
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(handle)
+            data_offset = handle.tell()
     except (OSError, ValueError):
         return None
-    if header.dtype != np.float32 or header.ndim != 2 or header.shape[1] != dim:
+    if dtype != np.float32 or fortran_order or len(shape) != 2 or shape[1] != dim:
         return None
-    return entries
+    return entries, data_offset
 
 
-def _sized_matrix(npy_path, total: int, dim: int, *, keep: bool) -> tuple[int, bool]:
+def _sized_matrix(npy_path, total: int, dim: int, *, old_offset: int | None) -> tuple[int, bool]:
     """Give ``npy_path`` the header and size of a ``[shape=(total, dim)]`` float32 matrix: ``(byte offset of
-    its data, whether its old rows were kept)``. The header is rewritten in place when its length stays (numpy
-    pads headers to 64 bytes), else the file is new (zeros: a sparse file until rows are written)."""
+    its data, whether its old rows were kept)``. The header is rewritten in place when a trusted old matrix's
+    data starts where the new header ends (numpy pads headers to 64 bytes), else the file is new (zeros: a
+    sparse file until rows are written)."""
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (total, dim)})
     header = header.getvalue()
-    if keep:
-        old = np.load(npy_path, mmap_mode="r")
-        offset = old.offset
-        del old
-        if len(header) == offset:
-            with open(npy_path, "r+b") as handle:
-                handle.write(header)
-                handle.truncate(offset + total * dim * 4)
-            return offset, True
-    with open(npy_path, "wb") as handle:
+    kept = old_offset == len(header)
+    with open(npy_path, "r+b" if kept else "wb") as handle:
         handle.write(header)
         handle.truncate(len(header) + total * dim * 4)
-    return len(header), False
+    return len(header), kept
 
 
 def _part_embeddings(path, rows: int, dim: int) -> np.ndarray:

@@ -153,9 +153,12 @@ def main():
         rates: dict = {(name, case): [] for name in feeds for case in ("alone", "beside")}
         for _ in range(args.rounds):
             for name, feed in feeds.items():
-                seconds, windows = delivered(feed(wavs, args.workers, args.batch), args.max_seconds)
+                def take():
+                    return delivered(feed(wavs, args.workers, args.batch), args.max_seconds)
+
+                seconds, windows = take()
                 rates[(name, "alone")].append(windows / seconds)
-                seconds, windows = beside_spinner(lambda: delivered(feed(wavs, args.workers, args.batch), args.max_seconds))
+                seconds, windows = beside_spinner(take)
                 rates[(name, "beside")].append(windows / seconds)
     median = {key: float(np.median(values)) for key, values in rates.items()}
     print(f"{len(wavs)} decoded short clips ({args.files} distinct, {args.repeat} passes), batches of "
