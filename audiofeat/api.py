@@ -19,11 +19,11 @@ from typing import Any, Iterable
 import numpy as np
 import orjson
 
+from .clap import EMBEDDING_DIM
 from .config import resolve_threads
 from .extractors import DecodeExtractor, build_extractors
-from .finalize import build_manifest
 from .inventory import StatIndex, identify_inputs
-from .manifest import AudioManifest
+from .manifest import AudioManifest, build_manifest
 from .profiling import JobProfile
 from .runner import extract as extract_files
 from .runner import open_store
@@ -34,7 +34,7 @@ from .tables import json_line
 @dataclass(frozen=True)
 class Extraction:
     """One :class:`AudioManifest` per path, in order, and (when CLAP ran) their clip embeddings
-    ``[shape=(paths, 512)]`` float32, zero rows for failed files."""
+    ``[shape=(paths, EMBEDDING_DIM)]`` float32, zero rows for failed files."""
 
     manifests: list[AudioManifest]
     embeddings: np.ndarray | None
@@ -84,7 +84,7 @@ def _row(file) -> dict:
 
 
 def _embeddings(manifests: list[AudioManifest]) -> np.ndarray:
-    matrix = np.zeros((len(manifests), 512), dtype=np.float32)
+    matrix = np.zeros((len(manifests), EMBEDDING_DIM), dtype=np.float32)
     for index, manifest in enumerate(manifests):
         if manifest.status == "ok":
             matrix[index] = manifest.blocks["clap"]["embedding"]

@@ -18,14 +18,28 @@ import orjson
 
 from .dataset import manifest_row, part_digest, part_schema, write_part
 from .faults import ArtifactGone, Fault
-from .finalize import COST_BINS, FAILURES_LISTED_PER_CAUSE, SLOWEST_KEPT, build_manifest, read_shard_tables
-from .inventory import read_tsv
-from .manifest import path_text
+from .inventory import path_text, read_tsv
+from .manifest import build_manifest
 from .store import atomic_write_bytes, atomic_write_text, blake2b_bytes
-from .tables import json_line
+from .tables import json_line, read_jsonl
 
+FAILURES_LISTED_PER_CAUSE = 50
+# Per-file cost histogram bins (seconds, log-spaced, 4 per decade from 1 ms): shards' counts add up.
+COST_BINS = tuple(10 ** (k / 4) for k in range(-12, 17))
+SLOWEST_KEPT = 10
 PART_ROWS = 1024  # a part's rows are in memory as dicts while it is rebuilt (~100 KB each)
 INDEX_FORMAT = 1  # bump when what a row's signature covers changes
+
+
+def read_shard_tables(tables: dict[str, list[str]]) -> dict[str, dict[str, dict]]:
+    """``{stage: {content key: record}}`` from every shard's table (``ingest`` and each extractor's)."""
+    by_stage: dict[str, dict[str, dict]] = {}
+    for stage, paths in tables.items():
+        table = by_stage[stage] = {}
+        for path in paths:
+            for record in read_jsonl(path):
+                table[record["content_key"]] = record
+    return by_stage
 
 
 def part_count(rows: int) -> int:

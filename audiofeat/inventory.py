@@ -51,6 +51,16 @@ class InputFile:
     hashed: bool = False  # hashed by this run (new or changed), not found in the stat index
 
 
+def path_text(path: str) -> str:
+    """``path`` as valid UTF-8 text for JSON, logs and the report: unchanged when its bytes are UTF-8, else each
+    byte that is not written ``\\xNN`` (``latin1_\\xe9t\\xe9.wav``). The exact bytes go in ``path_bytes``."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def input_signature(st: os.stat_result) -> str:
     """What says an input's bytes may have changed: size, mtime, inode and ctime (an in-place rewrite, a copy
     over it and a restored mtime all change one of them)."""

@@ -9,9 +9,15 @@ import json
 import os
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Mapping
 
-from .settings import DEFAULT_EXTRACTORS
+import orjson
+
+from . import __version__
+from .faults import ArtifactGone
+from .inventory import path_text
+from .store import blake2b_bytes
+
 
 SCHEMA_NAME = "audio_manifest_v1"
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "manifest.schema.json"
@@ -35,16 +41,6 @@ class Source:
     def os_path(self) -> str:
         """The path as ``os`` functions take it, exact also where its bytes are not UTF-8."""
         return os.fsdecode(base64.b64decode(self.path_bytes)) if self.path_bytes else self.path
-
-
-def path_text(path: str) -> str:
-    """``path`` as valid UTF-8 text for JSON, logs and the report: unchanged when its bytes are UTF-8, else each
-    byte that is not written ``\\xNN`` (``latin1_\\xe9t\\xe9.wav``). The exact bytes go in ``path_bytes``."""
-    try:
-        path.encode("utf-8")
-        return path
-    except UnicodeEncodeError:
-        return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)
@@ -101,28 +97,63 @@ class AudioManifest:
         return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True, allow_nan=False)
 
 
+def _stored_block(stage: str, content_key: str, record: dict) -> orjson.Fragment:
+    """The block an extractor stored as JSON, checked against the digest its table recorded (the bytes are read
+    anyway; hashing them is cheap); :class:`ArtifactGone` when missing or not those bytes."""
+    try:
+        data = Path(record["artifact"]).read_bytes()
+    except FileNotFoundError:
+        raise ArtifactGone(stage, content_key, record["artifact"]) from None
+    if blake2b_bytes(data) != record.get("artifact_digest"):
+        raise ArtifactGone(stage, content_key, record["artifact"])
+    return orjson.Fragment(data)  # inserted unparsed: re-serialising 27 MB of numbers was most of finalize
+
+
+def build_manifest(row: dict, by_stage: dict[str, dict[str, dict]], extractors: list[str]) -> AudioManifest:
+    """One input's ``audio_manifest_v1`` record from its inventory row and its shard records."""
+    source = Source.of(row["path"], row["content_key"], int(row["size_bytes"]))
+    stages = ["ingest", *extractors]
+    records = {stage: by_stage.get(stage, {}).get(row["content_key"]) for stage in stages}
+    error = row["error"] or next((r["error"] for r in records.values() if r and r["status"] == "error"), None)
+    if not error and any(r is None for r in records.values()):
+        error = "not processed (its shard job failed; see the logs)"
+    identities, timings = {}, {}
+    for stage, record in records.items():
+        name = "decode" if stage == "ingest" else stage
+        if record and "extractor" in record:
+            identities[name] = record["extractor"]
+        if record and "seconds" in record:
+            timings[name] = record["seconds"]
+    if error:
+        return AudioManifest(source=source, status="error", audiofeat_version=__version__, error=error,
+                             extractors=identities, timings=timings)
+    blocks = {name: records[name]["block"] if "block" in records[name]
+              else _stored_block(name, row["content_key"], records[name]) for name in extractors}
+    return AudioManifest(source=source, status="ok", audiofeat_version=__version__,
+                         audio=AudioInfo(**records["ingest"]["audio"]), blocks=blocks, extractors=identities,
+                         timings=timings)
+
+
 def _json_data(value: Any) -> Any:
     if is_dataclass(value):
         return {f.name: _json_data(getattr(value, f.name)) for f in fields(value) if getattr(value, f.name) is not None}
     return value
 
 
-def run_schema(extractors: Iterable[str]) -> dict:
-    """The JSON Schema of a run's manifests: the base (``workflow/schemas/manifest.schema.json``) with the block
-    of each of ``extractors`` (registered names), every one of them required of an ``ok`` record."""
-    from .extractors import EXTRACTORS
-
+def run_schema(block_schemas: Mapping[str, dict]) -> dict:
+    """The JSON Schema of a run's manifests: the base (``workflow/schemas/manifest.schema.json``) with
+    ``block_schemas`` (``{extractor name: its block's schema}``, the run's extractors), every one of them
+    required of an ``ok`` record."""
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    names = list(extractors)
-    for name in names:
-        schema["properties"][name] = EXTRACTORS[name].block_schema
-    schema["allOf"][0]["then"]["required"] = ["audio", *names]
+    for name, block in block_schemas.items():
+        schema["properties"][name] = block
+    schema["allOf"][0]["then"]["required"] = ["audio", *block_schemas]
     return schema
 
 
-def validate_manifest(data: dict, extractors: Iterable[str] = DEFAULT_EXTRACTORS) -> None:
-    """Raise ``jsonschema.ValidationError`` unless ``data`` is a valid ``audio_manifest_v1`` record of a run of
-    ``extractors``."""
+def validate_manifest(data: dict, block_schemas: Mapping[str, dict]) -> None:
+    """Raise ``jsonschema.ValidationError`` unless ``data`` is a valid ``audio_manifest_v1`` record of a run
+    whose extractors' blocks are ``block_schemas``."""
     import jsonschema
 
-    jsonschema.Draft202012Validator(run_schema(extractors)).validate(data)
+    jsonschema.Draft202012Validator(run_schema(block_schemas)).validate(data)

@@ -122,7 +122,7 @@ def _x_axis(x0: int, y0: float, length: float, end: float, label: str, start: fl
 
 
 def _plots(totals: dict[str, dict], cost_histogram: list[int]) -> list[tuple[str, str]]:
-    from .finalize import COST_BINS
+    from .assemble import COST_BINS
 
     names = [s for s in STAGES if s in totals]
     plots = [("Time per stage", svg_bars(names, [totals[s]["wall_s"] for s in names],

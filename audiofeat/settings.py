@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from .config import apply_env_overrides, merge_config, validate_config
+
 DEFAULT_EXTRACTORS = ("features", "clap")
 
 
@@ -130,8 +132,6 @@ def validated_config(config: Mapping[str, Any], *, protected: Mapping[str, Any] 
                      environ: Mapping[str, str] | None = None, require_inputs: bool = True) -> dict:
     """``config`` with the environment's overrides (not over keys in ``protected``, the command line's), every
     default filled in and validated: what the workflow and :func:`load_settings` both run."""
-    from .config import apply_env_overrides, validate_config
-
     with_env = apply_env_overrides(config, os.environ if environ is None else environ, protected=protected)
     return validate_config(with_env, require_inputs=require_inputs)
 
@@ -141,8 +141,6 @@ def load_settings(config_path: str | os.PathLike | None = None, *, environ: Mapp
     """Settings from a YAML file (absent: the defaults), the environment overrides, then ``overrides``, validated
     as the workflow validates them. Raises :class:`audiofeat.config.ConfigError`."""
     import yaml
-
-    from .config import merge_config
 
     config: dict = {}
     if config_path is not None:

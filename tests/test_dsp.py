@@ -6,6 +6,7 @@ import pytest
 
 from audiofeat import dsp
 from audiofeat.dsp import _kernels
+from audiofeat.dsp import spectrum as transforms
 
 PARAM_SETS = [
     pytest.param(dict(dsp.PRESETS["librosa"]), id="librosa-mfcc-defaults"),
@@ -127,7 +128,7 @@ def test_kernels_match_their_numpy_references(rng):
         power_t = np.empty((129, 7), np.float32)
         _kernels._power_transposed(spectrum, 7, power, power_t)
         assert np.allclose(power_t, _kernels._power_transposed_ref(spectrum, power), rtol=1e-5)
-        weights, lo, hi = dsp._sparse_filters(16000.0, 256, 20, 0.0, None, False, "slaney")
+        weights, lo, hi = transforms._sparse_filters(16000.0, 256, 20, 0.0, None, False, "slaney")
         mel = np.empty((20, 7), np.float32)
         _kernels._mel_from_power(7, weights, lo, hi, power_t, np.empty(7, np.float32), mel, 0)
         assert np.allclose(mel, _kernels._mel_from_power_ref(weights, power_t), rtol=1e-5)
@@ -182,7 +183,7 @@ def test_summary_read_from_a_wav_a_span_at_a_time_equals_the_whole_array(tmp_pat
     path.write_bytes(wav_bytes(y, 48000))
     y = read_wav(path)[0]
     whole = dsp.feature_summary(y, sr=48000, center=center)
-    monkeypatch.setattr(dsp, "SPAN_FRAMES", 70)
+    monkeypatch.setattr(transforms, "SPAN_FRAMES", 70)
     with WavReader(path) as reader:
         assert dsp.feature_summary(reader, sr=48000, center=center) == whole
 
@@ -198,7 +199,7 @@ def test_summary_of_a_recording_spilled_to_disk_in_small_chunks(monkeypatch, rng
     spilled = []
     monkeypatch.setattr(summary, "SPOOL_MEMORY_BYTES", 1 << 16)
     monkeypatch.setattr(summary, "MFCC_CHUNK_FRAMES", 2 * 700)
-    monkeypatch.setattr(dsp, "SPAN_FRAMES", 700)
+    monkeypatch.setattr(transforms, "SPAN_FRAMES", 700)
     original = summary.FrameSpool.append
     monkeypatch.setattr(summary.FrameSpool, "append",
                         lambda self, block: (original(self, block), spilled.append(self._file._rolled))[0])

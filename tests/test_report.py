@@ -7,7 +7,8 @@ import pytest
 from audiofeat import advice
 from audiofeat.report import stage_totals, write_report
 from audiofeat.assemble import shard_summary
-from audiofeat.finalize import FAILURES_LISTED_PER_CAUSE, FinalizeResult, merged_summary
+from audiofeat.assemble import FAILURES_LISTED_PER_CAUSE
+from audiofeat.finalize import FinalizeResult, merged_summary
 
 
 def _profile(stage, wall=10.0, hits=0, misses=10, **seconds):

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from audiofeat.extractors import EXTRACTORS
 from audiofeat.manifest import AudioManifest, validate_manifest
 from audiofeat.testing.media import make_audio, make_video
 
@@ -35,6 +36,8 @@ BAD = {
     "bad/no_audio.mp4": "no audio stream",
     "bad/truncated.flac": "truncated",
 }
+
+DEFAULT_BLOCKS = {name: EXTRACTORS[name].block_schema for name in ("features", "clap")}
 
 
 def _make_bad(root):
@@ -70,7 +73,7 @@ def test_every_manifest_passes_the_schema_and_the_facts(finished_run):
     by_path = {line["source"]["path"]: line for line in lines}
     for name, (_build, duration, sr, channels) in GOOD.items():
         record = by_path[str(media / name)]
-        validate_manifest(record)
+        validate_manifest(record, DEFAULT_BLOCKS)
         assert record["status"] == "ok", (name, record.get("error"))
         audio = record["audio"]
         assert audio["duration_s"] == pytest.approx(duration, abs=0.03), name
@@ -89,7 +92,7 @@ def test_every_manifest_passes_the_schema_and_the_facts(finished_run):
     assert long["clap"]["segments"][-1]["end_s"] == pytest.approx(180.0, abs=0.01)
     for name, cause in BAD.items():
         record = by_path[str(media / name)]
-        validate_manifest(record)
+        validate_manifest(record, DEFAULT_BLOCKS)
         assert record["status"] == "error" and cause in record["error"], (name, record.get("error"))
         assert "\n" not in record["error"]
     assert not (work / "pwned").exists() and not (REPO / "pwned").exists()
@@ -355,11 +358,11 @@ def test_manifest_record_round_trip_and_nan_refusal():
         blocks={"features": {"params": {"n_mfcc": 1}, "mfcc": stats, "mel": stats, "n_frames": 3}, "clap": clap},
         extractors={"decode": {"version": "1", "params_hash": "x"}}, timings={"decode": 0.1})
     data = manifest.to_dict()
-    validate_manifest(data)
+    validate_manifest(data, DEFAULT_BLOCKS)
     assert AudioManifest.from_dict(json.loads(manifest.to_json())) == manifest
     with pytest.raises(Exception):  # a run of features alone has no clap block in its schema
-        validate_manifest(data, extractors=["features"])
-    validate_manifest({k: v for k, v in data.items() if k != "clap"}, extractors=["features"])
+        validate_manifest(data, {"features": EXTRACTORS["features"].block_schema})
+    validate_manifest({k: v for k, v in data.items() if k != "clap"}, {"features": EXTRACTORS["features"].block_schema})
     broken = AudioManifest(source=manifest.source, status="ok", audiofeat_version="0", audio=manifest.audio,
                            blocks={**manifest.blocks, "clap": {**clap, "embedding": [float("nan")]}})
     with pytest.raises(ValueError):

@@ -4,3 +4,4 @@
 
 MODEL_SAMPLE_RATE = 48000
 MODEL_INPUT_SAMPLES = 480000  # 10 s: HTSAT's clip_samples
+EMBEDDING_DIM = 512  # LAION CLAP's joint embedding space

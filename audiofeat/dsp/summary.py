@@ -10,8 +10,8 @@ import tempfile
 
 import numpy as np
 
-from . import (QUANTILES, STAT_NAMES, ParameterError, _check_audio, _check_positive, _mel_power_spans,
-               _stft_args, dct_matrix, delta)
+from .spectrum import (QUANTILES, STAT_NAMES, ParameterError, _check_audio, _check_positive, _mel_power_spans,
+                      _stft_args, dct_matrix, delta)
 
 # Per-frame values kept in memory up to this size, then in a temporary file (``TMPDIR``).
 SPOOL_MEMORY_BYTES = 16 << 20
@@ -116,11 +116,11 @@ def feature_summary(y, *, sr: float, n_fft: int = 2048, hop_length: int = 512, n
 def _spool_log_mel(spool: FrameSpool, spans, top_db: float | None):
     """Each span's mel power in decibels into ``spool``; returns the ``top_db`` floor (None: no floor), which
     needs the whole recording's maximum, so it is applied as the values are read back."""
-    from . import _kernels
+    from ._kernels import _power_to_db_inplace
 
     peak = None
     for block in spans:
-        _kernels._power_to_db_inplace(block, 0.0, 1e-10, -1.0)
+        _power_to_db_inplace(block, 0.0, 1e-10, -1.0)
         if block.size:
             peak = block.max() if peak is None else max(peak, block.max())
         spool.append(block)
@@ -137,12 +137,12 @@ def _floored(values: np.ndarray, floor) -> np.ndarray:
 
 def _row_summaries(spool: FrameSpool, floor) -> dict:
     """:data:`STAT_NAMES` of each row, as lists over the rows."""
-    from . import _kernels
+    from ._kernels import _row_stats
 
     quantiles = np.asarray(QUANTILES)
     stats = np.empty((spool.rows, 4 + len(QUANTILES)))
     for index in range(spool.rows):
-        _kernels._row_stats(_floored(spool.row(index), floor)[None, :], quantiles, stats[index:index + 1])
+        _row_stats(_floored(spool.row(index), floor)[None, :], quantiles, stats[index:index + 1])
     return {name: stats[:, column].tolist() for column, name in enumerate(STAT_NAMES)}
 
 

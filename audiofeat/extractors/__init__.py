@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..config import ConfigError
 from .base import Computed, Extractor
 from .clap import ClapExtractor
 from .decode import DecodeExtractor
@@ -23,7 +24,12 @@ EXTRACTORS: dict[str, type[Extractor]] = {
 
 
 def build_extractors(settings: "Settings", *, job: bool = False) -> dict[str, Extractor]:
-    """The run's chosen extractors, in the configured order (see :meth:`Extractor.from_settings` for ``job``)."""
+    """The run's chosen extractors, in the configured order (see :meth:`Extractor.from_settings` for ``job``).
+    Raises :class:`ConfigError` for a name not registered: the registry, not the schema, knows the names."""
+    unknown = [name for name in settings.extractors if name not in EXTRACTORS]
+    if unknown:
+        raise ConfigError(f"config key extractors: {', '.join(map(repr, unknown))} unknown; allowed values: "
+                          f"{', '.join(EXTRACTORS)}")
     return {name: EXTRACTORS[name].from_settings(settings, job=job) for name in settings.extractors}
 
 

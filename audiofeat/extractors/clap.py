@@ -17,14 +17,13 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..clap import MODEL_SAMPLE_RATE
+from ..clap import EMBEDDING_DIM, MODEL_SAMPLE_RATE
 from ..faults import Verdict, is_fault, one_line
 from ..store import ArtifactKey, ArtifactStore, StoredArtifact
 from ..tables import IngestRecord
 from .base import Computed, Extractor
 
 
-EMBEDDING_DIM = 512  # LAION CLAP's joint embedding space
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 from ..decode import DECODE_VERSION, RESAMPLER, DecodeError, InputUnreadable, decoded_probe, open_source, resampled
 from ..faults import InputChanged, is_fault, one_line
-from ..inventory import input_signature
-from ..manifest import path_text
+from ..inventory import input_signature, path_text
 from ..profiling import JobProfile
 from ..store import ArtifactKey, ArtifactStore, StoredArtifact
 from ..tables import IngestRecord
