@@ -20,15 +20,16 @@ import numpy as np
 import orjson
 
 from .clap import EMBEDDING_DIM
-from .config import resolve_threads
-from .extractors import DecodeExtractor, build_extractors
-from .inventory import StatIndex, identify_inputs
-from .manifest import AudioManifest, build_manifest
-from .profiling import JobProfile
-from .runner import extract as extract_files
-from .runner import open_store
-from .settings import Settings, load_settings
-from .tables import json_line
+from .config.schema import resolve_threads
+from .config.settings import Settings, load_settings
+from .extractors.decode import DecodeExtractor
+from .extractors.profiling import JobProfile
+from .extractors.registry import build_extractors
+from .extractors.runner import extract as extract_files
+from .extractors.runner import open_store
+from .inputs.inventory import StatIndex, identify_inputs
+from .outputs.manifest import AudioManifest, build_manifest
+from .store.tables import json_line
 
 
 @dataclass(frozen=True)

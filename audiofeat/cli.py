@@ -8,9 +8,9 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import ConfigError
-from .settings import CacheSettings, load_settings
-from .store import ArtifactStore
+from .config.schema import ConfigError
+from .config.settings import CacheSettings, load_settings
+from .store.artifacts import ArtifactStore
 
 
 def _cache_settings(args: argparse.Namespace) -> CacheSettings:
@@ -65,7 +65,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .status import format_status, run_status
+    from .report.status import format_status, run_status
 
     status = run_status(args.results_dir)
     print(format_status(status))

@@ -11,13 +11,12 @@ import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from .faults import free_bytes
 
 if TYPE_CHECKING:
-    from .settings import Settings
+    from .config.settings import Settings
 
 # Under this much free space on the store's disk the run is warned: about 90 minutes of decoded audio
 # (48 kHz float32 mono WAV, 11.5 MB a minute), less than one feature film.

@@ -26,7 +26,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from audiofeat.config import resolve_threads  # noqa: E402
+from audiofeat.config.schema import resolve_threads  # noqa: E402
 from audiofeat.testing.media import scratch_folder, write_seeded_checkpoint, write_tone_clips  # noqa: E402
 
 

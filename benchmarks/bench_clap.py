@@ -37,14 +37,14 @@ import torch  # noqa: E402
 import audiofeat.clap as clap_pkg  # noqa: E402
 from audiofeat.clap import forward, laion  # noqa: E402
 from audiofeat.clap.checkpoint import resolve_weights  # noqa: E402
-from audiofeat.settings import CacheSettings, ClapSettings  # noqa: E402
+from audiofeat.config.settings import CacheSettings, ClapSettings  # noqa: E402
 from audiofeat.clap import model as clap_model  # noqa: E402
 from audiofeat._speedups import retain_freed_memory  # noqa: E402
 from audiofeat.clap.embed import ClapEmbedder, pass_windows  # noqa: E402
 from audiofeat.clap.feeder import FilePlan, WindowFeeder  # noqa: E402
 from audiofeat.clap.windows import plan_windows  # noqa: E402
-from audiofeat.decode import load_audio  # noqa: E402
-from audiofeat.wav import wav_bytes  # noqa: E402
+from audiofeat.inputs.media import load_audio  # noqa: E402
+from audiofeat.inputs.wav import wav_bytes  # noqa: E402
 from audiofeat.testing.media import benchmark_sets  # noqa: E402
 
 SR = 48000

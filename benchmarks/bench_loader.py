@@ -33,9 +33,9 @@ import numpy as np  # noqa: E402
 from audiofeat.clap import MODEL_INPUT_SAMPLES, MODEL_SAMPLE_RATE  # noqa: E402
 from audiofeat.clap.feeder import FilePlan, WindowFeeder  # noqa: E402
 from audiofeat.clap.windows import model_inputs, plan_windows  # noqa: E402
-from audiofeat.decode import load_audio  # noqa: E402
+from audiofeat.inputs.media import load_audio  # noqa: E402
 from audiofeat.testing.media import benchmark_sets  # noqa: E402
-from audiofeat.wav import read_wav, wav_bytes  # noqa: E402
+from audiofeat.inputs.wav import read_wav, wav_bytes  # noqa: E402
 
 WINDOW, HOP = 10 * MODEL_SAMPLE_RATE, 5 * MODEL_SAMPLE_RATE
 

@@ -23,7 +23,7 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from audiofeat.decode import load_audio  # noqa: E402
+from audiofeat.inputs.media import load_audio  # noqa: E402
 from audiofeat.testing.media import make_audio, make_video, scratch_folder  # noqa: E402
 
 

@@ -32,8 +32,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from audiofeat.config import resolve_threads  # noqa: E402
-from audiofeat.report import model_busy_fraction, stage_totals  # noqa: E402
+from audiofeat.config.schema import resolve_threads  # noqa: E402
+from audiofeat.report.html import model_busy_fraction, stage_totals  # noqa: E402
 from audiofeat.testing.media import benchmark_sets  # noqa: E402
 
 
@@ -86,7 +86,7 @@ def plain_loop(files: list[Path], tmp: Path, device: str) -> dict:
     from audiofeat.clap.checkpoint import RANDOM_WEIGHTS_SEED
     from audiofeat.clap.forward import build_audio_tower
     from audiofeat.clap.laion import audio_config
-    from audiofeat.decode import ffmpeg_executable
+    from audiofeat.inputs.media import ffmpeg_executable
 
     started = time.perf_counter()
     cfg = audio_config("HTSAT-tiny")

@@ -64,7 +64,7 @@ def run_snakemake(workdir: Path, configfile: Path, *extra: str, env: dict | None
            "--profile", str(REPO / "profiles" / profile), *cores, "--configfile", str(configfile), *extra]
     run_env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **(env or {})}
     from audiofeat._speedups import SWITCH
-    from audiofeat.config import ENV_OVERRIDES
+    from audiofeat.config.schema import ENV_OVERRIDES
 
     for name in (*ENV_OVERRIDES, SWITCH):
         if name not in (env or {}):

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pyarrow.dataset as ds
 
-from audiofeat import assemble
+from audiofeat.outputs import shard as assemble
 from audiofeat.extractors import build_extractors
-from audiofeat.settings import load_settings
+from audiofeat.config.settings import load_settings
 from audiofeat.testing.media import write_tone_clips
 
 from conftest import run_snakemake, write_config
@@ -76,7 +76,7 @@ def _write_part(path, rows, dim, rng, failed=()):
 
 
 def test_the_matrix_is_patched_part_by_part_to_the_parts_rows(tmp_path, rng):
-    from audiofeat.dataset import PartRows, patch_embeddings
+    from audiofeat.outputs.dataset import PartRows, patch_embeddings
 
     dim, npy = 8, tmp_path / "embeddings.npy"
     rows = {"a-0": 5, "b-0": 3, "c-0": 4}
@@ -108,13 +108,13 @@ def test_patching_a_large_matrix_holds_one_part_not_the_matrix(tmp_path, rng):
     import subprocess
     import sys
 
-    from audiofeat.dataset import PartRows
+    from audiofeat.outputs.dataset import PartRows
 
     dim, part_rows, n_parts = 512, 4096, 50
     _write_part(tmp_path / "p.parquet", part_rows, dim, rng)
     parts = [PartRows("p", part_rows, f"d{i}") for i in range(n_parts)]
     script = (
-        "import json, resource, sys; from audiofeat.dataset import PartRows, patch_embeddings\n"
+        "import json, resource, sys; from audiofeat.outputs.dataset import PartRows, patch_embeddings\n"
         "parts = [PartRows(*p) for p in json.loads(sys.argv[1])]\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         f"patch_embeddings(sys.argv[2], parts, lambda name: {str(tmp_path)!r} + '/p.parquet', dim={dim})\n"

@@ -21,13 +21,13 @@ L = clap_pkg.MODEL_INPUT_SAMPLES
 
 
 def _clap(path: str, **settings):
-    from audiofeat.settings import ClapSettings
+    from audiofeat.config.settings import ClapSettings
 
     return ClapSettings(checkpoint=path, **settings)
 
 
 def _cache(folder):
-    from audiofeat.settings import CacheSettings
+    from audiofeat.config.settings import CacheSettings
 
     return CacheSettings(dir=str(folder))
 
@@ -472,10 +472,10 @@ def test_a_cpu_clap_job_asks_glibc_to_keep_freed_memory(tmp_path, monkeypatch, r
     import json
 
     from audiofeat import _speedups
-    from audiofeat.config import validate_config
-    from audiofeat.wav import wav_bytes
-    from audiofeat.runner import run_extractor
-    from audiofeat.settings import Settings
+    from audiofeat.config.schema import validate_config
+    from audiofeat.inputs.wav import wav_bytes
+    from audiofeat.extractors.runner import run_extractor
+    from audiofeat.config.settings import Settings
 
     wav = tmp_path / "a.wav"
     wav.write_bytes(wav_bytes((0.1 * rng.standard_normal(SR)).astype(np.float32), SR))
@@ -493,8 +493,8 @@ def test_a_cpu_clap_job_asks_glibc_to_keep_freed_memory(tmp_path, monkeypatch, r
 
 
 def _wav_record(tmp_path, name: str, y: np.ndarray, sr: int = SR):
-    from audiofeat.tables import IngestRecord
-    from audiofeat.wav import wav_bytes
+    from audiofeat.store.tables import IngestRecord
+    from audiofeat.inputs.wav import wav_bytes
 
     wav = tmp_path / f"{name}.wav"
     wav.write_bytes(wav_bytes(y, sr))
@@ -661,7 +661,7 @@ def test_bf16_autocast_stays_within_cosine_0999_of_fp32_on_real_audio(loaded, re
 
 def test_precision_is_part_of_the_clap_key_and_auto_keeps_the_seeds_keys():
     from audiofeat.extractors.clap import ClapExtractor
-    from audiofeat.settings import load_settings
+    from audiofeat.config.settings import load_settings
 
     def key(**clap):
         settings = load_settings(overrides={"perf": {"device": "cpu"}, "clap": {"allow_random_weights": True,

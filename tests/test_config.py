@@ -1,7 +1,7 @@
 """Config: schema defaults, errors that name the key, environment overrides and their precedence."""
 import pytest
 
-from audiofeat.config import ConfigError, apply_env_overrides, resolve_threads, validate_config
+from audiofeat.config.schema import ConfigError, apply_env_overrides, resolve_threads, validate_config
 
 
 def test_defaults_are_filled_from_the_schema():
@@ -76,7 +76,7 @@ def test_settings_round_trip_and_the_console_script_reads_config_as_the_workflow
 
     from audiofeat.cli import main
     from audiofeat.extractors import build_extractors
-    from audiofeat.settings import Settings, load_settings
+    from audiofeat.config.settings import Settings, load_settings
 
     config = tmp_path / "config.yaml"
     config.write_text("input_dir: media\ncache: {dir: from-file, max_gb: 2}\nextractors: [loudness, features]\n")

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiofeat.decode import DecodeError, decode_source, downmix, load_audio
-from audiofeat.wav import read_wav, wav_bytes
+from audiofeat.inputs.media import DecodeError, decode_source, downmix, load_audio
+from audiofeat.inputs.wav import read_wav, wav_bytes
 from audiofeat.testing.media import make_audio, make_video, run_ffmpeg
 
 
@@ -49,7 +49,7 @@ def test_probe_reports_source_facts(media):
 def test_one_resample_to_target_keeps_a_tone(media):
     import soxr
 
-    from audiofeat.decode import decode_source
+    from audiofeat.inputs.media import decode_source
 
     probe, y = load_audio(str(media["wav_8k_mono"]), target_sr=48000)
     _, native = decode_source(str(media["wav_8k_mono"]))
@@ -175,8 +175,8 @@ def _without_peak_time(wav: bytes) -> bytes:
 
 
 def _streamed_wav(path, tmp_path, *, decoder="pyav", target_sr=48000, subtype="float32") -> bytes:
-    from audiofeat.decode import open_source, resampled
-    from audiofeat.wav import write_wav
+    from audiofeat.inputs.media import open_source, resampled
+    from audiofeat.inputs.wav import write_wav
 
     source = open_source(str(path), decoder=decoder)
     out = tmp_path / f"streamed-{path.stem}-{decoder}.wav"
@@ -191,7 +191,7 @@ def test_streamed_wav_is_the_one_shot_wav_to_the_byte(media, tmp_path, monkeypat
     one soxr call and one WAV write give (every chunk boundary, the AAC tail trim and the resampler's state)."""
     import soxr
 
-    from audiofeat import decode
+    from audiofeat.inputs import media as decode
 
     whole_probe, whole = decode_source(str(media[name]), decoder=decoder)
     one_shot = wav_bytes(soxr.resample(whole, whole_probe.sample_rate, 48000, "HQ").astype(np.float32), 48000)
@@ -202,7 +202,7 @@ def test_streamed_wav_is_the_one_shot_wav_to_the_byte(media, tmp_path, monkeypat
 
 
 def test_wav_longer_than_riff_allows_is_written_as_rf64_with_the_same_samples(media, tmp_path, monkeypatch):
-    from audiofeat import decode, wav
+    from audiofeat.inputs import media as decode, wav
 
     expected = load_audio(str(media["mp3_44k_stereo"]), target_sr=48000)[1]
     monkeypatch.setattr(decode, "CHUNK_SAMPLES", 4096)

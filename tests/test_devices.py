@@ -7,7 +7,7 @@ import sys
 import threading
 from datetime import datetime
 
-from audiofeat.devices import claim_gpu, visible_gpus
+from audiofeat.extractors.devices import claim_gpu, visible_gpus
 from audiofeat.testing.media import write_tone_clips
 
 from conftest import run_snakemake, write_config
@@ -25,7 +25,7 @@ def test_the_gpu_list_comes_from_the_setting_the_visible_devices_or_nvidia_smi()
 
 HOLD = """
 import sys, time
-from audiofeat.devices import claim_gpu
+from audiofeat.extractors.devices import claim_gpu
 claim = claim_gpu(sys.argv[1].split(","), sys.argv[2])
 print(claim.gpu, flush=True)
 time.sleep(60)

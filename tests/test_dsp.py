@@ -174,8 +174,8 @@ def test_summary_read_from_a_wav_a_span_at_a_time_equals_the_whole_array(tmp_pat
                                                                         center):
     """Spans of 70 frames (not a multiple of the FFT block) over a real recording: every statistic is the one the
     whole in-memory signal gives, to the bit."""
-    from audiofeat.decode import resample
-    from audiofeat.wav import WavReader, read_wav, wav_bytes
+    from audiofeat.inputs.media import resample
+    from audiofeat.inputs.wav import WavReader, read_wav, wav_bytes
 
     y, sr = sf.read(real_recordings[0], dtype="float32", always_2d=True)
     y = resample(y.mean(axis=1).astype(np.float32), sr, 48000)

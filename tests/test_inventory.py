@@ -3,7 +3,7 @@ import dataclasses
 import logging
 import os
 
-from audiofeat.inventory import scan_inputs
+from audiofeat.inputs.inventory import scan_inputs
 from audiofeat.testing.media import make_audio
 
 
@@ -18,7 +18,7 @@ def test_a_folder_that_cannot_be_listed_is_named_in_a_warning(tmp_path, caplog):
         os.close(fd)
         fd = inner
     os.close(fd)
-    with caplog.at_level(logging.WARNING, logger="audiofeat.inventory"):
+    with caplog.at_level(logging.WARNING, logger="audiofeat.inputs.inventory"):
         found = scan_inputs(str(tmp_path / "media"), "")
     assert found == [(str(clip), "ok.wav")]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -27,7 +27,7 @@ def test_a_folder_that_cannot_be_listed_is_named_in_a_warning(tmp_path, caplog):
 
 
 def test_hard_links_are_hashed_once_and_each_name_is_remembered(tmp_path, monkeypatch):
-    from audiofeat import inventory
+    from audiofeat.inputs import inventory
 
     media = tmp_path / "media"
     clip = make_audio(media / "a.wav", seconds=0.2)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from audiofeat.decode import resample
+from audiofeat.inputs.media import resample
 from audiofeat.extractors.loudness import LoudnessParams, loudness_block
 from audiofeat.testing.media import make_audio
 

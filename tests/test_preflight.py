@@ -99,7 +99,7 @@ def test_the_inventory_counts_what_this_run_will_decode(tmp_path):
     """New contents (hashed by this run) count toward the store's growth; known ones and copies do not."""
     import shutil as sh
 
-    from audiofeat.inventory import run_inventory
+    from audiofeat.inputs.inventory import run_inventory
     from audiofeat.faults import free_bytes
     from audiofeat.preflight import OTHER_BYTES_PER_FILE, store_growth
     from audiofeat.testing.media import make_audio
@@ -122,7 +122,7 @@ def test_the_inventory_counts_what_this_run_will_decode(tmp_path):
 
 
 def _settings(config: dict):
-    from audiofeat.config import validate_config
-    from audiofeat.settings import Settings
+    from audiofeat.config.schema import validate_config
+    from audiofeat.config.settings import Settings
 
     return Settings.from_config(validate_config(config, require_inputs=False))

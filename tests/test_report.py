@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from audiofeat import advice
-from audiofeat.report import stage_totals, write_report
-from audiofeat.assemble import shard_summary
-from audiofeat.assemble import FAILURES_LISTED_PER_CAUSE
-from audiofeat.finalize import FinalizeResult, merged_summary
+from audiofeat.report import advice
+from audiofeat.report.html import stage_totals, write_report
+from audiofeat.outputs.shard import shard_summary
+from audiofeat.outputs.shard import FAILURES_LISTED_PER_CAUSE
+from audiofeat.outputs.run import FinalizeResult, merged_summary
 
 
 def _profile(stage, wall=10.0, hits=0, misses=10, **seconds):
@@ -45,7 +45,7 @@ def test_failures_are_listed_per_cause_with_their_manifests_and_the_rest_counted
 
 
 def _config(tmp_path, cache="cache"):
-    from audiofeat.settings import CacheSettings, PerfSettings, Settings
+    from audiofeat.config.settings import CacheSettings, PerfSettings, Settings
 
     return Settings(perf=PerfSettings(threads=2), cache=CacheSettings(dir=str(tmp_path / cache)),
                     results_dir=str(tmp_path / "results"))
@@ -119,7 +119,7 @@ def test_progress_lines_and_the_status_of_a_run_across_shards(tmp_path, caplog, 
     import logging
 
     from audiofeat.cli import main
-    from audiofeat.profiling import Progress
+    from audiofeat.extractors.profiling import Progress
 
     results = tmp_path / "results"
     for shard in ("n2-000", "n2-001"):

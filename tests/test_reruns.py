@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from audiofeat.clap.windows import Window, active_fraction
-from audiofeat.wav import read_wav
+from audiofeat.inputs.wav import read_wav
 from audiofeat.testing.media import make_audio, write_tone_clips
 
 from conftest import assert_dataset_is_the_manifests, read_manifests, REPO, created_since, read_jsonl, run_snakemake, write_config
@@ -179,8 +179,8 @@ def test_a_features_artifact_damaged_under_a_finished_shard_is_found_when_the_sh
     never broken JSON in a manifest, and the same command recomputes it. A finished shard is not reassembled when
     another shard changes, nor are unchanged manifests rebuilt (they were made from intact artifacts), so the
     damage waits for a job that reads it."""
-    from audiofeat.inventory import shard_of
-    from audiofeat.store import blake2b_file
+    from audiofeat.inputs.inventory import shard_of
+    from audiofeat.store.artifacts import blake2b_file
 
     media = tmp_path / "media"
     _write_clips(media, 7, seed=6)
@@ -209,10 +209,10 @@ def test_a_features_artifact_damaged_under_a_finished_shard_is_found_when_the_sh
 
 
 def test_cache_disabled_reads_and_writes_nothing_in_the_store(tmp_path):
-    from audiofeat.wav import wav_bytes
+    from audiofeat.inputs.wav import wav_bytes
     from audiofeat.extractors import DecodeExtractor
-    from audiofeat.settings import Settings
-    from audiofeat.store import ArtifactStore, blake2b_file
+    from audiofeat.config.settings import Settings
+    from audiofeat.store.artifacts import ArtifactStore, blake2b_file
 
     media = tmp_path / "media"
     _write_clips(media, 3, seed=5)
@@ -279,7 +279,7 @@ def _assert_cached_clap_job_loads_no_model(work, config):
     import subprocess
     import sys
 
-    probe = ("import sys, glob; from audiofeat.runner import run_extractor; from audiofeat.settings import load_settings;"
+    probe = ("import sys, glob; from audiofeat.extractors.runner import run_extractor; from audiofeat.config.settings import load_settings;"
              f"s = load_settings('{config}'); tables = glob.glob('{work}/out/ingest/*.jsonl');"
              f"[run_extractor('clap', t, '{work}/probe.jsonl', '{work}/probe.json', s) for t in tables];"
              "print(len(tables) > 0, 'torch' in sys.modules)")
@@ -367,12 +367,12 @@ def test_run_ends_with_gc_that_spares_what_the_run_uses(tmp_path):
 
 
 def test_cached_clap_blocks_come_from_the_previous_table_while_the_artifact_is_unchanged(tmp_path, monkeypatch):
-    from audiofeat.config import validate_config
+    from audiofeat.config.schema import validate_config
     from audiofeat.extractors import build_extractors
-    from audiofeat.inventory import write_tsv
-    from audiofeat.runner import open_store, run_extractor, run_ingest
-    from audiofeat.settings import Settings
-    from audiofeat.store import blake2b_file
+    from audiofeat.inputs.inventory import write_tsv
+    from audiofeat.extractors.runner import open_store, run_extractor, run_ingest
+    from audiofeat.config.settings import Settings
+    from audiofeat.store.artifacts import blake2b_file
 
     clips = write_tone_clips(tmp_path / "media", 3, seed=21)
     config = Settings.from_config(validate_config({

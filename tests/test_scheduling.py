@@ -2,13 +2,13 @@
 import dataclasses
 
 from audiofeat.clap.checkpoint import checkpoint_sha256
-from audiofeat.config import validate_config
+from audiofeat.config.schema import validate_config
 from audiofeat.extractors import DecodeExtractor, build_extractors
-from audiofeat.inventory import write_tsv
-from audiofeat.runner import open_store
-from audiofeat.scheduling import pending_work, shard_job_threads
-from audiofeat.settings import Settings
-from audiofeat.tables import write_jsonl
+from audiofeat.inputs.inventory import write_tsv
+from audiofeat.extractors.runner import open_store
+from audiofeat.extractors.scheduling import pending_work, shard_job_threads
+from audiofeat.config.settings import Settings
+from audiofeat.store.tables import write_jsonl
 
 
 def _settings(tmp_path, **clap) -> Settings:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from audiofeat import store as store_module
-from audiofeat.store import ArtifactKey, ArtifactStore, blake2b_bytes, params_hash
+from audiofeat.store import artifacts as store_module
+from audiofeat.store.artifacts import ArtifactKey, ArtifactStore, blake2b_bytes, params_hash
 
 
 def key(content="ab" * 16, extractor="features", version="1", params=None, suffix=".json"):

@@ -1,7 +1,7 @@
 """Shard tables: records survive a write and a read unchanged, and only set fields are written."""
 import json
 
-from audiofeat.tables import ExtractRecord, IngestRecord, read_table, write_table
+from audiofeat.store.tables import ExtractRecord, IngestRecord, read_table, write_table
 
 
 def test_shard_records_round_trip_through_their_tables(tmp_path):

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from audiofeat.faults import FAULT, VERDICT, InputChanged, classify, fault_line
-from audiofeat.decode import DecodeError, InputUnreadable
-from audiofeat.inventory import scan_inputs
-from audiofeat.manifest import Source
-from audiofeat.store import ArtifactStore, blake2b_file
+from audiofeat.inputs.media import DecodeError, InputUnreadable
+from audiofeat.inputs.inventory import scan_inputs
+from audiofeat.outputs.manifest import Source
+from audiofeat.store.artifacts import ArtifactStore, blake2b_file
 
 from conftest import read_manifests, REAL_RECORDINGS, created_since, run_snakemake, write_config
 
@@ -243,7 +243,7 @@ def test_a_decoders_verdict_is_stored_and_reused(tmp_path):
 
 def test_an_input_the_run_may_not_open_is_its_result_and_is_tried_again_after_chmod(tmp_path):
     """Run as uid nobody (forked from root): a file readable by root only."""
-    from audiofeat.inventory import identify_inputs, input_fingerprint
+    from audiofeat.inputs.inventory import identify_inputs, input_fingerprint
 
     media = tmp_path / "media"
     media.mkdir()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from audiofeat.extractors import EXTRACTORS
-from audiofeat.manifest import AudioManifest, validate_manifest
+from audiofeat.outputs.manifest import AudioManifest, validate_manifest
 from audiofeat.testing.media import make_audio, make_video
 
 from conftest import assert_dataset_is_the_manifests, read_manifests, REPO, run_snakemake, write_config
@@ -106,7 +106,7 @@ def _recomputed_from_the_wav(*records):
     from audiofeat import dsp
     from audiofeat.clap.model import get_model
     from audiofeat.clap.windows import aggregate, model_inputs, plan_windows
-    from audiofeat.wav import read_wav
+    from audiofeat.inputs.wav import read_wav
 
     model = get_model("HTSAT-tiny", None, "random(seed=0)", device="cpu", warm_up=False)
     for record in records:
@@ -347,7 +347,7 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
 
 
 def test_manifest_record_round_trip_and_nan_refusal():
-    from audiofeat.manifest import AudioInfo, Source
+    from audiofeat.outputs.manifest import AudioInfo, Source
 
     stats = {"mean": [1.0], "std": [0.0], "min": [1.0], "max": [1.0], "median": [1.0]}
     clap = {"model": "HTSAT-tiny", "weights": "random(seed=0)", "embedding": [1.0],

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from ..faults import Fault
 
 if TYPE_CHECKING:
-    from ..settings import CacheSettings, ClapSettings
+    from ..config.settings import CacheSettings, ClapSettings
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def checkpoint_sha256(path: str | os.PathLike, index_dir: str | os.PathLike | No
     mtime and inode (as the inventory's stat index does for inputs): a job hashes a LAION file of several GB only
     when it changed on disk. ``index_dir=None`` hashes every time; ``remembered_only`` returns None instead of
     hashing."""
-    from ..store import atomic_write_text
+    from ..store.artifacts import atomic_write_text
 
     real = os.path.realpath(path)
     st = os.stat(real)

@@ -77,7 +77,7 @@ def prepare_rows(wav: str, windows: Sequence[Window], rows: np.ndarray, *, windo
     (real samples quantised as LAION does, then zeros); returns their lengths and, when ``weighted``, their
     active fractions against the nominal ``window`` (else None). One read covers all of them: overlapping
     windows are read once."""
-    from ..wav import WavReader, read_wav
+    from ..inputs.wav import WavReader, read_wav
 
     with WavReader(wav) as reader:
         native = reader.samplerate == MODEL_SAMPLE_RATE
@@ -85,7 +85,7 @@ def prepare_rows(wav: str, windows: Sequence[Window], rows: np.ndarray, *, windo
             first = windows[0].start
             span = reader.read(first, max(w.end for w in windows))
     if not native:  # another audio.target_sr: resampled whole, the rate CLAP needs
-        from ..decode import resample
+        from ..inputs.media import resample
 
         y, sr = read_wav(wav)
         span, first = resample(y, sr, MODEL_SAMPLE_RATE), 0

@@ -5,8 +5,23 @@ for :func:`mel_filters`) and get the same array within float32 rounding. The tra
 :mod:`.spectrum`; the fused :func:`feature_summary` (:mod:`.summary`) computes everything the manifest stores
 without materialising the frames.
 """
-from .spectrum import (PRESETS, STAT_NAMES, ParameterError, dct_matrix, delta, get_window, hz_to_mel, mel_filters,
-                       mel_frequencies, mel_to_hz, melspectrogram, mfcc, pad_center, power_to_db, stft_power)
+from .spectrum import (
+                       PRESETS,
+                       STAT_NAMES,
+                       ParameterError,
+                       dct_matrix,
+                       delta,
+                       get_window,
+                       hz_to_mel,
+                       mel_filters,
+                       mel_frequencies,
+                       mel_to_hz,
+                       melspectrogram,
+                       mfcc,
+                       pad_center,
+                       power_to_db,
+                       stft_power,
+)
 from .summary import feature_summary
 
 __all__ = [

@@ -35,7 +35,7 @@ def _load_wisdom() -> None:
 
 
 def _save_wisdom() -> None:
-    from ..store import atomic_write_bytes
+    from ..store.artifacts import atomic_write_bytes
 
     with _wisdom_lock:
         try:

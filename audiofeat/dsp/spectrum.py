@@ -200,8 +200,8 @@ def _stft_blocks(read: Callable[[int, int], np.ndarray], n: int, offset: int, n_
     A span's samples are passed with the offset shifted by the span's first sample, so the kernel sees exactly
     the samples (and the zero padding at the signal's ends) it would see in the whole signal.
     """
-    from ._kernels import _frame_block
     from ._fft import BLOCK_FRAMES, rfft_block
+    from ._kernels import _frame_block
 
     block = rfft_block(n_fft)
     total = _n_frames(n, offset, n_fft, hop_length)
@@ -248,8 +248,8 @@ def stft_power(y: np.ndarray, *, n_fft: int = 2048, hop_length: int | None = Non
     -------
     S : np.ndarray [shape=(..., 1 + n_fft // 2, t)] float32
     """
-    from ._kernels import _power_transposed
     from ._fft import BLOCK_FRAMES
+    from ._kernels import _power_transposed
 
     y = _check_audio(y)
     n_fft, hop_length, win = _stft_args(n_fft, hop_length, win_length, window)
@@ -271,8 +271,8 @@ def _mel_power_spans(channel, sr, n_fft, hop_length, win, center, pad_mode, powe
     """Mel power of a 1-D signal, or of a reader's (``frames``, ``read(start, stop)``; centred with constant
     padding or not centred: it is read a span at a time), as consecutive ``[shape=(n_mels, frames)]`` float32
     blocks of :data:`SPAN_FRAMES` frames (the last one shorter)."""
-    from ._kernels import _mel_from_power, _power_transposed
     from ._fft import BLOCK_FRAMES
+    from ._kernels import _mel_from_power, _power_transposed
 
     weights, lo, hi = _sparse_filters(float(sr), n_fft, n_mels, float(fmin),
                                       None if fmax is None else float(fmax), htk, norm)

@@ -10,8 +10,17 @@ import tempfile
 
 import numpy as np
 
-from .spectrum import (QUANTILES, STAT_NAMES, ParameterError, _check_audio, _check_positive, _mel_power_spans,
-                      _stft_args, dct_matrix, delta)
+from .spectrum import (
+    QUANTILES,
+    STAT_NAMES,
+    ParameterError,
+    _check_audio,
+    _check_positive,
+    _mel_power_spans,
+    _stft_args,
+    dct_matrix,
+    delta,
+)
 
 # Per-frame values kept in memory up to this size, then in a temporary file (``TMPDIR``).
 SPOOL_MEMORY_BYTES = 16 << 20

@@ -16,12 +16,12 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 from ..faults import is_fault
-from ..store import ArtifactKey, ArtifactStore, StoredArtifact, params_hash
-from ..tables import IngestRecord
+from ..store.artifacts import ArtifactKey, ArtifactStore, StoredArtifact, params_hash
+from ..store.tables import IngestRecord
 
 if TYPE_CHECKING:
-    from ..profiling import JobProfile
-    from ..settings import Settings
+    from ..config.settings import Settings
+    from .profiling import JobProfile
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,11 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..clap import EMBEDDING_DIM, MODEL_SAMPLE_RATE
+from ..clap import MODEL_SAMPLE_RATE
 from ..faults import Verdict, is_fault, one_line
-from ..store import ArtifactKey, ArtifactStore, StoredArtifact
-from ..tables import IngestRecord
+from ..store.artifacts import ArtifactKey, ArtifactStore, StoredArtifact
+from ..store.tables import IngestRecord
 from .base import Computed, Extractor
-
-
 
 
 @dataclass(frozen=True)
@@ -254,12 +252,12 @@ def file_plan(file: IngestRecord, window: int, hop: int, *, segment: bool, weigh
 
     sr, frames = file.audio.get("target_sr"), file.samples
     if frames is None or sr is None:  # a table that does not record them: the WAV's header says
-        from ..wav import WavReader
+        from ..inputs.wav import WavReader
 
         with WavReader(file.wav) as wav:
             sr, frames = wav.samplerate, wav.frames
     if sr != MODEL_SAMPLE_RATE:  # another audio.target_sr: the length soxr's resampling to 48 kHz gives
-        from ..decode import resample
+        from ..inputs.media import resample
 
         frames = len(resample(np.zeros(frames, dtype=np.float32), sr, MODEL_SAMPLE_RATE))
     windows = tuple(plan_windows(max(1, frames), window, hop, segment=segment))

@@ -10,14 +10,22 @@ import os
 import time
 from dataclasses import dataclass
 
-from ..decode import DECODE_VERSION, RESAMPLER, DecodeError, InputUnreadable, decoded_probe, open_source, resampled
 from ..faults import InputChanged, is_fault, one_line
-from ..inventory import input_signature, path_text
-from ..profiling import JobProfile
-from ..store import ArtifactKey, ArtifactStore, StoredArtifact
-from ..tables import IngestRecord
-from ..wav import write_wav
+from ..inputs.inventory import input_signature, path_text
+from ..inputs.media import (
+    DECODE_VERSION,
+    RESAMPLER,
+    DecodeError,
+    InputUnreadable,
+    decoded_probe,
+    open_source,
+    resampled,
+)
+from ..inputs.wav import write_wav
+from ..store.artifacts import ArtifactKey, ArtifactStore, StoredArtifact
+from ..store.tables import IngestRecord
 from .base import Extractor
+from .profiling import JobProfile
 
 
 @dataclass(frozen=True)

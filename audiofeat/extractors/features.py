@@ -6,9 +6,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import orjson
 
-from ..wav import WavReader
 from ..faults import Verdict
-from ..tables import IngestRecord
+from ..inputs.wav import WavReader
+from ..store.tables import IngestRecord
 from .base import Computed, Extractor
 
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from ..wav import read_wav
-from ..tables import IngestRecord
+from ..inputs.wav import read_wav
+from ..store.tables import IngestRecord
 from .base import Computed, Extractor
 
 

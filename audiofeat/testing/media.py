@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from ..decode import ffmpeg_executable
+from ..inputs.media import ffmpeg_executable
 
 
 @contextlib.contextmanager

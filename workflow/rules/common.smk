@@ -7,13 +7,13 @@ sys.path.insert(0, workflow.basedir)  # the audiofeat package next to the Snakef
 
 from audiofeat import _speedups
 from audiofeat.clap.checkpoint import resolve_weights
-from audiofeat.config import resolve_threads
-from audiofeat.devices import local_gpus
+from audiofeat.config.schema import resolve_threads
+from audiofeat.extractors.devices import local_gpus
 from audiofeat.extractors import DecodeExtractor, build_extractors
-from audiofeat.inventory import input_fingerprint
+from audiofeat.inputs.inventory import input_fingerprint
 from audiofeat.preflight import preflight
-from audiofeat.scheduling import shard_job_threads
-from audiofeat.settings import Settings, validated_config
+from audiofeat.extractors.scheduling import shard_job_threads
+from audiofeat.config.settings import Settings, validated_config
 
 # Environment variables (PERF_THREADS, CACHE_DIR, ...) override config/config.yaml; --config wins over both.
 _validated = validated_config(config, protected=workflow.config_settings.config or {})

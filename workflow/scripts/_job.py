@@ -9,8 +9,8 @@ def start(snakemake):
     """Call first in every rule script: pins threads, sends logging and stderr to ``snakemake.log[0]``, installs
     the fault hook; returns ``(logger, Settings)``."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-    from audiofeat.config import set_thread_env  # light: no numpy or torch behind it
-    from audiofeat.settings import Settings
+    from audiofeat.config.schema import set_thread_env  # light: no numpy or torch behind it
+    from audiofeat.config.settings import Settings
 
     set_thread_env(snakemake.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in a job may wait on the model hub

@@ -2,8 +2,8 @@ from _job import finish, start  # workflow/scripts/ is on sys.path: Snakemake ad
 
 job = snakemake  # noqa: F821 - injected by Snakemake
 log, settings = start(job)
-from audiofeat.assemble import assemble_shard  # noqa: E402
 from audiofeat.extractors import build_extractors  # noqa: E402
+from audiofeat.outputs.shard import assemble_shard  # noqa: E402
 
 extractors = build_extractors(settings)
 summary = assemble_shard(job.input.paths, {stage: job.input[stage] for stage in ("ingest", *extractors)},

@@ -2,8 +2,8 @@ from _job import finish, start  # workflow/scripts/ is on sys.path: Snakemake ad
 
 job = snakemake  # noqa: F821 - injected by Snakemake
 log, settings = start(job)
-from audiofeat.devices import use_one_gpu  # noqa: E402
-from audiofeat.runner import run_extractor  # noqa: E402
+from audiofeat.extractors.devices import use_one_gpu  # noqa: E402
+from audiofeat.extractors.runner import run_extractor  # noqa: E402
 
 claim = use_one_gpu([gpu for gpu in job.params.gpus.split(",") if gpu])  # before torch: CUDA reads it once
 if claim is not None:

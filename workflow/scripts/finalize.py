@@ -5,8 +5,8 @@ from _job import finish, start  # workflow/scripts/ is on sys.path: Snakemake ad
 job = snakemake  # noqa: F821 - injected by Snakemake
 log, settings = start(job)
 from audiofeat.extractors import build_extractors  # noqa: E402
-from audiofeat.finalize import run_finalize, summary_line  # noqa: E402
-from audiofeat.report import write_report  # noqa: E402
+from audiofeat.outputs.run import run_finalize, summary_line  # noqa: E402
+from audiofeat.report.html import write_report  # noqa: E402
 
 extractors = build_extractors(settings)
 summaries = {os.path.basename(path)[: -len(".json")]: path for path in job.input.summaries}

@@ -4,7 +4,7 @@ import sys
 from _job import finish, start  # workflow/scripts/ is on sys.path: Snakemake adds each script's folder
 
 log, settings = start(snakemake)  # noqa: F821 - injected by Snakemake
-from audiofeat.inventory import run_inventory  # noqa: E402
+from audiofeat.inputs.inventory import run_inventory  # noqa: E402
 from audiofeat.preflight import growth_report  # noqa: E402
 
 index_dir = settings.store_dir()

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from .store import atomic_write_bytes, atomic_write_text, blake2b_file
+from ..store.artifacts import atomic_write_bytes, atomic_write_text, blake2b_file
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class StatIndex:
 def declared_duration(path: str) -> float:
     """Duration the container declares (seconds), from its header; 0 when unknown or unreadable (the ingest
     stage reports why)."""
-    from .decode import DecodeError, probe
+    from .media import DecodeError, probe
 
     try:
         return probe(path).duration_s

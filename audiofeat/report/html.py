@@ -9,9 +9,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from ..config.settings import Settings
+from ..store.artifacts import atomic_write_text
 from .advice import RunFacts, advise
-from .settings import Settings
-from .store import atomic_write_text
 
 STAGES = ("ingest", "features", "clap")
 BAR_COLOURS = ("#4c72b0", "#55a868", "#c44e52")
@@ -122,7 +122,7 @@ def _x_axis(x0: int, y0: float, length: float, end: float, label: str, start: fl
 
 
 def _plots(totals: dict[str, dict], cost_histogram: list[int]) -> list[tuple[str, str]]:
-    from .assemble import COST_BINS
+    from ..outputs.shard import COST_BINS
 
     names = [s for s in STAGES if s in totals]
     plots = [("Time per stage", svg_bars(names, [totals[s]["wall_s"] for s in names],
@@ -144,9 +144,9 @@ def _table(rows: list[dict]) -> str:
 
 
 def run_facts(totals: dict, profiles: list[dict], settings: Settings, previous: dict | None) -> RunFacts:
-    """The numbers and machine facts :mod:`audiofeat.advice` reads, for this run; ``previous`` is the last
+    """The numbers and machine facts :mod:`audiofeat.report.advice` reads, for this run; ``previous`` is the last
     finished run's state in this results folder (its store and when it finished), None before the first."""
-    from .clap.model import likely_device  # torch-free
+    from ..clap.model import likely_device  # torch-free
 
     clap = next((p for p in profiles if p["stage"] == "clap" and "device" in p), None)
     cache = settings.cache

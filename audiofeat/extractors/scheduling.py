@@ -4,8 +4,9 @@ Snakemake-specific glue kept out of the Snakefile so that it is testable without
 """
 from __future__ import annotations
 
-from .extractors import DecodeExtractor, Extractor
-from .settings import Settings
+from ..config.settings import Settings
+from .base import Extractor
+from .decode import DecodeExtractor
 
 
 def pending_work(extractor: Extractor, table: str, settings: Settings) -> int:
@@ -15,9 +16,9 @@ def pending_work(extractor: Extractor, table: str, settings: Settings) -> int:
 
     Raises FileNotFoundError while ``table`` is not written yet.
     """
-    from .inventory import read_tsv
+    from ..inputs.inventory import read_tsv
+    from ..store.tables import IngestRecord, read_table
     from .runner import open_store
-    from .tables import IngestRecord, read_table
 
     store = open_store(settings)
 

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from .config import apply_env_overrides, merge_config, validate_config
+from .schema import apply_env_overrides, merge_config, validate_config
 
 DEFAULT_EXTRACTORS = ("features", "clap")
 

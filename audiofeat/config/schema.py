@@ -1,6 +1,6 @@
 """Configuration: schema validation with defaults, environment overrides, thread set-up.
 
-The schema (``workflow/schemas/config.schema.yaml``) is the single source of keys, types and defaults; the
+The schema (``config.schema.yaml`` beside this module) is the single source of keys, types and defaults; the
 workflow and the library both validate through :func:`validate_config`.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")  # package data: found in a wheel too
 
 # Environment variables users of the previous version know; `--config key=value` wins over them.
 ENV_OVERRIDES: dict[str, tuple[str, type]] = {

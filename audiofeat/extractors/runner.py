@@ -10,14 +10,15 @@ import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from .extractors import EXTRACTORS, DecodeExtractor, Extractor
-from .extractors.base import Computed
-from .faults import ArtifactGone, Fault, is_fault, one_line
-from .inventory import read_tsv
+from ..config.settings import Settings
+from ..faults import ArtifactGone, Fault, is_fault, one_line
+from ..inputs.inventory import read_tsv
+from ..store.artifacts import ArtifactStore, StoredArtifact, keep_copy
+from ..store.tables import ExtractRecord, IngestRecord, read_jsonl, read_table, write_table
+from .base import Computed, Extractor
+from .decode import DecodeExtractor
 from .profiling import JobProfile, Progress
-from .settings import Settings
-from .store import ArtifactStore, StoredArtifact, keep_copy
-from .tables import ExtractRecord, IngestRecord, read_jsonl, read_table, write_table
+from .registry import EXTRACTORS
 
 logger = logging.getLogger(__name__)
 

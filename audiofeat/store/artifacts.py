@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, NamedTuple
 
-from .faults import ENVIRONMENT_ERRNOS
+from ..faults import ENVIRONMENT_ERRNOS
 
 logger = logging.getLogger(__name__)
 

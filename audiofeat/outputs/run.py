@@ -7,13 +7,14 @@ import json
 from pathlib import Path
 from typing import NamedTuple
 
-from .assemble import FAILURES_LISTED_PER_CAUSE, SLOWEST_KEPT, assemble_shard, read_shard_tables
-from .clap import EMBEDDING_DIM
+from ..clap import EMBEDDING_DIM
+from ..config.settings import CacheSettings
+from ..faults import Fault
+from ..store.artifacts import ArtifactStore, atomic_write_text
 from .dataset import PartRows, patch_embeddings, remove_stale_parts
-from .faults import Fault
 from .manifest import run_schema
-from .settings import CacheSettings
-from .store import ArtifactStore, atomic_write_text
+from .shard import FAILURES_LISTED_PER_CAUSE, SLOWEST_KEPT, assemble_shard, read_shard_tables
+
 
 def artifacts_in_use(tables: dict[str, dict[str, dict]]) -> set[str]:
     """Store paths a shard's tables refer to (garbage collection never removes these)."""

@@ -12,7 +12,7 @@ from typing import Iterable, TypeVar
 
 import orjson
 
-from .store import atomic_write_bytes
+from .artifacts import atomic_write_bytes
 
 T = TypeVar("T", "IngestRecord", "ExtractRecord")
 

@@ -1,6 +1,7 @@
 """``audio_manifest_v1``: one record per input, as plain dataclasses that serialise to JSON.
 
-The JSON Schema every produced manifest passes is ``workflow/schemas/manifest.schema.json``.
+Every manifest passes its run's schema (:func:`run_schema`): the base, ``manifest_base.schema.json`` beside this
+module (what every record has, blocks left open), with the block schema of each extractor that ran.
 """
 from __future__ import annotations
 
@@ -13,14 +14,13 @@ from typing import Any, Mapping
 
 import orjson
 
-from . import __version__
-from .faults import ArtifactGone
-from .inventory import path_text
-from .store import blake2b_bytes
-
+from .. import __version__
+from ..faults import ArtifactGone
+from ..inputs.inventory import path_text
+from ..store.artifacts import blake2b_bytes
 
 SCHEMA_NAME = "audio_manifest_v1"
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "manifest.schema.json"
+BASE_SCHEMA_PATH = Path(__file__).with_name("manifest_base.schema.json")  # package data: found in a wheel too
 
 
 @dataclass(frozen=True)
@@ -141,10 +141,10 @@ def _json_data(value: Any) -> Any:
 
 
 def run_schema(block_schemas: Mapping[str, dict]) -> dict:
-    """The JSON Schema of a run's manifests: the base (``workflow/schemas/manifest.schema.json``) with
+    """The JSON Schema of a run's manifests: the base (``manifest_base.schema.json``) with
     ``block_schemas`` (``{extractor name: its block's schema}``, the run's extractors), every one of them
     required of an ``ok`` record."""
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    schema = json.loads(BASE_SCHEMA_PATH.read_text(encoding="utf-8"))
     for name, block in block_schemas.items():
         schema["properties"][name] = block
     schema["allOf"][0]["then"]["required"] = ["audio", *block_schemas]

@@ -87,7 +87,7 @@ class JobProfile:
                 f"{self.audio_seconds:.1f} s audio, {xrt}, cache {self.cache_hits} hits / {self.cache_misses} misses")
 
     def write(self, path: str) -> None:
-        from .store import atomic_write_text
+        from ..store.artifacts import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_dict(), sort_keys=True, indent=1))
 
@@ -149,7 +149,7 @@ class Progress:
     def _write(self, state: str) -> None:
         if not self.path:
             return
-        from .store import atomic_write_text
+        from ..store.artifacts import atomic_write_text
 
         eta = self.eta_s()
         atomic_write_text(self.path, json.dumps({

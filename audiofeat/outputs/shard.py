@@ -16,12 +16,12 @@ from pathlib import Path
 
 import orjson
 
+from ..faults import ArtifactGone, Fault
+from ..inputs.inventory import path_text, read_tsv
+from ..store.artifacts import atomic_write_bytes, atomic_write_text, blake2b_bytes
+from ..store.tables import json_line, read_jsonl
 from .dataset import manifest_row, part_digest, part_schema, write_part
-from .faults import ArtifactGone, Fault
-from .inventory import path_text, read_tsv
 from .manifest import build_manifest
-from .store import atomic_write_bytes, atomic_write_text, blake2b_bytes
-from .tables import json_line, read_jsonl
 
 FAILURES_LISTED_PER_CAUSE = 50
 # Per-file cost histogram bins (seconds, log-spaced, 4 per decade from 1 ms): shards' counts add up.

@@ -20,7 +20,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .store import atomic_write_bytes, blake2b_file
+from ..store.artifacts import atomic_write_bytes, blake2b_file
 
 BASE_COLUMNS = (("path", "string"), ("content_key", "string"), ("size_bytes", "int64"), ("status", "string"),
                 ("error", "string"), ("duration_s", "float64"), ("sample_rate", "int32"), ("channels", "int32"),
