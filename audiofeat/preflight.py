@@ -34,6 +34,8 @@ def preflight(settings: "Settings", *, check_device: bool = True) -> list[str]:
     warnings. ``check_device`` is off where jobs run on other machines (a cluster's nodes)."""
     clap, cache, uses_clap = settings.clap, settings.cache, "clap" in settings.extractors
     problems = [
+        input_problem("input_dir", settings.input_dir, folder=True) if settings.input_dir else None,
+        input_problem("input_list", settings.input_list, folder=False) if settings.input_list else None,
         checkpoint_problem(clap.checkpoint, allow_random_weights=clap.allow_random_weights,
                            model_name=clap.model, cache_dir=cache.dir) if uses_clap else None,
         folder_problem("cache.dir", cache.dir) if cache.enabled else None,
@@ -99,6 +101,19 @@ def _looks_like_laion(path: str) -> bool:
         return head[:1] == b"\x80" and _LAION_KEY in head
     except (OSError, zipfile.BadZipFile):
         return False
+
+
+def input_problem(key: str, path: str, *, folder: bool) -> str | None:
+    """Why the inputs ``path`` (config ``key``: a folder to scan, or a file listing paths) cannot be read, or
+    None. A mistyped folder would otherwise be found only by the inventory job, as a fault of the disk."""
+    kind = "folder" if folder else "file"
+    if not os.path.exists(path):
+        return f"{key} {path} does not exist: set {key} to the {kind} of your inputs"
+    if folder != os.path.isdir(path):
+        return f"{key} {path} is not a {kind}: set {key} to the {kind} of your inputs"
+    if not os.access(path, os.R_OK | (os.X_OK if folder else 0)):
+        return f"{key} {path} cannot be read (permission denied): fix its permissions or set {key} elsewhere"
+    return None
 
 
 def folder_problem(key: str, folder: str) -> str | None:

@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from audiofeat.report.html import model_busy_fraction, stage_totals  # noqa: E402
+from audiofeat.report.advice import model_busy_fraction  # noqa: E402
+from audiofeat.report.html import stage_totals  # noqa: E402
 from audiofeat.testing.media import benchmark_sets  # noqa: E402
 
 TARGETS = {"short_windows_per_s": 3000, "model_busy": 0.9, "amp_cosine": 0.999}

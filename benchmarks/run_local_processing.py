@@ -33,7 +33,8 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from audiofeat.config.schema import resolve_threads  # noqa: E402
-from audiofeat.report.html import model_busy_fraction, stage_totals  # noqa: E402
+from audiofeat.report.advice import model_busy_fraction  # noqa: E402
+from audiofeat.report.html import stage_totals  # noqa: E402
 from audiofeat.testing.media import benchmark_sets  # noqa: E402
 
 

@@ -4,7 +4,7 @@ import zipfile
 
 import pytest
 
-from audiofeat.preflight import (checkpoint_problem, device_problem, disk_warning, folder_problem,
+from audiofeat.preflight import (checkpoint_problem, device_problem, disk_warning, folder_problem, input_problem,
                                  preflight)
 from audiofeat.testing.media import write_seeded_checkpoint
 
@@ -93,6 +93,23 @@ def test_a_run_with_bad_settings_stops_before_any_job(tmp_path):
     assert "clap.checkpoint: auto needs LAION's 630k-audioset-best.pt" in done.stderr
     assert "perf.device is 'cuda:2' but no NVIDIA GPU is visible here" in done.stderr
     assert not (tmp_path / "results" / "inventory").exists()  # no job ran
+
+
+def test_a_mistyped_input_folder_or_list_stops_the_run_naming_the_key(tmp_path):
+    listing = tmp_path / "inputs.txt"
+    listing.write_text("")
+    assert input_problem("input_dir", str(listing), folder=True) == \
+        f"input_dir {listing} is not a folder: set input_dir to the folder of your inputs"
+    assert input_problem("input_list", str(tmp_path), folder=False) == \
+        f"input_list {tmp_path} is not a file: set input_list to the file of your inputs"
+    assert input_problem("input_dir", str(tmp_path), folder=True) is None
+    assert input_problem("input_list", str(listing), folder=False) is None
+    config = write_config(tmp_path / "c.yaml", input_dir=str(tmp_path), results_dir="results",
+                          cache={"dir": str(tmp_path / "cache")})
+    done = run_snakemake(tmp_path, config, "--config", "input_dir=/nonexistent/media", check=False)
+    assert done.returncode != 0
+    assert "input_dir /nonexistent/media does not exist: set input_dir to the folder of your inputs" in done.stderr
+    assert "FileNotFoundError" not in done.stderr and not (tmp_path / "results" / "inventory").exists()
 
 
 def test_the_inventory_counts_what_this_run_will_decode(tmp_path):

@@ -1,4 +1,5 @@
 """What a change recomputes, counted in the store: real Snakemake runs over small media."""
+import hashlib
 import io
 import json
 import os
@@ -129,7 +130,27 @@ def test_checkpoint_change_recomputes_only_clap(small_run):
                                                                          "allow_random_weights": False}})
     assert created == {"clap": 13}
     weights = {m["clap"]["weights"] for m in _manifests(work / "results").values() if m["status"] == "ok"}
-    assert len(weights) == 1 and weights.pop().startswith("laion:sha256:")
+    assert weights == {f"laion:sha256:{hashlib.sha256(checkpoint.read_bytes()).hexdigest()}"}
+    # The report names the weights that made the embeddings: the file and its digest.
+    report = (work / "results" / "report" / "index.html").read_text(encoding="utf-8")
+    assert f"CLAP weights: 630k-other.pt (sha256 {weights.pop().rsplit(':', 1)[1]})" in report
+    assert "random" not in report.split("<h2")[0]
+
+
+def test_loudness_added_computes_loudness_only_and_a_loudness_run_reports_its_stage(small_run):
+    work, media, cache, base = small_run
+    created, _ = _run_and_count(work, cache, "plus_loudness", **base, extractors=["features", "clap", "loudness"])
+    assert created == {"loudness": 13}
+    created, _ = _run_and_count(work, cache, "loudness_only", **base, extractors=["loudness"])
+    assert created == {}
+    results = work / "results"
+    assert all(set(m) >= {"loudness"} and "clap" not in m for m in _manifests(results).values()
+               if m["status"] == "ok")
+    rows = (results / "report" / "timings.tsv").read_text().splitlines()
+    assert [row.split("\t")[0] for row in rows[1:]] == ["ingest", "loudness"]
+    report = (results / "report" / "index.html").read_text(encoding="utf-8")
+    chart = report.split("<h2>Time per stage</h2>")[1].split("<h2")[0]
+    assert ">loudness<" in chart and ">ingest<" in chart and "CLAP weights" not in report
 
 
 def test_target_rate_change_recomputes_everything_after_decoding(small_run):

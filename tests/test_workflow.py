@@ -295,6 +295,7 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
             "Settings"} <= set(parsed.headings)
     assert "ingest" in parsed.cells and "clap" in parsed.cells
     assert "Model-busy fraction" in text and "not a media file" in text
+    assert "Seeded random weights (random(seed=0)): embeddings carry no meaning" in text.split("<h2")[0]
     assert not re.search(r"(?:src|href)=['\"](?:https?:)?//", text)  # self-contained: nothing fetched
     slowest = text.split("<h2>Slowest files</h2>")[1].split("<h2")[0]
     assert slowest.count("<tr>") == 1 + 10  # the header and the ten slowest of 13 files

@@ -31,11 +31,20 @@ class RunFacts:
     disk_total_bytes: int | None = None
 
 
-def model_starved(facts: RunFacts) -> str | None:
-    clap = facts.totals.get("clap")
+def model_busy_fraction(totals: dict[str, dict]) -> float | None:
+    """Time in the CLAP forward pass / wall time of the CLAP jobs, per forward worker (None when no forward
+    pass ran). Near 1: the model is the bottleneck; low: it waits for decoding, loading or writing."""
+    clap = totals.get("clap")
     if not clap or not clap["seconds"].get("clap_forward") or clap["worker_s"] <= 0:
         return None
-    busy = clap["seconds"]["clap_forward"] / clap["worker_s"]
+    return clap["seconds"]["clap_forward"] / clap["worker_s"]
+
+
+def model_starved(facts: RunFacts) -> str | None:
+    busy = model_busy_fraction(facts.totals)
+    if busy is None:
+        return None
+    clap = facts.totals["clap"]
     loop = clap["seconds"].get("clap_loop", 0.0)
     wait = clap["seconds"].get("clap_input_wait", 0.0)
     if busy >= STARVED_BUSY or loop <= 0 or wait / loop < STARVED_WAIT_SHARE:

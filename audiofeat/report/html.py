@@ -11,10 +11,10 @@ from pathlib import Path
 
 from ..config.settings import Settings
 from ..store.artifacts import atomic_write_text
-from .advice import RunFacts, advise
+from .advice import RunFacts, advise, model_busy_fraction
 
-STAGES = ("ingest", "features", "clap")
-BAR_COLOURS = ("#4c72b0", "#55a868", "#c44e52")
+BAR_COLOURS = ("#4c72b0", "#55a868", "#c44e52", "#8172b2", "#ccb974", "#64b5cd")
+
 
 
 def load_profiles(paths: list[str]) -> list[dict]:
@@ -41,20 +41,16 @@ def stage_totals(profiles: list[dict]) -> dict[str, dict]:
     return totals
 
 
-def model_busy_fraction(totals: dict[str, dict]) -> float | None:
-    """Time in the CLAP forward pass / wall time of the CLAP jobs, per forward worker (None when no forward
-    pass ran). Near 1: the model is the bottleneck; low: it waits for decoding, loading or writing."""
-    clap = totals.get("clap")
-    if not clap or not clap["seconds"].get("clap_forward") or clap["worker_s"] <= 0:
-        return None
-    return clap["seconds"]["clap_forward"] / clap["worker_s"]
+def stage_order(totals: dict[str, dict], extractors: tuple[str, ...]) -> list[str]:
+    """The stages that ran, in the run's order: decoding, the configured extractors, then any other whose
+    profiles are there (an extractor a previous run of this folder chose)."""
+    known = ["ingest", *extractors]
+    return [s for s in known if s in totals] + sorted(s for s in totals if s not in known)
 
 
-def timings_rows(totals: dict[str, dict]) -> list[dict]:
+def timings_rows(totals: dict[str, dict], stages: list[str]) -> list[dict]:
     rows = []
-    for stage in STAGES:
-        if stage not in totals:
-            continue
+    for stage in stages:
         t = totals[stage]
         lookups = t["cache_hits"] + t["cache_misses"]
         rows.append({"stage": stage, "jobs": t["jobs"], "files": t["files"], "failed": t["failed"],
@@ -121,15 +117,15 @@ def _x_axis(x0: int, y0: float, length: float, end: float, label: str, start: fl
             f"<text x='{x0 + length / 2:.1f}' y='{y0 + 34}' text-anchor='middle'>{html.escape(label)}</text>")
 
 
-def _plots(totals: dict[str, dict], cost_histogram: list[int]) -> list[tuple[str, str]]:
+def _plots(totals: dict[str, dict], stages: list[str], cost_histogram: list[int]) -> list[tuple[str, str]]:
     from ..outputs.shard import COST_BINS
 
-    names = [s for s in STAGES if s in totals]
+    names = stages
     plots = [("Time per stage", svg_bars(names, [totals[s]["wall_s"] for s in names],
                                          xlabel="seconds (sum of job wall times)"))]
     if any(cost_histogram):
         plots.append(("Per-file cost", svg_histogram(cost_histogram, (0.0, *COST_BINS, float("inf")),
-                                                     xlabel="seconds per file (decode + features + CLAP share)")))
+                                                     xlabel="seconds per file (decoding and every extractor)")))
     return plots
 
 
@@ -186,17 +182,19 @@ def _failures_html(summary: dict, results_link: str) -> str:
 
 
 def write_report(profile_paths: list[str], finalized, settings: Settings, html_path: str, tsv_path: str,
-                 run_state_path: str) -> dict:
+                 run_state_path: str, *, clap_weights: str | None = None) -> dict:
     """Write the run's ``timings.tsv`` and ``index.html``; returns the numbers shown.
 
-    ``finalized`` is :func:`audiofeat.finalize.run_finalize`'s result: the summary, the slowest files and the
-    histogram of per-file costs (each the sum of a manifest's timings). ``run_state_path`` remembers this run's store for the next run's
-    advice (a results folder finished before with another ``cache.dir``).
+    ``finalized`` is :func:`audiofeat.outputs.run.run_finalize`'s result: the summary, the slowest files and the
+    histogram of per-file costs (each the sum of a manifest's timings). ``run_state_path`` remembers this run's
+    store for the next run's advice (a results folder finished before with another ``cache.dir``).
+    ``clap_weights`` is the CLAP extractor's weights identity, when CLAP ran (named in the header).
     """
     summary = finalized.summary
     profiles = load_profiles(profile_paths)
     totals = stage_totals(profiles)
-    rows = timings_rows(totals)
+    stages = stage_order(totals, settings.extractors)
+    rows = timings_rows(totals, stages)
     columns = list(dict.fromkeys(k for row in rows for k in row))
     tsv = "\t".join(columns) + "\n" + "".join("\t".join(str(r.get(c, "")) for c in columns) + "\n" for r in rows)
     atomic_write_text(tsv_path, tsv)
@@ -210,15 +208,31 @@ def write_report(profile_paths: list[str], finalized, settings: Settings, html_p
     numbers = {"stage_wall_s": {r["stage"]: r["wall_s"] for r in rows}, "model_busy_fraction": busy,
                "ok": summary["ok"], "failed": summary["failed"], "advice": advice}
     results_link = os.path.relpath(settings.results_dir, os.path.dirname(html_path)) + "/"
-    atomic_write_text(html_path, _report_html(finalized, rows, totals, busy, advice, profiles, settings,
-                                              results_link))
+    weights = weights_line(settings, clap_weights) if "clap" in settings.extractors else None
+    atomic_write_text(html_path, _report_html(finalized, rows, (totals, stages), busy, advice, profiles, settings,
+                                              results_link, weights))
     atomic_write_text(run_state_path, json.dumps({"cache_dir": os.path.abspath(settings.cache.dir),
                                                   "finished": time.time()}))
     return numbers
 
 
-def _report_html(finalized, rows, totals, busy, advice, profiles, settings, results_link) -> str:
+def weights_line(settings: Settings, weights: str | None) -> str:
+    """What made the embeddings, for the report's header: the checkpoint file and its sha256, or a warning
+    that seeded random weights carry no meaning."""
+    if weights and weights.startswith("random("):
+        return f"Seeded random weights ({weights}): embeddings carry no meaning"
+    checkpoint = settings.clap.checkpoint
+    if checkpoint == "auto":
+        from ..clap.checkpoint import PUBLISHED_CHECKPOINTS  # torch-free
+
+        checkpoint = PUBLISHED_CHECKPOINTS.get(settings.clap.model, ("", checkpoint))[1]
+    digest = weights.rsplit(":", 1)[-1] if weights else "not known"
+    return f"CLAP weights: {os.path.basename(checkpoint)} (sha256 {digest})"
+
+
+def _report_html(finalized, rows, totals_and_stages, busy, advice, profiles, settings, results_link, weights) -> str:
     summary, slowest = finalized.summary, finalized.slowest
+    totals, stages = totals_and_stages
     clap_profiles = [p for p in profiles if p["stage"] == "clap" and "device" in p]
     shown = {"extractors": ", ".join(settings.extractors),
              "threads per job": settings.perf.threads or "min(8, cores)",
@@ -235,6 +249,7 @@ def _report_html(finalized, rows, totals, busy, advice, profiles, settings, resu
         "<h1>audiofeat run report</h1>",
         f"<p><b>{summary['ok']} ok, {summary['failed']} failed</b>. "
         f"Sum of job wall times: {sum(r['wall_s'] for r in rows):.2f} s.</p>",
+        f"<p id='weights'><b>{html.escape(weights)}</b></p>" if weights else "",
         "<p>Model-busy fraction (CLAP forward ÷ CLAP job wall time): "
         + ("n/a (every embedding came from the cache)" if busy is None else f"<b>{busy:.2f}</b>") + "</p>",
         "<h2 id='advice'>Advice</h2>",
@@ -242,7 +257,7 @@ def _report_html(finalized, rows, totals, busy, advice, profiles, settings, resu
         else "<p>none: no rule fired on this run's numbers</p>",
         "<h2>Stages</h2>", _table(rows),
     ]
-    for title, svg in _plots(totals, finalized.cost_histogram):
+    for title, svg in _plots(totals, stages, finalized.cost_histogram):
         parts.append(f"<h2>{html.escape(title)}</h2>{svg}")
     parts += ["<h2>Slowest files</h2>", _table([{"file": p, "seconds": round(s, 4)} for p, s in slowest]),
               "<h2 id='failures'>Failures by cause</h2>", _failures_html(summary, results_link),

@@ -19,6 +19,7 @@ log.info("%s", summary_line(result.summary))
 for path in result.summary["failed_files"]:
     log.info("failed: %s", path)
 # The report is written by the same job: a job of its own cost a process start on every run.
+clap_weights = extractors["clap"].params.weights if "clap" in extractors else None
 log.info("report: %s", write_report(job.input.profiles, result, settings, job.output.html, job.output.tsv,
-                                    job.params.run_state))
+                                    job.params.run_state, clap_weights=clap_weights))
 finish()
