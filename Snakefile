@@ -12,7 +12,7 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/inventory.smk"
-include: "workflow/rules/ingest.smk"
+include: "workflow/rules/decode.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/finalize.smk"
 

@@ -65,10 +65,10 @@ def extract(paths: Iterable[str | os.PathLike], *, extractors: Iterable[str] | N
             index.close()
     profile = JobProfile("api", "api")
     decoder = DecodeExtractor.from_settings(settings)
-    by_stage: dict[str, dict[str, dict]] = {"ingest": {}}
+    by_stage: dict[str, dict[str, dict]] = {"decode": {}}
     unique = {f.content_key: f for f in inputs if f.content_key}  # identical contents are computed once
-    decoded = [decoder.ingest(_row(f), store, profile)[0] for f in unique.values()]
-    by_stage["ingest"] = {r.content_key: r.to_dict() for r in decoded}
+    decoded = [decoder.decode(_row(f), store, profile)[0] for f in unique.values()]
+    by_stage["decode"] = {r.content_key: r.to_dict() for r in decoded}
     for name, extractor in build_extractors(settings, job=True).items():
         records = extract_files(extractor, decoded, store, threads=threads, profile=JobProfile(name, "api"))
         by_stage[name] = {r.content_key: r.to_dict() for r in records}

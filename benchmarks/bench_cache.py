@@ -79,7 +79,7 @@ def main():
             write_tone_clips(media / f"added-one-{repeat}", 1, seed=1 + repeat)
             added_at = time.time()
             added.append(snakemake(root, config))
-            jobs.append(jobs_since(root / "results" / "benchmarks", added_at))
+            jobs.append(jobs_since(root / "results" / "bookkeeping" / "benchmarks", added_at))
         print(f"{args.files} short files (1 s each), {os.cpu_count()} cores, `snakemake --profile profiles/local`; "
               f"each rerun {args.repeats} times:")
         print("| run | wall s, each | median | median's share of cold |")
@@ -103,9 +103,9 @@ def main():
 def compare_claims(root: Path, media: Path, config: Path, count: int) -> None:
     """Reruns after adding ``count`` files, alternating the workflow's claims with all-threads claims."""
     threads = resolve_threads(0)
-    every_core = ["--set-threads", *(f"{rule}={threads}" for rule in ("ingest_decode", "extract_features",
+    every_core = ["--set-threads", *(f"{rule}={threads}" for rule in ("decode", "extract_features",
                                                                      "extract_clap"))]
-    shard_dir = root / "results" / "inventory" / "shards"
+    shard_dir = root / "results" / "bookkeeping" / "inventory" / "shards"
     shards_before = sorted(p.name for p in shard_dir.glob("*.tsv"))
     pending, every = "by pending work", f"all {threads} threads"
     seconds: dict[str, list[float]] = {pending: [], every: []}

@@ -2,8 +2,8 @@
 
 (a) laion-clap as users write it: one file at a time, ``librosa.load(sr=48000)``, LAION's int16 round trip and
     ``get_audio_features`` (repeat-pad), ``CLAP.get_audio_embedding`` per window, batch 1.
-(b) ours, one window at a time: the CLAP job's path from decoded WAVs (the ingest's artifacts; decoding is not
-    timed here, it is the ingest job's), batch 1.
+(b) ours, one window at a time: the CLAP job's path from decoded WAVs (the decode job's artifacts; decoding is not
+    timed here, it is the decode job's), batch 1.
 (c) ours, micro-batched as the CLAP job runs: the feeder prepares windows (on CUDA in ``--threads - 1`` worker
     processes, on the CPU in the job's thread) while batches of ``--batch`` windows run (on the CPU one
     single-threaded forward worker per core; on CUDA one stream, in fp32, fp16 and bf16 autocast, and bf16
@@ -86,7 +86,7 @@ def run_laion_loop(files, model, cfg, device) -> tuple[float, int, list]:
 
 
 def decoded(files, folder: Path) -> list[FilePlan]:
-    """Each file decoded to a 48 kHz WAV as the ingest stores it, and its windows' plan."""
+    """Each file decoded to a 48 kHz WAV as the decode job stores it, and its windows' plan."""
     plans = []
     for i, path in enumerate(files):
         _, y = load_audio(str(path), target_sr=SR)

@@ -6,7 +6,7 @@ GIL back after a C call waits up to the interpreter's switch interval (5 ms by d
 is running Python, so loader threads that hand the GIL back and forth many times per file starve the GPU. The
 feeder's workers are processes writing into shared memory; the forward loop takes whole batches.
 
-Both feeders read the same decoded 48 kHz WAVs (the ingest's artifacts; decoding is not timed) and deliver the
+Both feeders read the same decoded 48 kHz WAVs (the decode job's artifacts; decoding is not timed) and deliver the
 same model windows; the consumer takes each batch as the job's forward loop does (threads: stacking a batch's
 windows, as the job did; processes: the batch already lies in one buffer) and releases it. Each feeder gets
 ``--workers`` workers (default: every core but one, the one a launch thread needs). Prints windows/s per case
@@ -41,7 +41,7 @@ WINDOW, HOP = 10 * MODEL_SAMPLE_RATE, 5 * MODEL_SAMPLE_RATE
 
 
 def decoded_wavs(folder: Path, files: int) -> list[tuple[str, int]]:
-    """Short clips decoded to 48 kHz float WAVs, as the ingest stores them: ``(path, frames)``."""
+    """Short clips decoded to 48 kHz float WAVs, as the decode job stores them: ``(path, frames)``."""
     media, _ = benchmark_sets(folder / "media", files, 0)
     wavs = []
     for i, path in enumerate(media):

@@ -124,7 +124,7 @@ def run(args: argparse.Namespace, root: Path) -> None:
     dag_cfg = write_config(root / "dag.yaml", input_dir=str(dag_media), results_dir="results-dag",
                            cache={"dir": str(root / "cache-dag")}, shard={"target_files": 64})
     inventory = snakemake(root, dag_cfg, "--until", "inventory")
-    shards = len(list((root / "results-dag" / "inventory" / "shards").glob("*.tsv")))
+    shards = len(list((root / "results-dag" / "bookkeeping" / "inventory" / "shards").glob("*.tsv")))
     dry = snakemake(root, dag_cfg, "-n")
     print(f"\n{args.dag} inputs in {shards} shards: inventory (hash + probe) {inventory:.1f} s, "
           f"dry-run DAG {dry:.1f} s")

@@ -58,7 +58,7 @@ def long_recording(media: Path, hours: float) -> None:
 def job_costs(results: Path, since: float) -> dict[str, dict]:
     """Per rule, jobs finished since ``since``: summed wall seconds and the largest peak RSS (MB)."""
     costs: dict[str, dict] = defaultdict(lambda: {"jobs": 0, "wall_s": 0.0, "peak_rss_mb": 0.0})
-    for path in (results / "benchmarks").rglob("*.tsv"):
+    for path in (results / "bookkeeping" / "benchmarks").rglob("*.tsv"):
         if path.stat().st_mtime < since:
             continue
         rule = path.parent.name if path.parent.name != "benchmarks" else path.stem
@@ -68,10 +68,10 @@ def job_costs(results: Path, since: float) -> dict[str, dict]:
         entry["wall_s"] += float(row["s"])
         rss = row.get("max_rss", "NA")
         entry["peak_rss_mb"] = max(entry["peak_rss_mb"], float(rss) if rss not in ("NA", "-") else 0.0)
-    for path in (results / "timings").rglob("*.json"):  # the jobs' own peaks, exact
+    for path in (results / "bookkeeping" / "timings").rglob("*.json"):  # the jobs' own peaks, exact
         if path.stat().st_mtime >= since:
             profile = json.loads(path.read_text())
-            rule = "ingest_decode" if profile["stage"] == "ingest" else f"extract_{profile['stage']}"
+            rule = "decode" if profile["stage"] == "decode" else f"extract_{profile['stage']}"
             costs[rule]["peak_rss_mb"] = max(costs[rule]["peak_rss_mb"], profile["peak_rss_mb"])
     return dict(costs)
 

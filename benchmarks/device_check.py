@@ -101,7 +101,7 @@ def workflow_step(out: Path, short: int, threads: int, timeout: int, device: str
     wall = time.perf_counter() - started
     if sampler is not None:
         sampler.terminate()
-    profiles = [json.loads(p.read_text()) for p in (work / "results" / "timings" / "clap").glob("*.json")]
+    profiles = [json.loads(p.read_text()) for p in (work / "results" / "bookkeeping" / "timings" / "clap").glob("*.json")]
     if not profiles:
         return {"workflow_error": text[-2000:]}
     loop = sum(p["seconds"].get("clap_loop", 0.0) for p in profiles)
@@ -118,7 +118,7 @@ def workflow_step(out: Path, short: int, threads: int, timeout: int, device: str
             "clap_input_wait_s": round(sum(p["seconds"].get("clap_input_wait", 0.0) for p in profiles), 2),
             "peak_gpu_mb": max((p.get("peak_gpu_mb") or 0) for p in profiles),
             "gpu_utilisation_during_clap_pct": utilisation_during(out / "nvidia_smi.csv",
-                                                                  job_spans(work / "results" / "logs" /
+                                                                  job_spans(work / "results" / "bookkeeping" / "logs" /
                                                                             "extract_clap")),
             "precision": profiles[0].get("precision"), "loader_processes": profiles[0].get("loader_processes")}
 

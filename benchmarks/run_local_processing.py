@@ -55,9 +55,9 @@ def run_workflow(workdir: Path, settings: dict, env: dict | None = None) -> dict
     if done.returncode != 0:
         raise RuntimeError(f"snakemake failed in {workdir}:\n{done.stderr[-3000:]}")
     results = workdir / "results"
-    profiles = [json.loads(p.read_text()) for p in (results / "timings").rglob("*.json")]
+    profiles = [json.loads(p.read_text()) for p in (results / "bookkeeping" / "timings").rglob("*.json")]
     totals = stage_totals(profiles)
-    audio_s = totals.get("ingest", {}).get("audio_s", 0.0)
+    audio_s = totals.get("decode", {}).get("audio_s", 0.0)
     return {"wall_s": wall, "audio_s": audio_s, "x_realtime": audio_s / wall if wall else None,
             "stage_s": {k: round(v["wall_s"], 3) for k, v in totals.items()},
             "clap_forward_s": round(totals.get("clap", {}).get("seconds", {}).get("clap_forward", 0.0), 3),
@@ -150,7 +150,7 @@ def main():
     def record(name, data, **extra):
         row = {"scenario": name, "wall_s": round(data["wall_s"], 2),
                "x_realtime": round(data["x_realtime"], 1) if data.get("x_realtime") else "",
-               "ingest_s": data["stage_s"].get("ingest", ""), "features_s": data["stage_s"].get("features", ""),
+               "decode_s": data["stage_s"].get("decode", ""), "features_s": data["stage_s"].get("features", ""),
                "clap_s": data["stage_s"].get("clap", ""), "clap_forward_s": data["clap_forward_s"],
                "clap_setup_s": data.get("clap_setup_s", ""),
                "model_busy": round(data["model_busy"], 2) if data["model_busy"] is not None else "",
@@ -246,7 +246,7 @@ def main():
         recommendations.append(f"GPU model-busy fraction {gpu['model_busy']}: the GPU waits for data; raise "
                                "perf.threads (more loader threads) or put the store on faster disk.")
     summary["recommendations"] = recommendations
-    columns = ["scenario", "wall_s", "x_realtime", "windows", "ingest_s", "features_s", "clap_s", "clap_forward_s",
+    columns = ["scenario", "wall_s", "x_realtime", "windows", "decode_s", "features_s", "clap_s", "clap_forward_s",
                "model_busy", "peak_vram_mb", "cache_hits", "cache_misses", "cosine_on_off"]
     markdown = "\n".join([
         f"# audiofeat scenarios ({cores} cores{', ' + summary['machine']['gpu'] if has_gpu else ', no GPU'})", "",

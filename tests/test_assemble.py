@@ -16,7 +16,7 @@ from conftest import run_snakemake, write_config
 def _assemble(work, shard, paths_tsv, extractors):
     out = work / "again"
     return assemble.assemble_shard(
-        str(paths_tsv), {stage: str(work / "results" / stage / f"{shard}.jsonl") for stage in ("ingest", *extractors)},
+        str(paths_tsv), {stage: str(work / "results" / "bookkeeping" / stage / f"{shard}.jsonl") for stage in ("decode", *extractors)},
         extractors, shard=shard, manifests_dir=str(out / "manifests"), dataset_dir=str(out / "dataset"),
         summary_path=str(out / f"{shard}.json"), index_path=str(out / f"{shard}.index.json"))
 
@@ -31,7 +31,7 @@ def test_only_the_part_and_manifest_of_a_removed_or_added_input_are_rewritten(tm
                           cache={"dir": str(tmp_path / "cache")}, extractors=["features"])
     run_snakemake(tmp_path, config)
     extractors = build_extractors(load_settings(str(config)))
-    paths_tsv, = (tmp_path / "results" / "inventory" / "paths").glob("*.tsv")
+    paths_tsv, = (tmp_path / "results" / "bookkeeping" / "inventory" / "paths").glob("*.tsv")
     shard = paths_tsv.stem
     monkeypatch.setattr(assemble, "PART_ROWS", 4)
     first = _assemble(tmp_path, shard, paths_tsv, extractors)
@@ -85,7 +85,8 @@ def test_the_matrix_is_patched_part_by_part_to_the_parts_rows(tmp_path, rng):
 
     def patch(names, digests):
         parts = [PartRows(name, rows[name], digests[name]) for name in names]
-        return patch_embeddings(npy, parts, lambda name: tmp_path / f"{name}.parquet", dim=dim)
+        return patch_embeddings(npy, parts, lambda name: tmp_path / f"{name}.parquet", dim=dim,
+                                index_path=f"{npy}.index.json")
 
     digests = {name: f"d-{name}" for name in rows}
     assert patch(["a-0", "b-0", "c-0"], digests) == 3
@@ -117,7 +118,8 @@ def test_patching_a_large_matrix_holds_one_part_not_the_matrix(tmp_path, rng):
         "import json, resource, sys; from audiofeat.outputs.dataset import PartRows, patch_embeddings\n"
         "parts = [PartRows(*p) for p in json.loads(sys.argv[1])]\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        f"patch_embeddings(sys.argv[2], parts, lambda name: {str(tmp_path)!r} + '/p.parquet', dim={dim})\n"
+        f"patch_embeddings(sys.argv[2], parts, lambda name: {str(tmp_path)!r} + '/p.parquet', dim={dim}, "
+        "index_path=sys.argv[2] + '.index.json')\n"
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)\n")
     done = subprocess.run([sys.executable, "-c", script, json.dumps([[p.shard, p.rows, p.digest] for p in parts]),
                            str(tmp_path / "embeddings.npy")], capture_output=True, text=True, check=True)

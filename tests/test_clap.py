@@ -493,12 +493,12 @@ def test_a_cpu_clap_job_asks_glibc_to_keep_freed_memory(tmp_path, monkeypatch, r
 
 
 def _wav_record(tmp_path, name: str, y: np.ndarray, sr: int = SR):
-    from audiofeat.store.tables import IngestRecord
+    from audiofeat.store.tables import DecodeRecord
     from audiofeat.inputs.wav import wav_bytes
 
     wav = tmp_path / f"{name}.wav"
     wav.write_bytes(wav_bytes(y, sr))
-    return IngestRecord(name, name, "ok", samples=len(y),
+    return DecodeRecord(name, name, "ok", samples=len(y),
                         audio={"wav": str(wav), "target_sr": sr, "duration_s": len(y) / sr})
 
 

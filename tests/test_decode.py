@@ -231,3 +231,16 @@ def test_a_wav_header_claiming_hours_decodes_what_is_there_in_bounded_memory(tmp
     tracemalloc.stop()
     assert probe.duration_s == 1.0 and y.shape == (48000,)
     assert peak < 64 * 2 ** 20, peak  # 6 hours as float32 would be 4 GB
+
+
+@pytest.mark.parametrize("decoder", ["pyav", "ffmpeg"])
+def test_of_two_audio_streams_the_first_is_decoded(tmp_path, decoder):
+    """A container with two audio tracks (a film's languages, a commentary): the first is the input's audio."""
+    path = tmp_path / "two tracks.mkv"
+    run_ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=1",
+               "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=22050:duration=2",
+               "-map", "0:a", "-map", "1:a", "-c:a", "flac", str(path))
+    facts, y = load_audio(str(path), target_sr=48000, decoder=decoder)
+    assert facts.sample_rate == 44100 and len(y) == pytest.approx(48000, abs=480)
+    spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y))))
+    assert np.fft.rfftfreq(len(y), 1 / 48000)[spectrum.argmax()] == pytest.approx(440, abs=2)

@@ -65,11 +65,11 @@ def test_two_concurrent_clap_jobs_get_different_gpus(tmp_path):
                           cache={"dir": str(tmp_path / "cache")}, extractors=["clap"], shard={"target_files": 6},
                           perf={"threads": 1, "gpus": "0,1", "loader_processes": 1})
     run_snakemake(tmp_path, config)
-    profiles = [json.loads(p.read_text()) for p in (tmp_path / "out" / "timings" / "clap").glob("*.json")]
+    profiles = [json.loads(p.read_text()) for p in (tmp_path / "out" / "bookkeeping" / "timings" / "clap").glob("*.json")]
     assert len(profiles) == 2 and all(p["loader_processes"] == 1 for p in profiles)
     assert sum(p["windows"] for p in profiles) == 12
     assert sorted(p["visible_devices"] for p in profiles) == ["0", "1"]
-    logs = sorted((tmp_path / "out" / "logs" / "extract_clap").glob("*.log"))
+    logs = sorted((tmp_path / "out" / "bookkeeping" / "logs" / "extract_clap").glob("*.log"))
     assert not any("shared" in log.read_text() for log in logs)
     (first_start, first_end), (second_start, second_end) = map(_job_span, logs)
     assert first_start < second_end and second_start < first_end  # they ran side by side

@@ -26,13 +26,13 @@ def _peaks(work, name, seconds):
                           cache={"dir": str(work / "cache")}, segment={"hop_seconds": 10})
     run_snakemake(work, config)
     peaks = {}
-    for stage in ("ingest", "features", "clap"):
-        profile, = (work / f"results-{name}" / "timings" / stage).glob("*.json")
+    for stage in ("decode", "features", "clap"):
+        profile, = (work / f"results-{name}" / "bookkeeping" / "timings" / stage).glob("*.json")
         peaks[stage] = json.loads(profile.read_text())["peak_rss_mb"]
     return peaks
 
 
-@pytest.mark.parametrize("stage, allowance_mb", [("ingest", 30), ("features", 100), ("clap", 120)])
+@pytest.mark.parametrize("stage, allowance_mb", [("decode", 30), ("features", 100), ("clap", 120)])
 def test_a_20_minute_recording_costs_each_job_about_what_a_short_one_does(long_and_short, stage, allowance_mb):
     """The whole waveform is 230 MB at 48 kHz (more while decoding); CLAP's 120 windows 230 MB: a job that held
     either fails. Allowed: features' one chunk of per-frame values (57 MB of log-mel here; bounded at 46 minutes),

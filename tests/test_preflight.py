@@ -48,6 +48,38 @@ def test_auto_without_network_says_what_auto_means(tmp_path, monkeypatch):
     assert _check("auto", tmp_path) is None  # already downloaded: no network needed
 
 
+def test_auto_with_its_server_reachable_passes_after_asking_it(tmp_path, monkeypatch):
+    import http.server
+    import threading
+
+    from audiofeat.clap import checkpoint
+
+    asked = []
+
+    class Head(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):  # noqa: N802 - the handler's name is the method's
+            asked.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Head)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        url = f"http://127.0.0.1:{server.server_port}/630k-audioset-best.pt"
+        monkeypatch.setitem(checkpoint.PUBLISHED_CHECKPOINTS, "HTSAT-tiny", (url, "630k-audioset-best.pt"))
+        assert _check("auto", tmp_path) is None and asked == ["/630k-audioset-best.pt"]
+        server.shutdown()  # the same URL unanswered: the problem line
+        server.server_close()
+        assert "cannot be reached" in _check("auto", tmp_path)
+    finally:
+        server.server_close()
+
+
 def test_folders_devices_and_disk(tmp_path):
     (tmp_path / "file").write_text("")
     assert folder_problem("cache.dir", str(tmp_path / "file" / "store")).startswith(
@@ -77,7 +109,14 @@ def test_preflight_names_every_problem_at_once(tmp_path):
     assert len(lines) == 2 and lines[0].startswith("clap.checkpoint") and lines[1].startswith("perf.device")
     fine = config | {"clap": {**config["clap"], "checkpoint": "", "allow_random_weights": True},
                      "perf": {"device": "cpu"}}
-    assert preflight(_settings(fine)) in ([], [disk_warning(str(tmp_path / "cache"))])
+    import audiofeat.preflight
+
+    with pytest.MonkeyPatch.context() as patch:  # the warning follows the threshold, whatever this disk holds
+        patch.setattr(audiofeat.preflight, "LOW_DISK_BYTES", 0)
+        assert preflight(_settings(fine)) == []
+        patch.setattr(audiofeat.preflight, "LOW_DISK_BYTES", 1 << 60)
+        warnings = preflight(_settings(fine))
+        assert len(warnings) == 1 and warnings[0].startswith(f"{tmp_path / 'cache'} has ")
     with pytest.raises(ValueError, match="clap.allow_random_weights is false"):
         preflight(_settings(config | {"clap": {**config["clap"], "checkpoint": ""}, "perf": {"device": "cpu"}}))
 
@@ -92,7 +131,7 @@ def test_a_run_with_bad_settings_stops_before_any_job(tmp_path):
     assert done.returncode != 0
     assert "clap.checkpoint: auto needs LAION's 630k-audioset-best.pt" in done.stderr
     assert "perf.device is 'cuda:2' but no NVIDIA GPU is visible here" in done.stderr
-    assert not (tmp_path / "results" / "inventory").exists()  # no job ran
+    assert not (tmp_path / "results" / "bookkeeping" / "inventory").exists()  # no job ran
 
 
 def test_a_mistyped_input_folder_or_list_stops_the_run_naming_the_key(tmp_path):
@@ -109,7 +148,7 @@ def test_a_mistyped_input_folder_or_list_stops_the_run_naming_the_key(tmp_path):
     done = run_snakemake(tmp_path, config, "--config", "input_dir=/nonexistent/media", check=False)
     assert done.returncode != 0
     assert "input_dir /nonexistent/media does not exist: set input_dir to the folder of your inputs" in done.stderr
-    assert "FileNotFoundError" not in done.stderr and not (tmp_path / "results" / "inventory").exists()
+    assert "FileNotFoundError" not in done.stderr and not (tmp_path / "results" / "bookkeeping" / "inventory").exists()
 
 
 def test_the_inventory_counts_what_this_run_will_decode(tmp_path):

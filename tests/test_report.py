@@ -67,7 +67,7 @@ def _report(tmp_path, profiles, summary, cache="cache"):
 def test_report_links_each_failed_file_to_its_manifest(tmp_path):
     entries = [_entry(f"bad{i}.wav", "error", "decode: no audio stream") for i in range(55)]
     summary = {"ok": 0, "failed": 55, **failure_summary(entries, "manifests")}
-    _, page = _report(tmp_path, [_profile("ingest")], summary)
+    _, page = _report(tmp_path, [_profile("decode")], summary)
     assert "<a href='../manifests/bad0.wav.json'>/in/bad0.wav</a>" in page
     assert "<h3>decode: no audio stream: 55</h3>" in page and "and 5 more" in page
     assert "bad50.wav" not in page
@@ -87,9 +87,9 @@ SLOW_START = _profile("clap", wall=10.0, clap_forward=6.0, clap_loop=6.5, clap_i
     (advice.startup_heavy, _facts([SLOW_START]), _facts([FED])),
     (advice.cpu_despite_gpu, _facts([FED], gpu_visible=True, clap_device="cpu"),
      _facts([FED], gpu_visible=False, clap_device="cpu")),
-    (advice.cold_store_on_rerun, _facts([_profile("ingest")], cache_dir="/b", previous_cache_dir="/a",
+    (advice.cold_store_on_rerun, _facts([_profile("decode")], cache_dir="/b", previous_cache_dir="/a",
                                         rerun_lookups=(0, 10)),
-     _facts([_profile("ingest")], cache_dir="/b", previous_cache_dir="/a", rerun_lookups=(10, 0))),
+     _facts([_profile("decode")], cache_dir="/b", previous_cache_dir="/a", rerun_lookups=(10, 0))),
     (advice.disk_nearly_full, _facts([FED], disk_free_bytes=2 * 1024**3, disk_total_bytes=100 * 1024**3),
      _facts([FED], disk_free_bytes=50 * 1024**3, disk_total_bytes=100 * 1024**3)),
 ])
@@ -99,7 +99,7 @@ def test_each_advice_rule_fires_on_its_condition_only(rule, fires, quiet):
 
 
 def test_a_first_run_gets_no_cold_store_advice_and_a_first_run_elsewhere_does(tmp_path):
-    cold = [_profile("ingest"), _profile("features")]
+    cold = [_profile("decode"), _profile("features")]
     numbers, page = _report(tmp_path, cold, {"ok": 10, "failed": 0, **failure_summary([], "manifests")})
     assert not any("Nothing came from the store" in a for a in numbers["advice"])  # no earlier run here
     numbers, page = _report(tmp_path, cold, {"ok": 10, "failed": 0, **failure_summary([], "manifests")},
@@ -123,16 +123,16 @@ def test_progress_lines_and_the_status_of_a_run_across_shards(tmp_path, caplog, 
 
     results = tmp_path / "results"
     for shard in ("n2-000", "n2-001"):
-        (results / "inventory" / "shards").mkdir(parents=True, exist_ok=True)
-        (results / "inventory" / "shards" / f"{shard}.tsv").write_text("content_key\tpath\n")
-    # ingest: both shards done; clap: one done, one running (its progress file, no profile yet).
-    for stage, shard in (("ingest", "n2-000"), ("ingest", "n2-001"), ("clap", "n2-000")):
-        path = results / "timings" / stage / f"{shard}.json"
+        (results / "bookkeeping" / "inventory" / "shards").mkdir(parents=True, exist_ok=True)
+        (results / "bookkeeping" / "inventory" / "shards" / f"{shard}.tsv").write_text("content_key\tpath\n")
+    # decode: both shards done; clap: one done, one running (its progress file, no profile yet).
+    for stage, shard in (("decode", "n2-000"), ("decode", "n2-001"), ("clap", "n2-000")):
+        path = results / "bookkeeping" / "timings" / stage / f"{shard}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"wall_s": 30.0}))
     with caplog.at_level(logging.INFO, logger="audiofeat.progress"):
         progress = Progress("clap", "n2-001", files=10, units=40, unit_name="windows", every_s=0.0,
-                            path=str(results / "progress" / "clap" / "n2-001.json"))
+                            path=str(results / "bookkeeping" / "progress" / "clap" / "n2-001.json"))
         for _ in range(4):
             progress.advance(units=4)
     lines = [r.getMessage() for r in caplog.records]
@@ -140,13 +140,13 @@ def test_progress_lines_and_the_status_of_a_run_across_shards(tmp_path, caplog, 
     assert "files/s, ETA " in lines[-1]
     assert main(["status", str(results)]) == 0
     out = capsys.readouterr().out
-    assert "2 shards" in out and "ingest     2 done, 0 running, 0 failed, 0 not started" in out
+    assert "2 shards" in out and "decode     2 done, 0 running, 0 failed, 0 not started" in out
     assert "clap       1 done, 1 running, 0 failed, 0 not started, 4/10 files" in out and "min left" in out
     # The running job fails: its log ends in the fault line the job prints.
-    log = results / "logs" / "extract_clap" / "n2-001.log"
+    log = results / "bookkeeping" / "logs" / "extract_clap" / "n2-001.log"
     log.parent.mkdir(parents=True)
     log.write_text("2026-12-03 ERROR audiofeat.job: fault: cache.dir /x is full: 0 bytes free\n")
     assert main(["status", str(results)]) == 1
     assert "clap       1 done, 0 running, 1 failed" in capsys.readouterr().out
     progress.finish()
-    assert json.loads((results / "progress" / "clap" / "n2-001.json").read_text())["state"] == "done"
+    assert json.loads((results / "bookkeeping" / "progress" / "clap" / "n2-001.json").read_text())["state"] == "done"

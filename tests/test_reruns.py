@@ -147,10 +147,10 @@ def test_loudness_added_computes_loudness_only_and_a_loudness_run_reports_its_st
     assert all(set(m) >= {"loudness"} and "clap" not in m for m in _manifests(results).values()
                if m["status"] == "ok")
     rows = (results / "report" / "timings.tsv").read_text().splitlines()
-    assert [row.split("\t")[0] for row in rows[1:]] == ["ingest", "loudness"]
+    assert [row.split("\t")[0] for row in rows[1:]] == ["decode", "loudness"]
     report = (results / "report" / "index.html").read_text(encoding="utf-8")
     chart = report.split("<h2>Time per stage</h2>")[1].split("<h2")[0]
-    assert ">loudness<" in chart and ">ingest<" in chart and "CLAP weights" not in report
+    assert ">loudness<" in chart and ">decode<" in chart and "CLAP weights" not in report
 
 
 def test_target_rate_change_recomputes_everything_after_decoding(small_run):
@@ -180,7 +180,7 @@ def test_corrupt_artifact_is_recomputed_not_fatal(small_run):
     run_snakemake(work, config)
     before = read_manifests(work / "results")
     # Truncated artifacts of this run (its shard tables name them), as after a disk error.
-    victims = [Path(next(r["artifact"] for t in sorted((work / "results" / stage).glob("*.jsonl"))
+    victims = [Path(next(r["artifact"] for t in sorted((work / "results" / "bookkeeping" / stage).glob("*.jsonl"))
                          for r in read_jsonl(t) if r["status"] == "ok")) for stage in ("features", "clap")]
     for victim in victims:
         victim.write_bytes(victim.read_bytes()[:40])
@@ -216,7 +216,7 @@ def test_a_features_artifact_damaged_under_a_finished_shard_is_found_when_the_sh
     victim.write_bytes(victim.read_bytes()[:100])
     run_snakemake(tmp_path, config)  # the eighth file's shard only
     assert len(read_manifests(tmp_path / "out")) == 8
-    for index in (tmp_path / "out" / "assembled").glob("n2-*.index.json"):
+    for index in (tmp_path / "out" / "bookkeeping" / "assembled").glob("n2-*.index.json"):
         index.unlink()  # without its index, a shard's assembly builds every manifest again
     failed = run_snakemake(tmp_path, config, "--forcerun", "assemble_shard", check=False)
     assert failed.returncode != 0
@@ -251,7 +251,7 @@ def test_cache_disabled_reads_and_writes_nothing_in_the_store(tmp_path):
     manifests = _manifests(tmp_path / "out")
     assert all(m["status"] == "ok" for m in manifests.values())
     assert manifests[str(first)]["audio"]["duration_s"] == pytest.approx(0.4, abs=0.01)
-    assert all((tmp_path / m["audio"]["wav"]).resolve().is_relative_to(tmp_path / "out" / "work")
+    assert all((tmp_path / m["audio"]["wav"]).resolve().is_relative_to(tmp_path / "out" / "bookkeeping" / "work")
                for m in manifests.values())
 
 
@@ -262,7 +262,7 @@ def test_one_file_added_to_a_finished_four_shard_run(tmp_path):
     config = write_config(tmp_path / "c.yaml", input_dir=str(media), results_dir="out", cache={"dir": str(cache)},
                           shard={"target_files": 10})
     run_snakemake(tmp_path, config)
-    timings = tmp_path / "out" / "timings"
+    timings = tmp_path / "out" / "bookkeeping" / "timings"
     cold_threads = {json.loads(p.read_text())["threads"] for p in timings.rglob("*.json")}
     manifests = tmp_path / "out" / "manifests"
     before = {p: p.read_bytes() for p in manifests.rglob("*.json")}
@@ -274,11 +274,11 @@ def test_one_file_added_to_a_finished_four_shard_run(tmp_path):
     assert created_since(cache, started) == {"wav": 1, "features": 1, "clap": 1}
     assert len(read_manifests(tmp_path / "out")) == 37
     # Four shards: only the new file's shard reran its three jobs.
-    assert (done.stdout + done.stderr).count("rule ingest_decode:") == 1
+    assert (done.stdout + done.stderr).count("rule decode:") == 1
     # Each claimed every core when all its files were new, and one thread for its one new file now, so that
     # the shard's features and CLAP jobs could run side by side.
     rerun = [json.loads(p.read_text()) for p in timings.rglob("*.json") if p.stat().st_mtime >= started]
-    assert cold_threads == {2} and sorted(p["stage"] for p in rerun) == ["clap", "features", "ingest"]
+    assert cold_threads == {2} and sorted(p["stage"] for p in rerun) == ["clap", "decode", "features"]
     assert all(p["threads"] == 1 and p["cache_misses"] == 1 for p in rerun)
     # The other 36 manifests were not rewritten: a cache hit keeps the timings of the run that computed it.
     written = sorted(p.relative_to(manifests).as_posix() for p in manifests.rglob("*.json")
@@ -301,7 +301,7 @@ def _assert_cached_clap_job_loads_no_model(work, config):
     import sys
 
     probe = ("import sys, glob; from audiofeat.extractors.runner import run_extractor; from audiofeat.config.settings import load_settings;"
-             f"s = load_settings('{config}'); tables = glob.glob('{work}/out/ingest/*.jsonl');"
+             f"s = load_settings('{config}'); tables = glob.glob('{work}/out/bookkeeping/decode/*.jsonl');"
              f"[run_extractor('clap', t, '{work}/probe.jsonl', '{work}/probe.json', s) for t in tables];"
              "print(len(tables) > 0, 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=work)
@@ -340,6 +340,7 @@ def test_sigkill_at_a_random_point_then_rerun_equals_a_clean_run(tmp_path):
     resumed = time.time()
     run_snakemake(killed_dir, killed_cfg)
     total = sum(created_since(clean_dir / "cache", 0).values())
+    assert finished_before < total, "the kill came after every artifact was written"
     assert sum(created_since(killed_dir / "cache", resumed).values()) == total - finished_before  # the rest only
 
     clean = _manifests(clean_dir / "out")
@@ -391,7 +392,7 @@ def test_cached_clap_blocks_come_from_the_previous_table_while_the_artifact_is_u
     from audiofeat.config.schema import validate_config
     from audiofeat.extractors import build_extractors
     from audiofeat.inputs.inventory import write_tsv
-    from audiofeat.extractors.runner import open_store, run_extractor, run_ingest
+    from audiofeat.extractors.runner import open_store, run_extractor, run_decode
     from audiofeat.config.settings import Settings
     from audiofeat.store.artifacts import blake2b_file
 
@@ -402,7 +403,7 @@ def test_cached_clap_blocks_come_from_the_previous_table_while_the_artifact_is_u
     shard = tmp_path / "shard.tsv"
     write_tsv(shard, ("content_key", "path"), [{"content_key": blake2b_file(p), "path": str(p)} for p in clips])
     ingest = tmp_path / "ingest.jsonl"
-    run_ingest(shard, ingest, tmp_path / "ingest.json", config)
+    run_decode(shard, ingest, tmp_path / "ingest.json", config)
     previous = tmp_path / "previous" / "clap.jsonl"
 
     def clap_run(name):
@@ -443,8 +444,8 @@ def _unhit(records: dict) -> dict:
 
 
 def test_a_wav_removed_from_the_store_between_runs_is_decoded_again_by_the_same_command(tmp_path):
-    """A gc of a shared store between two runs removes a WAV the finished shard's ingest table names; a later
-    change that reruns CLAP finds it gone: one line, the ingest table removed, and the same command completes."""
+    """A gc of a shared store between two runs removes a WAV the finished shard's decode table names; a later
+    change that reruns CLAP finds it gone: one line, the decode table removed, and the same command completes."""
     media = tmp_path / "media"
     _write_clips(media, 3, seed=8)
     cache = tmp_path / "cache"
@@ -457,8 +458,74 @@ def test_a_wav_removed_from_the_store_between_runs_is_decoded_again_by_the_same_
     failed = run_snakemake(tmp_path, changed, check=False)
     assert failed.returncode != 0 and "Traceback" not in failed.stderr
     assert f"audiofeat: wav artifact {wav} is gone from the store or damaged" in failed.stderr
-    assert "ingest table was removed: rerun the same command" in failed.stderr
+    assert "decode table was removed: rerun the same command" in failed.stderr
     started = time.time()
     run_snakemake(tmp_path, changed)
     assert created_since(cache, started) == {"wav": 1, "clap": 3}
     assert [m["clap"]["aggregate_strategy"]["mode"] for m in read_manifests(tmp_path / "out")] == ["robust"] * 3
+
+
+def _as_old_layout(results: Path) -> None:
+    """The folder as runs before the bookkeeping folder left it: every bookkeeping entry at the top, the decode
+    stage's folders and profiles named "ingest", the matrix's index beside it (the issue lists those entries)."""
+    kept = results / "bookkeeping"
+    for folder, old in (("logs/decode", "logs/ingest_decode"), ("benchmarks/decode", "benchmarks/ingest_decode"),
+                        ("progress/decode", "progress/ingest"), ("timings/decode", "timings/ingest"),
+                        ("decode", "ingest"), ("embeddings.index.json", "embeddings.npy.index.json")):
+        os.rename(kept / folder, kept / old)
+    for profile in (kept / "timings" / "ingest").glob("*.json"):
+        st = profile.stat()
+        profile.write_text(json.dumps({**json.loads(profile.read_text()), "stage": "ingest"}))
+        os.utime(profile, ns=(st.st_atime_ns, st.st_mtime_ns))
+    for entry in kept.iterdir():
+        os.rename(entry, results / entry.name)
+    kept.rmdir()
+
+
+def test_a_results_folder_of_the_old_layout_is_moved_and_nothing_recomputed(tmp_path):
+    media = tmp_path / "media"
+    _write_clips(media, 5, seed=7)
+    config = write_config(tmp_path / "c.yaml", input_dir=str(media), results_dir="results",
+                          cache={"dir": str(tmp_path / "cache")}, shard={"target_files": 3})
+    run_snakemake(tmp_path, config)
+    results = tmp_path / "results"
+    _as_old_layout(results)
+    shutil.rmtree(tmp_path / ".snakemake" / "metadata")  # what the old run recorded was under the old paths
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (results / "manifests").rglob("*.json")}
+    assert {p.name for p in results.iterdir()} >= {"ingest", "inventory", "timings", "features", "clap", "logs"}
+    started = time.time()
+    done = run_snakemake(tmp_path, config)
+    assert created_since(tmp_path / "cache", started) == {}
+    assert "audiofeat: moved assembled, benchmarks, ingest, inventory" in done.stderr
+    assert {p.name for p in results.iterdir()} == {"manifests", "dataset", "embeddings.npy", "summary.json",
+                                                   "manifest.schema.json", "report", "bookkeeping"}
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (results / "manifests").rglob("*.json")} == before
+    rows = (results / "report" / "timings.tsv").read_text().splitlines()
+    assert [row.split("\t")[0] for row in rows[1:]] == ["decode", "features", "clap"]
+    again = run_snakemake(tmp_path, config)  # and the moved folder is a finished run
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_environment_overrides_the_config_file_and_the_command_line_both_and_a_run_bounds_its_store(tmp_path):
+    """CACHE_DIR (environment) beats the file's cache.dir; --config perf.threads beats PERF_THREADS; and the run's
+    finalize bounds the store to cache.max_gb, removing another run's artifacts, never its own."""
+    cache = tmp_path / "shared-cache"
+    _write_clips(tmp_path / "a", 3, seed=1)
+    _write_clips(tmp_path / "b", 3, seed=2)
+    first = write_config(tmp_path / "a.yaml", input_dir=str(tmp_path / "a"), results_dir="ra",
+                         extractors=["loudness"], cache={"dir": str(cache)})
+    run_snakemake(tmp_path, first)
+    of_a = {p for p in (cache / "artifacts").rglob("*") if p.is_file() and not p.name.endswith(".meta.json")}
+    second = write_config(tmp_path / "b.yaml", input_dir=str(tmp_path / "b"), results_dir="rb",
+                          extractors=["loudness"], cache={"dir": str(tmp_path / "not-this-one")}, perf={"threads": 0})
+    run_snakemake(tmp_path, second, "--config", "perf={threads: 2}", "cache={max_gb: 1e-9}",
+                  env={"CACHE_DIR": str(cache), "PERF_THREADS": "1"})
+    assert not (tmp_path / "not-this-one").exists()
+    left = {p for p in (cache / "artifacts").rglob("*") if p.is_file() and not p.name.endswith(".meta.json")}
+    assert of_a and not (left & of_a)  # the bound removed the other run's artifacts...
+    manifests = _manifests(tmp_path / "rb")
+    assert len(manifests) == 3 and all(Path(m["audio"]["wav"]) in left for m in manifests.values())  # ...not its own
+    summary = json.loads((tmp_path / "rb" / "summary.json").read_text())
+    assert summary["cache_gc"]["removed_files"] == len(of_a)
+    profiles = [json.loads(p.read_text()) for p in (tmp_path / "rb" / "bookkeeping" / "timings").rglob("*.json")]
+    assert {p["threads"] for p in profiles} == {2}  # 3 files each: 2 threads claimed, not PERF_THREADS' 1

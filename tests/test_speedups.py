@@ -3,6 +3,8 @@ import subprocess
 import sys
 import threading
 
+import pytest
+
 from audiofeat import _speedups
 from audiofeat._speedups import cancel_wakeup_timers
 
@@ -72,6 +74,18 @@ def test_the_switch_turns_every_hook_off(monkeypatch):
     done = subprocess.run([sys.executable, "-c", SPARE_EXIT_COLLECTION], capture_output=True, text=True, check=True,
                           cwd=str(REPO), env={**__import__("os").environ, _speedups.SWITCH: "off"})
     assert done.stdout.split()[0] == "False"  # nothing frozen
+    import torch.nn.init
+    import torchlibrosa.stft
+
+    from audiofeat.clap.laion import laion_module
+
+    librosa_module, uniform = torchlibrosa.stft.librosa, torch.nn.init.uniform_
+    with _speedups.torchlibrosa_constants():
+        assert torchlibrosa.stft.librosa is librosa_module  # librosa's own window and filters
+    with _speedups.random_init_skipped(laion_module("htsat")):
+        assert torch.nn.init.uniform_ is uniform
+    with pytest.raises(SystemExit):  # a normal exit: os._exit would end pytest here
+        _speedups.fast_exit()
 
 
 def test_the_fused_cpu_kernels_follow_the_switch(monkeypatch):

@@ -205,3 +205,15 @@ def test_gc_by_ttl_and_size_keeps_protected_and_recent(tmp_path):
     assert [p.exists() for p in paths] == [False, False, False, True, True, True]
     stats = store.stats()
     assert stats["total_files"] == 3 and stats["extractors"]["features"]["bytes"] == 3000
+
+
+def test_a_hit_refreshes_the_lru_clock_so_gc_removes_what_was_not_used(tmp_path):
+    store = ArtifactStore(tmp_path)
+    now = time.time()
+    older, newer = key(content="aa" * 16), key(content="bb" * 16)
+    for k, hours in ((older, 2), (newer, 1)):
+        path = store.put(k, b"x" * 1000).path
+        os.utime(path.with_name(path.name + ".meta.json"), (now - hours * 3600,) * 2)
+    assert store.get(older) is not None  # a run reads it: it is the recently used one now
+    store.collect_garbage(max_gb=1.5e-6)  # room for one
+    assert store.get(older) is not None and store.get(newer) is None

@@ -120,7 +120,7 @@ def test_full_disk_fails_the_job_in_one_line_then_the_same_command_completes(tmp
         assert "audiofeat: warning: this run will write about" in output  # the inventory's estimate said so
         assert f"audiofeat: cache.dir {cache} is full: " in output
         assert "then rerun the same command" in output and "Traceback" not in output
-        assert not list((tmp_path / "results" / "ingest").glob("*.jsonl"))  # the failed job's table is not kept
+        assert not list((tmp_path / "results" / "bookkeeping" / "decode").glob("*.jsonl"))  # the failed job's table is not kept
         assert not (tmp_path / "results" / "summary.json").exists()
         _store_is_whole(cache)
 
@@ -146,7 +146,7 @@ def test_results_folder_read_only_mid_run_then_the_same_command_completes(tmp_pa
         assert f"audiofeat: results_dir {tmp_path / 'results'} cannot be written (Read-only file system" in output
         assert "Traceback" not in output
         assert not (tmp_path / "results" / "summary.json").exists()
-        assert (tmp_path / "results" / "clap").glob("*.jsonl")  # the shard jobs had finished
+        assert list((tmp_path / "results" / "bookkeeping" / "clap").glob("*.jsonl"))  # the shard jobs had finished
     finally:
         subprocess.run(["umount", str(manifests)], check=True)  # the fix
     started = time.time()
@@ -180,7 +180,7 @@ def test_changed_bytes_under_the_same_name_are_noticed_and_never_poison_the_stor
     assert after[a]["audio"]["codec"] == "vorbis" and after[a]["audio"] != before[a]["audio"]
     assert after[b] == before[b]
 
-    # 2. Replaced between the inventory and the ingest of one run: a fault, and nothing under the old key.
+    # 2. Replaced between the inventory and the decoding of one run: a fault, and nothing under the old key.
     shutil.copy(first, media / "a.wav")
     run_snakemake(tmp_path, config, "--cores", "2", "inventory")  # the inventory alone (a target after a flag)
     old_key = blake2b_file(media / "a.wav")
@@ -233,9 +233,9 @@ def test_a_decoders_verdict_is_stored_and_reused(tmp_path):
     run_snakemake(tmp_path, config)
     assert created_since(tmp_path / "cache", 0)["decode_verdict"] == 1
     started = time.time()
-    run_snakemake(tmp_path, config, "--forcerun", "ingest_decode")
+    run_snakemake(tmp_path, config, "--forcerun", "decode")
     assert created_since(tmp_path / "cache", started) == {}
-    profile = json.loads(next((tmp_path / "results" / "timings" / "ingest").glob("*.json")).read_text())
+    profile = json.loads(next((tmp_path / "results" / "bookkeeping" / "timings" / "decode").glob("*.json")).read_text())
     assert (profile["cache_hits"], profile["cache_misses"], profile["failed"]) == (3, 0, 1)  # not decoded again
     manifest = json.loads((tmp_path / "results" / "manifests" / "notes.mp3.json").read_text())
     assert manifest["error"].startswith("decode: not a media file FFmpeg can read")
@@ -253,12 +253,14 @@ def test_an_input_the_run_may_not_open_is_its_result_and_is_tried_again_after_ch
     os.chmod(tmp_path, 0o755)
     read, write = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: drop to nobody, identify, report, exit without pytest's teardown
-        os.setgid(65534)
-        os.setuid(65534)
-        error = identify_inputs([(str(locked), "locked.wav")], None, 1)[0].error
-        os.write(write, error.encode())
-        os._exit(0)
+    if pid == 0:  # the child: drop to nobody, identify, report, exit without pytest's teardown (always)
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            error = identify_inputs([(str(locked), "locked.wav")], None, 1)[0].error
+            os.write(write, error.encode())
+        finally:
+            os._exit(0)
     os.waitpid(pid, 0)
     assert os.read(read, 10000).decode() == "cannot read file: Permission denied"
     before = input_fingerprint(str(media), "")
@@ -266,3 +268,38 @@ def test_an_input_the_run_may_not_open_is_its_result_and_is_tried_again_after_ch
     locked.chmod(0o644)  # the fix changes the file's ctime: the inventory reruns and hashes it
     assert input_fingerprint(str(media), "") != before
     assert identify_inputs([(str(locked), "locked.wav")], None, 1)[0].error == ""
+
+
+def test_an_input_the_run_may_not_open_is_its_verdict_then_processed_once_readable(tmp_path):
+    """A real run that obeys file permissions (root without its override capabilities, as any user): a file it
+    may not read is that file's error and the others go on; once its permissions change, the same command
+    processes it."""
+    import sys
+
+    from audiofeat.testing.media import make_audio
+    from conftest import REPO
+
+    assert shutil.which("setpriv"), "setpriv (util-linux) missing"
+    media = tmp_path / "media"
+    make_audio(media / "open.wav", seconds=0.5, sr=16000)
+    locked = make_audio(media / "locked.flac", seconds=0.5, sr=16000, source="noise")
+    os.chown(locked, 65534, 65534)  # nobody's, readable by nobody else
+    locked.chmod(0o600)
+    config = write_config(tmp_path / "c.yaml", input_dir=str(media), results_dir="results", extractors=["loudness"],
+                          cache={"dir": str(tmp_path / "cache")})
+    cmd = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", sys.executable, "-m", "snakemake",
+           "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--profile",
+           str(REPO / "profiles" / "local"), "--cores", "2", "--configfile", str(config)]
+
+    def run():
+        done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+        assert done.returncode == 0, done.stderr[-3000:]
+        return {Path(m["source"]["path"]).name: m for m in read_manifests(tmp_path / "results")}
+
+    first = run()
+    assert first["open.wav"]["status"] == "ok"
+    assert first["locked.flac"]["status"] == "error" and "Permission denied" in first["locked.flac"]["error"]
+    locked.chmod(0o644)
+    second = run()
+    assert second["locked.flac"]["status"] == "ok" and "loudness" in second["locked.flac"]

@@ -38,6 +38,8 @@ BAD = {
 }
 
 DEFAULT_BLOCKS = {name: EXTRACTORS[name].block_schema for name in ("features", "clap")}
+# Not the defaults: a value the features extractor ignored (and recorded as used) would show in the statistics.
+FEATURES = {"n_mfcc": 13, "n_mels": 64, "hop_length": 480, "fmin": 40.0}
 
 
 def _make_bad(root):
@@ -59,7 +61,7 @@ def finished_run(tmp_path_factory):
         build(media / name)
     _make_bad(media)
     config = write_config(work / "config.yaml", input_dir=str(media), results_dir="results",
-                          cache={"dir": str(work / "cache")})
+                          cache={"dir": str(work / "cache")}, features=FEATURES)
     done = run_snakemake(work, config)
     return work, media, config, done
 
@@ -81,7 +83,7 @@ def test_every_manifest_passes_the_schema_and_the_facts(finished_run):
         embedding = np.asarray(record["clap"]["embedding"])
         assert embedding.shape == (512,) and abs(np.linalg.norm(embedding) - 1) < 1e-4
         assert record["clap"]["weights"] == "random(seed=0)"
-        assert len(record["features"]["mfcc"]["mean"]) == 20 and len(record["features"]["mel"]["p90"]) == 128
+        assert len(record["features"]["mfcc"]["mean"]) == 13 and len(record["features"]["mel"]["p90"]) == 64
         assert set(record["extractors"]) == {"decode", "features", "clap"}
         per_file = results / "manifests" / (name + ".json")
         assert json.loads(per_file.read_text(encoding="utf-8")) == record
@@ -99,24 +101,28 @@ def test_every_manifest_passes_the_schema_and_the_facts(finished_run):
 
 
 def _recomputed_from_the_wav(*records):
-    """Each file's features and embedding, computed here from its WAV with the library and the model, equal its
-    manifest's (wrong parameters, or blocks swapped between files, would not)."""
+    """Each file's features and embedding, computed here from its WAV with the library and the model under the
+    run's config (not the manifest's own record of it), equal its manifest's (a config value ignored, wrong
+    parameters, or blocks swapped between files, would not)."""
     import torch
 
     from audiofeat import dsp
     from audiofeat.clap.model import get_model
     from audiofeat.clap.windows import aggregate, model_inputs, plan_windows
+    from audiofeat.config.schema import validate_config
     from audiofeat.inputs.wav import read_wav
 
+    config = validate_config({"input_dir": "x", "features": FEATURES})
     model = get_model("HTSAT-tiny", None, "random(seed=0)", device="cpu", warm_up=False)
     for record in records:
         y, sr = read_wav(record["audio"]["wav"])
-        params = {k: v for k, v in record["features"]["params"].items()}
-        summary = dsp.feature_summary(y, **params)
+        assert sr == config["audio"]["target_sr"]
+        summary = dsp.feature_summary(y, sr=sr, **config["features"])
         for part in ("mfcc", "mel"):
             for name, values in summary[part].items():
                 assert np.allclose(record["features"][part][name], values, rtol=1e-5, atol=1e-5), (part, name)
-        windows = plan_windows(len(y), 480000, 240000)
+        segment = config["segment"]
+        windows = plan_windows(len(y), round(segment["window_seconds"] * sr), round(segment["hop_seconds"] * sr))
         with torch.no_grad():
             per_window = model.model(torch.from_numpy(model_inputs(y, windows, 480000))).numpy()
         embedding, _ = aggregate(per_window, "mean")
@@ -149,9 +155,9 @@ def test_dataset_outputs_and_summary(finished_run):
             "clap_input_wait_s"} <= set(columns)
     clap_row = dict(zip(columns, next(line for line in timings if line.startswith("clap")).split("\t")))
     assert 0 <= float(clap_row["clap_input_wait_s"]) < float(clap_row["clap_loop_s"])  # a part of the loop
-    for rule in ("inventory", "ingest_decode", "extract_features", "extract_clap", "finalize"):
-        assert list((work / "results" / "benchmarks").rglob(f"{rule}*")) or \
-            list((work / "results" / "benchmarks" / rule).glob("*.tsv")), rule
+    for rule in ("inventory", "decode", "extract_features", "extract_clap", "finalize"):
+        assert list((work / "results" / "bookkeeping" / "benchmarks").rglob(f"{rule}*")) or \
+            list((work / "results" / "bookkeeping" / "benchmarks" / rule).glob("*.tsv")), rule
 
 
 def test_strict_mode_fails_after_finishing_everything(finished_run):
@@ -159,7 +165,7 @@ def test_strict_mode_fails_after_finishing_everything(finished_run):
     output is written by this run, then strict fails it."""
     work, media, config, _ = finished_run
     strict = write_config(work / "strict.yaml", input_dir=str(media), results_dir="strict-results",
-                          cache={"dir": str(work / "cache")}, strict=True)
+                          cache={"dir": str(work / "cache")}, strict=True, features=FEATURES)
     started = time.time()
     done = run_snakemake(work, strict, check=False)
     assert done.returncode != 0
@@ -169,7 +175,7 @@ def test_strict_mode_fails_after_finishing_everything(finished_run):
         assert (out / written).stat().st_mtime >= started, written
     statuses = [line["status"] for line in read_manifests(out)]
     assert (statuses.count("ok"), statuses.count("error")) == (len(GOOD), len(BAD))
-    assert not (out / "status" / "strict_ok").exists()
+    assert not (out / "bookkeeping" / "status" / "strict_ok").exists()
 
 
 def test_input_list_and_identical_contents(tmp_path):
@@ -187,8 +193,10 @@ def test_input_list_and_identical_contents(tmp_path):
     key = next(line["source"]["content_key"] for line in lines if line["source"]["path"] == str(first))
     same = [line for line in lines if line["source"]["content_key"] == key]
     assert len(same) == 2 and same[0]["clap"] == same[1]["clap"]
-    clap_artifacts = list((tmp_path / "cache" / "artifacts" / "clap").rglob("*.npz"))
-    assert len(clap_artifacts) == 2  # identical contents processed once
+    # Identical contents processed once: every stage's jobs looked up and computed two contents, not three paths.
+    for stage in ("decode", "features", "clap"):
+        profiles = [json.loads(p.read_text()) for p in (tmp_path / "out" / "bookkeeping" / "timings" / stage).glob("*.json")]
+        assert (sum(p["cache_misses"] for p in profiles), sum(p["cache_hits"] for p in profiles)) == (2, 0), stage
 
 
 def test_config_errors_stop_the_run_naming_the_key(tmp_path):
@@ -233,7 +241,7 @@ def _run_on_local_slurm(work, media):
     cluster = work / "on-slurm"
     cluster.mkdir()
     config = write_config(cluster / "config.yaml", input_dir=str(media), results_dir="results",
-                          cache={"dir": str(cluster / "cache")})  # its own store: the jobs compute, not read back
+                          cache={"dir": str(cluster / "cache")}, features=FEATURES)  # its own store: the jobs compute, not read back
     done = run_snakemake(cluster, config, "--slurm-init-seconds-before-status-checks", "2", profile="slurm",
                          timeout=900)
 
@@ -250,14 +258,14 @@ def _run_on_local_slurm(work, media):
     job_ids = {}
     for job_id, rule in re.findall(r"SLURM jobid (\d+) \(log: \S*/rule_(\w+)/", done.stdout + done.stderr):
         job_ids.setdefault(rule, []).append(job_id)
-    assert set(job_ids) == {"ingest_decode", "extract_features", "extract_clap", "assemble_shard"}
+    assert set(job_ids) == {"decode", "extract_features", "extract_clap", "assemble_shard"}
     requested = {rule: subprocess.run(["sacct", "-n", "-P", "-X", "-j", ",".join(ids), "--format=ReqTRES"],
                                       capture_output=True, text=True, check=True, timeout=30).stdout.split()
                  for rule, ids in job_ids.items()}
     assert requested["extract_clap"] and all("gres/gpu=1" in t and "cpu=8" in t and "mem=16000M" in t
                                            for t in requested["extract_clap"])
     assert all("cpu=8" in t for t in requested["extract_features"])  # set-threads fixes features at 8
-    assert all("gres/gpu" not in t for t in requested["ingest_decode"] + requested["extract_features"])
+    assert all("gres/gpu" not in t for t in requested["decode"] + requested["extract_features"])
 
 
 def _close(a, b):
@@ -293,9 +301,13 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     parsed.feed(text)
     assert {"Advice", "Stages", "Time per stage", "Per-file cost", "Slowest files", "Failures by cause",
             "Settings"} <= set(parsed.headings)
-    assert "ingest" in parsed.cells and "clap" in parsed.cells
+    assert "decode" in parsed.cells and "clap" in parsed.cells
     assert "Model-busy fraction" in text and "not a media file" in text
     assert "Seeded random weights (random(seed=0)): embeddings carry no meaning" in text.split("<h2")[0]
+    # The model-busy fraction shown is the CLAP jobs' forward seconds over their workers' wall seconds.
+    clap = [json.loads(p.read_text()) for p in (work / "results" / "bookkeeping" / "timings" / "clap").glob("*.json")]
+    busy = sum(p["seconds"]["clap_forward"] for p in clap) / sum(p["wall_s"] * p.get("workers", 1) for p in clap)
+    assert f"Model-busy fraction (CLAP forward ÷ CLAP job wall time): <b>{busy:.2f}</b>" in text and 0 < busy < 1
     assert not re.search(r"(?:src|href)=['\"](?:https?:)?//", text)  # self-contained: nothing fetched
     slowest = text.split("<h2>Slowest files</h2>")[1].split("<h2")[0]
     assert slowest.count("<tr>") == 1 + 10  # the header and the ten slowest of 13 files
@@ -311,7 +323,7 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     with open(work / "results" / "report" / "timings.tsv", newline="") as handle:
         wall = {row["stage"]: float(row["wall_s"]) for row in csv.DictReader(handle, delimiter="\t")}
     stage_bars = {title.split(":")[0]: (width, float(title.split(": ")[1])) for width, _, title in bars(stages_svg)}
-    assert set(stage_bars) == set(wall) == {"ingest", "features", "clap"}
+    assert set(stage_bars) == set(wall) == {"decode", "features", "clap"}
     assert all(abs(stage_bars[s][1] - wall[s]) < 1e-3 and stage_bars[s][0] > 0 for s in wall)
     longest = max(wall, key=wall.get)
     assert stage_bars[longest][0] == max(width for width, _ in stage_bars.values())
@@ -393,7 +405,7 @@ def test_the_python_api_reuses_what_the_workflow_computed(finished_run):
     lines.append(lines[0])  # a path twice: the same content, computed once, reported twice
     paths = [line["source"]["path"] for line in lines]
     started = time.time()
-    result = audiofeat.extract(paths, cache={"dir": str(work / "cache")},
+    result = audiofeat.extract(paths, cache={"dir": str(work / "cache")}, features=FEATURES,
                                clap={"checkpoint": "", "allow_random_weights": True})
     assert created_since(work / "cache", started) == {}  # the same keys: nothing recomputed
     assert [m.status for m in result.manifests] == [line["status"] for line in lines]

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from .layout import bookkeeping
 from .schema import apply_env_overrides, merge_config, validate_config
 
 DEFAULT_EXTRACTORS = ("features", "clap")
@@ -121,7 +122,7 @@ class Settings:
 
     def store_dir(self) -> str:
         """Where artifacts go: ``cache.dir``, or with the cache off a run-private folder never read back."""
-        return self.cache.dir if self.cache.enabled else os.path.join(self.results_dir, "work")
+        return self.cache.dir if self.cache.enabled else bookkeeping(self.results_dir, "work")
 
 
 _SECTIONS = {"shard": ShardSettings, "cache": CacheSettings, "perf": PerfSettings, "audio": AudioSettings,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 from ..faults import is_fault
 from ..store.artifacts import ArtifactKey, ArtifactStore, StoredArtifact, params_hash
-from ..store.tables import IngestRecord
+from ..store.tables import DecodeRecord
 
 if TYPE_CHECKING:
     from ..config.settings import Settings
@@ -83,19 +83,19 @@ class Extractor(ABC):
         """The workflow rule's ``params:`` value: a change reruns the rule's jobs."""
         return f"v{self.version}-{self.params_hash}"
 
-    def work_units(self, file: IngestRecord) -> int:
+    def work_units(self, file: DecodeRecord) -> int:
         """Independent pieces of work a missing artifact costs (a shard job claims no more threads than these)."""
         return 1
 
-    def compute_one(self, file: IngestRecord) -> Computed:
+    def compute_one(self, file: DecodeRecord) -> Computed:
         raise NotImplementedError(f"{type(self).__name__} computes in batches")
 
-    def compute(self, files: list[IngestRecord], *, threads: int, profile: "JobProfile", progress=None
-                ) -> Iterator[tuple[IngestRecord, Computed | BaseException]]:
+    def compute(self, files: list[DecodeRecord], *, threads: int, profile: "JobProfile", progress=None
+                ) -> Iterator[tuple[DecodeRecord, Computed | BaseException]]:
         """``(file, artifact or error)`` for every file, in any order: :meth:`compute_one` on ``threads``
         threads. A fault is raised; any other error is yielded as that file's verdict. An extractor that
         ``reports_progress`` advances ``progress`` by work units as it goes (within a long file)."""
-        def one(file: IngestRecord) -> tuple[IngestRecord, Computed | BaseException]:
+        def one(file: DecodeRecord) -> tuple[DecodeRecord, Computed | BaseException]:
             try:
                 started = time.perf_counter()
                 computed = self.compute_one(file)

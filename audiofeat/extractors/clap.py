@@ -20,7 +20,7 @@ import numpy as np
 from ..clap import MODEL_SAMPLE_RATE
 from ..faults import Verdict, is_fault, one_line
 from ..store.artifacts import ArtifactKey, ArtifactStore, StoredArtifact
-from ..store.tables import IngestRecord
+from ..store.tables import DecodeRecord
 from .base import Computed, Extractor
 
 
@@ -129,14 +129,14 @@ class ClapExtractor(Extractor):
         return (int(round(self.params.window_seconds * MODEL_SAMPLE_RATE)),
                 int(round(self.params.hop_seconds * MODEL_SAMPLE_RATE)))
 
-    def work_units(self, file: IngestRecord) -> int:
+    def work_units(self, file: DecodeRecord) -> int:
         from ..clap.windows import plan_windows
 
         n = max(1, round(file.duration_s * MODEL_SAMPLE_RATE))
         return len(plan_windows(n, *self.window_and_hop(), segment=self.params.segment_enabled))
 
     def compute(self, files, *, threads, profile, progress=None
-                ) -> Iterator[tuple[IngestRecord, Computed | BaseException]]:
+                ) -> Iterator[tuple[DecodeRecord, Computed | BaseException]]:
         """Embeddings of ``files``, micro-batched; on the CPU ``threads`` single-threaded forward passes run at
         once, on CUDA one stream is fed by ``threads - 1`` preparing processes."""
         from ..clap.embed import ClapEmbedder, max_batch_windows, pass_windows
@@ -211,7 +211,7 @@ class ClapExtractor(Extractor):
         return get_model(self.params.model, self.checkpoint_path, self.params.weights, device=self.device,
                          compiled=compiled, compile_cache=self.compile_cache)
 
-    def plan(self, file: IngestRecord):
+    def plan(self, file: DecodeRecord):
         return file_plan(file, *self.window_and_hop(), segment=self.params.segment_enabled,
                          weighted=self.params.aggregate_mode == "weighted")
 
@@ -243,9 +243,9 @@ class ClapExtractor(Extractor):
         return block
 
 
-def file_plan(file: IngestRecord, window: int, hop: int, *, segment: bool, weighted: bool):
+def file_plan(file: DecodeRecord, window: int, hop: int, *, segment: bool, weighted: bool):
     """A decoded file's windows at the model's rate (:class:`~audiofeat.clap.feeder.FilePlan`), from its
-    length in the ingest table: nothing is read here, the feeder's workers read each window when its batch
+    length in the decode table: nothing is read here, the feeder's workers read each window when its batch
     is made, so memory follows the batches, not the file."""
     from ..clap.feeder import FilePlan
     from ..clap.windows import plan_windows

@@ -23,7 +23,7 @@ from ..inputs.media import (
 )
 from ..inputs.wav import write_wav
 from ..store.artifacts import ArtifactKey, ArtifactStore, StoredArtifact
-from ..store.tables import IngestRecord
+from ..store.tables import DecodeRecord
 from .base import Extractor
 from .profiling import JobProfile
 
@@ -55,7 +55,7 @@ class DecodeExtractor(Extractor):
         """Where the decoder's verdict on bytes that give no WAV is kept, beside the WAV they would have given."""
         return dataclasses.replace(self.key(content_key), extractor="decode_verdict", suffix=".txt")
 
-    def ingest(self, row: dict, store: ArtifactStore, profile: JobProfile) -> tuple[IngestRecord, bool]:
+    def decode(self, row: dict, store: ArtifactStore, profile: JobProfile) -> tuple[DecodeRecord, bool]:
         """``(record, cache hit)`` for one inventory row: its WAV from the store, or decoded and stored; a
         verdict (stored, and reused) when its bytes give none.
 
@@ -64,7 +64,7 @@ class DecodeExtractor(Extractor):
         not have. Faults propagate.
         """
         key, verdict_key = self.key(row["content_key"]), self.verdict_key(row["content_key"])
-        base = IngestRecord(row["content_key"], path_text(row["path"]), "error")
+        base = DecodeRecord(row["content_key"], path_text(row["path"]), "error")
         started = time.perf_counter()
         check_unchanged(row)
         found = store.get(key)
@@ -84,7 +84,7 @@ class DecodeExtractor(Extractor):
                 return _failed(base, one_line(exc)), False
         else:
             stored = found
-        return IngestRecord(row["content_key"], base.path, "ok", samples=stored.meta["samples"],
+        return DecodeRecord(row["content_key"], base.path, "ok", samples=stored.meta["samples"],
                             audio={**stored.meta["probe"], "target_sr": self.params.target_sr, "wav": str(stored.path)},
                             seconds=stored.meta.get("seconds", 0.0), cache_hit=found is not None,
                             extractor=self.identity()), found is not None
@@ -126,7 +126,7 @@ class _Counted:
             yield chunk
 
 
-def _failed(base: IngestRecord, message: str, artifact=None) -> IngestRecord:
+def _failed(base: DecodeRecord, message: str, artifact=None) -> DecodeRecord:
     return dataclasses.replace(base, error=f"decode: {message}", artifact=str(artifact) if artifact else None)
 
 

@@ -8,7 +8,7 @@ import orjson
 
 from ..faults import Verdict
 from ..inputs.wav import WavReader
-from ..store.tables import IngestRecord
+from ..store.tables import DecodeRecord
 from .base import Computed, Extractor
 
 
@@ -59,7 +59,7 @@ class FeaturesExtractor(Extractor):
             fmax=_optional_float(section.fmax), top_db=_optional_float(section.top_db))
         return cls(params, wav_params_hash=DecodeExtractor.from_settings(settings).params_hash)
 
-    def compute_one(self, file: IngestRecord) -> Computed:
+    def compute_one(self, file: DecodeRecord) -> Computed:
         """The manifest's ``features`` block, stored as its JSON (finalize inserts it byte for byte)."""
         with WavReader(file.wav) as wav:  # read a span at a time: memory follows the frames, not the duration
             block = features_block(wav, self.params)

@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 
 from ..inputs.wav import read_wav
-from ..store.tables import IngestRecord
+from ..store.tables import DecodeRecord
 from .base import Computed, Extractor
 
 
@@ -112,6 +112,6 @@ class LoudnessExtractor(Extractor):
         return cls(LoudnessParams(int(settings.audio.target_sr)),
                    wav_params_hash=DecodeExtractor.from_settings(settings).params_hash)
 
-    def compute_one(self, file: IngestRecord) -> Computed:
+    def compute_one(self, file: DecodeRecord) -> Computed:
         y, _ = read_wav(file.wav)
         return Computed(orjson.dumps(loudness_block(y, self.params), option=orjson.OPT_SORT_KEYS), {})

@@ -14,7 +14,7 @@ from ..config.settings import Settings
 from ..faults import ArtifactGone, Fault, is_fault, one_line
 from ..inputs.inventory import read_tsv
 from ..store.artifacts import ArtifactStore, StoredArtifact, keep_copy
-from ..store.tables import ExtractRecord, IngestRecord, read_jsonl, read_table, write_table
+from ..store.tables import DecodeRecord, ExtractRecord, read_jsonl, read_table, write_table
 from .base import Computed, Extractor
 from .decode import DecodeExtractor
 from .profiling import JobProfile, Progress
@@ -28,17 +28,17 @@ def open_store(settings: Settings) -> ArtifactStore:
     return ArtifactStore(settings.store_dir(), reuse=settings.cache.enabled)
 
 
-def run_ingest(shard_tsv: str, out_jsonl: str, profile_json: str, settings: Settings, *,
+def run_decode(shard_tsv: str, out_jsonl: str, profile_json: str, settings: Settings, *,
                threads: int = 1, progress_json: str | None = None) -> JobProfile:
     """Decode every input of a shard (or find its WAV), ``threads`` files at a time: FFmpeg's decoders, soxr and
     the store's writes release the GIL. ``progress_json``: where :class:`Progress` keeps how far the job is."""
     store, decoder = open_store(settings), DecodeExtractor.from_settings(settings)
-    profile = JobProfile("ingest", Path(shard_tsv).stem, extra={"threads": threads})
+    profile = JobProfile("decode", Path(shard_tsv).stem, extra={"threads": threads})
     rows = read_tsv(shard_tsv)
-    progress = Progress("ingest", profile.shard, files=len(rows), path=progress_json, log=logger)
+    progress = Progress("decode", profile.shard, files=len(rows), path=progress_json, log=logger)
     records = []
-    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="ingest") as pool:
-        for record, hit in pool.map(lambda row: decoder.ingest(row, store, profile), rows):
+    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="decode") as pool:
+        for record, hit in pool.map(lambda row: decoder.decode(row, store, profile), rows):
             progress.advance()
             records.append(record)
             profile.files += 1
@@ -48,7 +48,7 @@ def run_ingest(shard_tsv: str, out_jsonl: str, profile_json: str, settings: Sett
                 profile.audio_seconds += record.duration_s
             else:
                 profile.failed += 1
-                logger.error("ingest: %s: %s", record.path, record.error.removeprefix("decode: "))
+                logger.error("decode: %s: %s", record.path, record.error.removeprefix("decode: "))
     with profile.timer("write"):
         write_table(out_jsonl, records)
     profile.write(profile_json)
@@ -56,26 +56,26 @@ def run_ingest(shard_tsv: str, out_jsonl: str, profile_json: str, settings: Sett
     return profile
 
 
-def run_extractor(name: str, ingest_jsonl: str, out_jsonl: str, profile_json: str, settings: Settings, *,
+def run_extractor(name: str, decode_jsonl: str, out_jsonl: str, profile_json: str, settings: Settings, *,
                   threads: int = 1, previous_jsonl: str | None = None, progress_json: str | None = None,
                   run_summary: str | None = None) -> JobProfile:
     """One extractor over a shard's decoded files. ``previous_jsonl`` keeps a copy of the shard's table from one
     run to the next (Snakemake deletes a declared output before its job): an ``inline_block`` extractor takes a
     cached file's block from there while the artifact it names is the one in the store, digest included.
-    A WAV gone from the store removes the shard's ingest table and ``run_summary`` (the run's last output:
+    A WAV gone from the store removes the shard's decode table and ``run_summary`` (the run's last output:
     Snakemake reruns nothing below outputs that are up to date), so that the same command decodes it again."""
-    profile = JobProfile(name, Path(ingest_jsonl).stem, extra={"threads": threads})
+    profile = JobProfile(name, Path(decode_jsonl).stem, extra={"threads": threads})
     with profile.timer("setup"):
         extractor = EXTRACTORS[name].from_settings(settings, job=True)
-    files = read_table(ingest_jsonl, IngestRecord)
+    files = read_table(decode_jsonl, DecodeRecord)
     try:
         records = extract(extractor, files, open_store(settings), threads=threads, profile=profile,
                           previous=_previous_records(previous_jsonl), progress_json=progress_json)
     except ArtifactGone as gone:
-        for stale in (ingest_jsonl, run_summary):
+        for stale in (decode_jsonl, run_summary):
             if stale:
                 Path(stale).unlink(missing_ok=True)
-        raise Fault(f"{gone}; its shard's ingest table was removed: rerun the same command") from None
+        raise Fault(f"{gone}; its shard's decode table was removed: rerun the same command") from None
     with profile.timer("write"):
         write_table(out_jsonl, records)
         if previous_jsonl and extractor.inline_block:
@@ -84,7 +84,7 @@ def run_extractor(name: str, ingest_jsonl: str, out_jsonl: str, profile_json: st
     return profile
 
 
-def extract(extractor: Extractor, files: list[IngestRecord], store: ArtifactStore, *, threads: int,
+def extract(extractor: Extractor, files: list[DecodeRecord], store: ArtifactStore, *, threads: int,
             profile: JobProfile, previous: dict[str, ExtractRecord] | None = None,
             progress_json: str | None = None) -> list[ExtractRecord]:
     """One record per file, in order: looked up, else computed and stored (on a pool of writers, so that a
@@ -131,7 +131,7 @@ def extract(extractor: Extractor, files: list[IngestRecord], store: ArtifactStor
     return records
 
 
-def lookup(extractor: Extractor, store: ArtifactStore, file: IngestRecord,
+def lookup(extractor: Extractor, store: ArtifactStore, file: DecodeRecord,
            kept: ExtractRecord | None) -> ExtractRecord | None:
     """The record of a file whose artifact is in the store, else None. An ``inline_block`` extractor's block
     comes from ``kept`` (the shard's previous record) when it names this very artifact."""
@@ -146,7 +146,7 @@ def lookup(extractor: Extractor, store: ArtifactStore, file: IngestRecord,
     return _ok_record(extractor, file, found, block, cache_hit=True)
 
 
-def store_result(extractor: Extractor, store: ArtifactStore, file: IngestRecord, computed: Computed,
+def store_result(extractor: Extractor, store: ArtifactStore, file: DecodeRecord, computed: Computed,
                  profile: JobProfile) -> ExtractRecord:
     """Store one computed artifact and return its record (the block from the arrays in hand, as a cache hit
     builds it from the stored ones)."""
@@ -157,7 +157,7 @@ def store_result(extractor: Extractor, store: ArtifactStore, file: IngestRecord,
     return _ok_record(extractor, file, stored, block, cache_hit=False)
 
 
-def _ok_record(extractor: Extractor, file: IngestRecord, stored: StoredArtifact, block: dict | None, *,
+def _ok_record(extractor: Extractor, file: DecodeRecord, stored: StoredArtifact, block: dict | None, *,
                cache_hit: bool) -> ExtractRecord:
     return ExtractRecord(file.content_key, "ok", artifact=str(stored.path), artifact_digest=stored.digest,
                          seconds=stored.meta.get("seconds", 0.0), cache_hit=cache_hit,

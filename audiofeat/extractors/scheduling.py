@@ -12,12 +12,12 @@ from .decode import DecodeExtractor
 def pending_work(extractor: Extractor, table: str, settings: Settings) -> int:
     """Independent pieces of work a shard job of ``extractor`` has: inputs to decode (the decoder, from the
     shard's inventory table), or for another extractor the work units (files, CLAP windows) of the decoded files
-    whose artifact is not in the store (from the shard's ingest table). Reads tables and stats; never hashes.
+    whose artifact is not in the store (from the shard's decode table). Reads tables and stats; never hashes.
 
     Raises FileNotFoundError while ``table`` is not written yet.
     """
     from ..inputs.inventory import read_tsv
-    from ..store.tables import IngestRecord, read_table
+    from ..store.tables import DecodeRecord, read_table
     from .runner import open_store
 
     store = open_store(settings)
@@ -28,7 +28,7 @@ def pending_work(extractor: Extractor, table: str, settings: Settings) -> int:
 
     if isinstance(extractor, DecodeExtractor):
         return sum(missing(row["content_key"]) for row in read_tsv(table))
-    return sum(extractor.work_units(f) for f in read_table(table, IngestRecord) if f.ok and missing(f.content_key))
+    return sum(extractor.work_units(f) for f in read_table(table, DecodeRecord) if f.ok and missing(f.content_key))
 
 
 def shard_job_threads(extractor: Extractor, table: str, settings: Settings, max_threads: int) -> int:

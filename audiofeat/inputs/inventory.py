@@ -2,7 +2,7 @@
 
 Content key: BLAKE2b-128 of the file's bytes (hashlib, no extra dependency). A stat index (SQLite, keyed by
 path; holds size, mtime_ns, inode and ctime_ns) avoids rehashing unchanged files; a file whose stat changed is
-rehashed. The shard tables carry the stat each key was hashed under, so that the ingest decodes only bytes that are
+rehashed. The shard tables carry the stat each key was hashed under, so that the decode job decodes only bytes that are
 still the key's.
 
 Paths are ``str`` as Python's ``os`` functions give them: bytes that are not UTF-8 are lone surrogates
@@ -163,7 +163,7 @@ class StatIndex:
 
 
 def declared_duration(path: str) -> float:
-    """Duration the container declares (seconds), from its header; 0 when unknown or unreadable (the ingest
+    """Duration the container declares (seconds), from its header; 0 when unknown or unreadable (the decode job
     stage reports why)."""
     from .media import DecodeError, probe
 
@@ -175,7 +175,7 @@ def declared_duration(path: str) -> float:
 
 def _hash_new(item: tuple[str, str]) -> tuple[InputFile, tuple | None]:
     """Hash one input. A file whose stat changes while it is hashed (still being copied) keeps the stat from
-    before, so the ingest refuses it as changed, and is not remembered, so the next run hashes it again."""
+    before, so the decode job refuses it as changed, and is not remembered, so the next run hashes it again."""
     path, rel = item
     try:
         before = os.stat(path)
@@ -187,7 +187,7 @@ def _hash_new(item: tuple[str, str]) -> tuple[InputFile, tuple | None]:
     signature = input_signature(before)
     record = InputFile(path, rel, before.st_size, key, duration, stat=signature, hashed=True)
     if input_signature(after) != signature:
-        logger.warning("inventory: %a changed while it was hashed; the ingest will ask for a rerun", path)
+        logger.warning("inventory: %a changed while it was hashed; the decode job will ask for a rerun", path)
         return record, None
     return record, (path, signature, key, duration)
 

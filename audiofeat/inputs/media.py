@@ -277,10 +277,12 @@ def _ffmpeg_chunks(args: list[str], channels: int) -> Iterator[np.ndarray]:
 
 
 def _declared_seconds(container, stream) -> float:
-    """Duration the container declares for ``stream`` (seconds); 0 when it declares none."""
+    """Duration the container declares for ``stream`` (seconds); 0 when it declares none. The container's own
+    duration stands in only when ``stream`` is all it holds: it is its longest stream's (a second audio track's,
+    a video's), and taken for the first track's it would call a complete file truncated."""
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
-    if container.duration is not None:
+    if container.duration is not None and len(container.streams) == 1:
         return container.duration / 1_000_000
     return 0.0
 

@@ -71,15 +71,17 @@ class PartRows:
     digest: str
 
 
-def patch_embeddings(npy_path: str | os.PathLike, parts: list[PartRows], part_path, *, dim: int) -> int:
+def patch_embeddings(npy_path: str | os.PathLike, parts: list[PartRows], part_path, *, dim: int,
+                     index_path: str | os.PathLike) -> int:
     """Bring ``embeddings.npy`` ``[shape=(rows, dim)]`` float32 up to date with ``parts`` (in dataset order),
     rewriting only the rows of parts that changed or moved; ``part_path(name)`` is a part's file. The rows of
     inputs that failed are zero. Returns the number of parts whose rows were written.
 
-    The matrix is changed in place, a part's rows at a time; an index beside it says which part's rows it holds,
-    and is removed while the matrix changes, so that a finalize killed halfway rewrites every part the next time.
+    The matrix is changed in place, a part's rows at a time; an index (``index_path``, in the bookkeeping folder)
+    says which part's rows it holds, and is removed while the matrix changes, so that a finalize killed halfway
+    rewrites every part the next time.
     """
-    index_path = Path(f"{npy_path}.index.json")
+    index_path = Path(index_path)
     wanted = [(p.shard, offset, p.rows, p.digest) for p, offset in zip(parts, _offsets(parts))]
     trusted = _held_rows(npy_path, index_path, dim)
     total = sum(p.rows for p in parts)

@@ -112,14 +112,14 @@ def _stored_block(stage: str, content_key: str, record: dict) -> orjson.Fragment
 def build_manifest(row: dict, by_stage: dict[str, dict[str, dict]], extractors: list[str]) -> AudioManifest:
     """One input's ``audio_manifest_v1`` record from its inventory row and its shard records."""
     source = Source.of(row["path"], row["content_key"], int(row["size_bytes"]))
-    stages = ["ingest", *extractors]
+    stages = ["decode", *extractors]
     records = {stage: by_stage.get(stage, {}).get(row["content_key"]) for stage in stages}
     error = row["error"] or next((r["error"] for r in records.values() if r and r["status"] == "error"), None)
     if not error and any(r is None for r in records.values()):
         error = "not processed (its shard job failed; see the logs)"
     identities, timings = {}, {}
     for stage, record in records.items():
-        name = "decode" if stage == "ingest" else stage
+        name = "decode" if stage == "decode" else stage
         if record and "extractor" in record:
             identities[name] = record["extractor"]
         if record and "seconds" in record:
@@ -130,7 +130,7 @@ def build_manifest(row: dict, by_stage: dict[str, dict[str, dict]], extractors: 
     blocks = {name: records[name]["block"] if "block" in records[name]
               else _stored_block(name, row["content_key"], records[name]) for name in extractors}
     return AudioManifest(source=source, status="ok", audiofeat_version=__version__,
-                         audio=AudioInfo(**records["ingest"]["audio"]), blocks=blocks, extractors=identities,
+                         audio=AudioInfo(**records["decode"]["audio"]), blocks=blocks, extractors=identities,
                          timings=timings)
 
 

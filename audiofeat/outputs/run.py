@@ -45,7 +45,7 @@ class FinalizeResult(NamedTuple):
 
 def run_finalize(summaries: dict[str, str], errors_tsv: str, extractors: dict, *, dataset_dir: str,
                  manifests_dir: str, assembled_dir: str, summary_json: str, schema_json: str,
-                 embeddings_npy: str | None, cache: CacheSettings, tables: dict[str, list[str]]) -> FinalizeResult:
+                 embeddings_npy: str | None, embeddings_index: str, cache: CacheSettings, tables: dict[str, list[str]]) -> FinalizeResult:
     """The run's outputs from the shards' summaries (``{shard: path}``): the unhashed inputs' manifests and
     part, the embedding matrix patched where parts changed (when CLAP ran), the manifest schema and the summary;
     then the store is bounded (``cache.ttl_hours``, ``cache.max_gb``) sparing what ``tables`` name."""
@@ -59,7 +59,8 @@ def run_finalize(summaries: dict[str, str], errors_tsv: str, extractors: dict, *
     _check_parts(dataset, parts, summaries)
     remove_stale_parts(dataset, [p.shard for p in parts])
     if embeddings_npy:
-        patch_embeddings(embeddings_npy, parts, lambda name: dataset / f"{name}.parquet", dim=EMBEDDING_DIM)
+        patch_embeddings(embeddings_npy, parts, lambda name: dataset / f"{name}.parquet", dim=EMBEDDING_DIM,
+                         index_path=embeddings_index)
     atomic_write_text(schema_json, json.dumps(run_schema({name: e.block_schema for name, e in extractors.items()}), indent=1))
     summary = merged_summary(list(by_shard.values()), list(extractors))
     if cache.enabled and (cache.ttl_hours or cache.max_gb):

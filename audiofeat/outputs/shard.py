@@ -32,7 +32,7 @@ INDEX_FORMAT = 1  # bump when what a row's signature covers changes
 
 
 def read_shard_tables(tables: dict[str, list[str]]) -> dict[str, dict[str, dict]]:
-    """``{stage: {content key: record}}`` from every shard's table (``ingest`` and each extractor's)."""
+    """``{stage: {content key: record}}`` from every shard's table (``decode`` and each extractor's)."""
     by_stage: dict[str, dict[str, dict]] = {}
     for stage, paths in tables.items():
         table = by_stage[stage] = {}
@@ -69,7 +69,7 @@ def row_signatures(rows: list[dict], by_stage: dict[str, dict[str, dict]], extra
     for row in rows:
         key = row["content_key"]
         if key not in record_digest:
-            records = [by_stage.get(stage, {}).get(key) for stage in ("ingest", *extractors)]
+            records = [by_stage.get(stage, {}).get(key) for stage in ("decode", *extractors)]
             records = [{k: v for k, v in r.items() if k not in _NOT_IN_MANIFESTS} if r else r for r in records]
             record_digest[key] = hashlib.blake2b(orjson.dumps(records, option=orjson.OPT_SORT_KEYS),
                                                  digest_size=16).digest()

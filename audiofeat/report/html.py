@@ -44,7 +44,7 @@ def stage_totals(profiles: list[dict]) -> dict[str, dict]:
 def stage_order(totals: dict[str, dict], extractors: tuple[str, ...]) -> list[str]:
     """The stages that ran, in the run's order: decoding, the configured extractors, then any other whose
     profiles are there (an extractor a previous run of this folder chose)."""
-    known = ["ingest", *extractors]
+    known = ["decode", *extractors]
     return [s for s in known if s in totals] + sorted(s for s in totals if s not in known)
 
 

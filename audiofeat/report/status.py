@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config.layout import bookkeeping
+
 STALE_S = 600  # a running job that has not reported for this long is shown as possibly stopped
 
 
@@ -42,24 +44,25 @@ def _failed(log: Path) -> bool:
     return "fault: " in text or "Traceback (most recent call last)" in text
 
 
-def _job_state(results: Path, stage: str, shard: str, now: float) -> tuple[str, dict | None]:
-    progress = _read_json(results / "progress" / stage / f"{shard}.json")
-    profile = results / "timings" / stage / f"{shard}.json"
-    rule = "ingest_decode" if stage == "ingest" else f"extract_{stage}"
+def _job_state(kept: Path, stage: str, shard: str, now: float) -> tuple[str, dict | None]:
+    progress = _read_json(kept / "progress" / stage / f"{shard}.json")
+    profile = kept / "timings" / stage / f"{shard}.json"
+    rule = "decode" if stage == "decode" else f"extract_{stage}"
     if progress is None:
         return ("done" if profile.exists() else "pending"), None
     if progress["state"] == "done" and profile.exists():
         return "done", progress
-    if _failed(results / "logs" / rule / f"{shard}.log"):
+    if _failed(kept / "logs" / rule / f"{shard}.log"):
         return "failed", progress
     return ("stale" if now - progress["updated"] > STALE_S else "running"), progress
 
 
-def stage_status(results: Path, stage: str, shards: list[str], now: float) -> StageStatus:
+def stage_status(kept: Path, stage: str, shards: list[str], now: float) -> StageStatus:
+    """One stage's jobs, from the bookkeeping folder ``kept``."""
     status = StageStatus(stage)
     running_eta, walls = [], []
     for shard in shards:
-        state, progress = _job_state(results, stage, shard, now)
+        state, progress = _job_state(kept, stage, shard, now)
         if state == "stale":
             status.notes.append(f"{shard}: no report for {int(now - progress['updated'])} s (stopped?)")
             state = "running"
@@ -69,7 +72,7 @@ def stage_status(results: Path, stage: str, shards: list[str], now: float) -> St
             status.files_total += progress["total_files"]
             if state == "running" and progress.get("eta_s") is not None:
                 running_eta.append(progress["eta_s"])
-        if state == "done" and (profile := _read_json(results / "timings" / stage / f"{shard}.json")):
+        if state == "done" and (profile := _read_json(kept / "timings" / stage / f"{shard}.json")):
             walls.append(profile["wall_s"])
     pending_s = status.pending * statistics.median(walls) if walls and status.pending else 0.0
     if running_eta or pending_s:
@@ -79,13 +82,13 @@ def stage_status(results: Path, stage: str, shards: list[str], now: float) -> St
 
 def run_status(results_dir: str) -> dict:
     """``{"shards", "stages": [StageStatus], "finished": summary or None}`` of a results folder."""
-    results = Path(results_dir)
-    shards = sorted(p.stem for p in (results / "inventory" / "shards").glob("*.tsv"))
-    stages = ["ingest"] + sorted({p.name for folder in ("timings", "progress") for p in (results / folder).glob("*")
-                                  if p.is_dir() and p.name != "ingest"})
+    kept = Path(bookkeeping(results_dir))
+    shards = sorted(p.stem for p in (kept / "inventory" / "shards").glob("*.tsv"))
+    stages = ["decode"] + sorted({p.name for folder in ("timings", "progress") for p in (kept / folder).glob("*")
+                                  if p.is_dir() and p.name != "decode"})
     now = time.time()
-    return {"shards": len(shards), "stages": [stage_status(results, s, shards, now) for s in stages],
-            "finished": _read_json(results / "summary.json")}
+    return {"shards": len(shards), "stages": [stage_status(kept, s, shards, now) for s in stages],
+            "finished": _read_json(Path(results_dir) / "summary.json")}
 
 
 def format_status(status: dict) -> str:

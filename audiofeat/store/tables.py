@@ -1,6 +1,6 @@
 """Shard tables: one JSON line per content key, written by a shard job and read by the next stage.
 
-``IngestRecord`` is what the ingest says of an input (its WAV, or why there is none); ``ExtractRecord`` is what
+``DecodeRecord`` is what decoding says of an input (its WAV, or why there is none); ``ExtractRecord`` is what
 an extractor says of a decoded file (its artifact and, for extractors whose artifact is not JSON, the manifest
 block). Both serialise with ``to_dict``/``from_dict``; ``None`` fields are left out of the JSON.
 """
@@ -14,7 +14,7 @@ import orjson
 
 from .artifacts import atomic_write_bytes
 
-T = TypeVar("T", "IngestRecord", "ExtractRecord")
+T = TypeVar("T", "DecodeRecord", "ExtractRecord")
 
 
 class _Record:
@@ -28,7 +28,7 @@ class _Record:
 
 
 @dataclass(frozen=True)
-class IngestRecord(_Record):
+class DecodeRecord(_Record):
     """An input's decoded WAV (``status: ok``; ``audio`` holds :class:`audiofeat.manifest.AudioInfo`'s fields) or
     the reason it has none (``status: error``; ``artifact`` is the stored decoder verdict, when there is one)."""
 
@@ -90,5 +90,5 @@ def read_table(path: str | os.PathLike, kind: type[T]) -> list[T]:
     return [kind.from_dict(data) for data in read_jsonl(path)]
 
 
-def write_table(path: str | os.PathLike, records: Iterable[IngestRecord | ExtractRecord]) -> None:
+def write_table(path: str | os.PathLike, records: Iterable[DecodeRecord | ExtractRecord]) -> None:
     write_jsonl(path, (r.to_dict() for r in records))

@@ -7,8 +7,11 @@ sys.path.insert(0, workflow.basedir)  # the audiofeat package next to the Snakef
 
 from audiofeat import _speedups
 from audiofeat.clap.checkpoint import resolve_weights
+from audiofeat.config.layout import bookkeeping as bookkeeping_path
+from audiofeat.config.layout import move_old_layout
 from audiofeat.config.schema import resolve_threads
 from audiofeat.extractors.devices import local_gpus
+from audiofeat.extractors import EXTRACTORS as REGISTERED
 from audiofeat.extractors import DecodeExtractor, build_extractors
 from audiofeat.inputs.inventory import input_fingerprint
 from audiofeat.preflight import preflight
@@ -48,8 +51,21 @@ if GPUS and "gpu" not in workflow.global_resources:
 _speedups.spare_exit_collection()
 
 
+# A results folder written before the bookkeeping folder is carried over to it (files renamed, mtimes kept), so
+# that its finished jobs stay finished.
+if workflow.is_main_process:
+    if _moved := move_old_layout(RESULTS, list(REGISTERED)):
+        print(f"audiofeat: moved {', '.join(_moved)} into {bookkeeping_path(RESULTS)}", file=sys.stderr)
+
+
 def results(path):
+    """What users open: manifests/, dataset/, embeddings.npy, summary.json, the manifest schema, report/."""
     return os.path.join(RESULTS, path)
+
+
+def bookkeeping(path):
+    """Everything else: tables, inventory, profiles, progress, logs, Snakemake's benchmarks, state."""
+    return bookkeeping_path(RESULTS, path)
 
 
 def get_inventory_state(wildcards):
@@ -64,24 +80,24 @@ def get_shards():
 
 
 def get_shard_tables(wildcards):
-    """``ingest`` and each extractor's shard tables, by stage (finalize's named inputs)."""
-    return {stage: [results(f"{stage}/{shard}.jsonl") for shard in get_shards()]
-            for stage in ("ingest", *EXTRACTORS)}
+    """``decode`` and each extractor's shard tables, by stage (finalize's named inputs)."""
+    return {stage: [bookkeeping(f"{stage}/{shard}.jsonl") for shard in get_shards()]
+            for stage in ("decode", *EXTRACTORS)}
 
 
 def get_shard_stage_tables(wildcards):
-    """One shard's ``ingest`` and extractor tables, by stage (its assembly's named inputs)."""
-    return {stage: results(f"{stage}/{wildcards.shard}.jsonl") for stage in ("ingest", *EXTRACTORS)}
+    """One shard's ``decode`` and extractor tables, by stage (its assembly's named inputs)."""
+    return {stage: bookkeeping(f"{stage}/{wildcards.shard}.jsonl") for stage in ("decode", *EXTRACTORS)}
 
 
 def get_shard_summaries(wildcards):
     """Every shard's assembly summary (finalize merges them)."""
-    return [results(f"assembled/{shard}.json") for shard in get_shards()]
+    return [bookkeeping(f"assembled/{shard}.json") for shard in get_shards()]
 
 
 def get_shard_profiles(wildcards):
     """Every shard job's timing profile (the run report sums them)."""
-    return [results(f"timings/{stage}/{shard}.json") for stage in ("ingest", *EXTRACTORS)
+    return [bookkeeping(f"timings/{stage}/{shard}.json") for stage in ("decode", *EXTRACTORS)
             for shard in get_shards()]
 
 
@@ -100,7 +116,7 @@ def get_final_outputs():
         results("report/index.html"),
     ]
     if SETTINGS.strict:
-        outputs.append(results("status/strict_ok"))
+        outputs.append(bookkeeping("status/strict_ok"))
     return outputs
 
 

@@ -6,10 +6,10 @@ for _name, _extractor in EXTRACTORS.items():
         name:
             f"extract_{_name}"
         input:
-            table=rules.ingest_decode.output.table,
+            table=rules.decode.output.table,
         output:
-            table=results(f"{_name}/{{shard}}.jsonl"),
-            profile=results(f"timings/{_name}/{{shard}}.json"),
+            table=bookkeeping(f"{_name}/{{shard}}.jsonl"),
+            profile=bookkeeping(f"timings/{_name}/{{shard}}.json"),
         params:
             extractor=_name,
             # A change of the extractor's version or parameters reruns its jobs (the store still decides
@@ -17,10 +17,10 @@ for _name, _extractor in EXTRACTORS.items():
             identity=_extractor.rule_identity(),
             # The shard's last table, kept where Snakemake does not delete it before the job: cached files
             # whose artifact it names take their block from it instead of reopening the artifact.
-            previous=lambda wildcards, name=_name: results(f"previous/{name}/{wildcards.shard}.jsonl"),
+            previous=lambda wildcards, name=_name: bookkeeping(f"previous/{name}/{wildcards.shard}.jsonl"),
             # How far the job is, for `audiofeat status` (the log says it too, every few seconds).
-            progress=lambda wildcards, name=_name: results(f"progress/{name}/{wildcards.shard}.json"),
-            # Removed with the shard's ingest table when a WAV is gone from the store: the same command redoes both.
+            progress=lambda wildcards, name=_name: bookkeeping(f"progress/{name}/{wildcards.shard}.json"),
+            # Removed with the shard's decode table when a WAV is gone from the store: the same command redoes both.
             run_summary=results("summary.json"),
             # The GPUs a local run shares out: the job claims one of them for itself (audiofeat/devices.py).
             gpus=",".join(GPUS) if _name == "clap" else "",
@@ -29,9 +29,9 @@ for _name, _extractor in EXTRACTORS.items():
         conda:
             "../../environment.yaml"
         log:
-            results(f"logs/extract_{_name}/{{shard}}.log"),
+            bookkeeping(f"logs/extract_{_name}/{{shard}}.log"),
         benchmark:
-            results(f"benchmarks/extract_{_name}/{{shard}}.tsv")
+            bookkeeping(f"benchmarks/extract_{_name}/{{shard}}.tsv")
         threads: get_shard_threads(_extractor)
         script:
             "../scripts/extract.py"

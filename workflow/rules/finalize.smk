@@ -1,9 +1,9 @@
 rule assemble_shard:
     input:
         unpack(get_shard_stage_tables),
-        paths=results("inventory/paths/{shard}.tsv"),
+        paths=bookkeeping("inventory/paths/{shard}.tsv"),
     output:
-        summary=results("assembled/{shard}.json"),
+        summary=bookkeeping("assembled/{shard}.json"),
     conda:
         "../../environment.yaml"
     params:
@@ -12,11 +12,11 @@ rule assemble_shard:
         # Snakemake would delete them before the job, and only what changed is rewritten (the index says what).
         manifests_dir=results("manifests"),
         dataset_dir=results("dataset"),
-        index=lambda wildcards: results(f"assembled/{wildcards.shard}.index.json"),
+        index=lambda wildcards: bookkeeping(f"assembled/{wildcards.shard}.index.json"),
     log:
-        results("logs/assemble_shard/{shard}.log"),
+        bookkeeping("logs/assemble_shard/{shard}.log"),
     benchmark:
-        results("benchmarks/assemble_shard/{shard}.tsv")
+        bookkeeping("benchmarks/assemble_shard/{shard}.tsv")
     script:
         "../scripts/assemble.py"
 
@@ -38,16 +38,18 @@ rule finalize:
         extractors=list(EXTRACTORS),
         manifests_dir=results("manifests"),
         dataset_dir=results("dataset"),
-        assembled_dir=results("assembled"),
+        assembled_dir=bookkeeping("assembled"),
         # The embedding matrix, when CLAP runs: patched in place where parts changed, so not a declared output
         # (Snakemake would delete it before the job).
         embeddings=results("embeddings.npy") if "clap" in EXTRACTORS else None,
+        # Which part's rows the matrix holds (the next finalize rewrites only the parts that changed).
+        embeddings_index=bookkeeping("embeddings.index.json"),
         # This run's store, read by the next run's advice (a results folder finished before with another store).
-        run_state=results("run_state.json"),
+        run_state=bookkeeping("run_state.json"),
     log:
-        results("logs/finalize.log"),
+        bookkeeping("logs/finalize.log"),
     benchmark:
-        results("benchmarks/finalize.tsv")
+        bookkeeping("benchmarks/finalize.tsv")
     localrule: True
     script:
         "../scripts/finalize.py"
@@ -57,11 +59,11 @@ rule finalize_strict:
     input:
         summary=rules.finalize.output.summary,
     output:
-        flag=results("status/strict_ok"),
+        flag=bookkeeping("status/strict_ok"),
     conda:
         "../../environment.yaml"
     log:
-        results("logs/finalize_strict.log"),
+        bookkeeping("logs/finalize_strict.log"),
     localrule: True
     script:
         "../scripts/strict.py"

@@ -1,18 +1,20 @@
 checkpoint inventory:
     output:
-        files=results("inventory/files.tsv"),
-        shards=directory(results("inventory/shards")),
-        paths=directory(results("inventory/paths")),
-        errors=results("inventory/errors.tsv"),
+        files=bookkeeping("inventory/files.tsv"),
+        shards=directory(bookkeeping("inventory/shards")),
+        paths=directory(bookkeeping("inventory/paths")),
+        errors=bookkeeping("inventory/errors.tsv"),
     params:
         input_state=get_inventory_state,
         shard=config["shard"],
+        # Each table's previous mtime, kept where a table's content did not change.
+        state=bookkeeping("inventory.state.json"),
     conda:
         "../../environment.yaml"
     log:
-        results("logs/inventory.log"),
+        bookkeeping("logs/inventory.log"),
     benchmark:
-        results("benchmarks/inventory.tsv")
+        bookkeeping("benchmarks/inventory.tsv")
     threads: THREADS
     localrule: True
     script:

@@ -6,7 +6,7 @@ from audiofeat.extractors import build_extractors  # noqa: E402
 from audiofeat.outputs.shard import assemble_shard  # noqa: E402
 
 extractors = build_extractors(settings)
-summary = assemble_shard(job.input.paths, {stage: job.input[stage] for stage in ("ingest", *extractors)},
+summary = assemble_shard(job.input.paths, {stage: job.input[stage] for stage in ("decode", *extractors)},
                          extractors, shard=job.wildcards.shard, manifests_dir=job.params.manifests_dir,
                          dataset_dir=job.params.dataset_dir, summary_path=job.output.summary,
                          index_path=job.params.index)

@@ -11,7 +11,7 @@ index_dir = settings.store_dir()
 counts = run_inventory(
     settings.input_dir, settings.input_list, os.path.dirname(snakemake.output.files),  # noqa: F821
     index_path=os.path.join(index_dir, "stat_index.sqlite"),
-    state_path=os.path.join(settings.results_dir, "inventory.state.json"),
+    state_path=snakemake.params.state,  # noqa: F821
     target_files=settings.shard.target_files, target_audio_seconds=settings.shard.target_audio_seconds,
     threads=snakemake.threads,  # noqa: F821
 )
