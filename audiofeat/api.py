@@ -24,7 +24,7 @@ from .config.schema import resolve_threads
 from .config.settings import Settings, load_settings
 from .extractors.decode import DecodeExtractor
 from .extractors.profiling import JobProfile
-from .extractors.registry import build_extractors
+from .extractors.registry import build_extractors, section_schemas
 from .extractors.runner import extract as extract_files
 from .extractors.runner import open_store
 from .inputs.inventory import StatIndex, identify_inputs
@@ -52,7 +52,7 @@ def extract(paths: Iterable[str | os.PathLike], *, extractors: Iterable[str] | N
     """
     if settings is None:
         overrides = {**sections, **({"extractors": list(extractors)} if extractors is not None else {})}
-        settings = load_settings(overrides=overrides)
+        settings = load_settings(overrides=overrides, sections=section_schemas())
     elif extractors is not None:
         settings = dataclasses.replace(settings, extractors=tuple(extractors))
     threads = resolve_threads(settings.perf.threads)

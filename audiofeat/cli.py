@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .config.schema import ConfigError
 from .config.settings import CacheSettings, load_settings
+from .extractors.registry import section_schemas
 from .store.artifacts import ArtifactStore
 
 
@@ -21,7 +22,8 @@ def _cache_settings(args: argparse.Namespace) -> CacheSettings:
         sys.exit(f"audiofeat: config file {args.config} does not exist")
     flags = {key: getattr(args, key) for key in ("dir", "ttl_hours", "max_gb") if getattr(args, key, None) is not None}
     try:
-        return load_settings(config_path if config_path.exists() else None, overrides={"cache": flags}).cache
+        return load_settings(config_path if config_path.exists() else None, sections=section_schemas(),
+                             overrides={"cache": flags}).cache
     except ConfigError as exc:
         sys.exit(f"audiofeat: {exc}")
 

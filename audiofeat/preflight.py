@@ -32,7 +32,9 @@ class PreflightError(ValueError):
 def preflight(settings: "Settings", *, check_device: bool = True) -> list[str]:
     """Check a run's settings before any work; raise :class:`PreflightError` naming every problem, else return
     warnings. ``check_device`` is off where jobs run on other machines (a cluster's nodes)."""
-    clap, cache, uses_clap = settings.clap, settings.cache, "clap" in settings.extractors
+    from .extractors.clap import ClapSettings  # torch-free
+
+    clap, cache, uses_clap = settings.of(ClapSettings), settings.cache, "clap" in settings.extractors
     problems = [
         input_problem("input_dir", settings.input_dir, folder=True) if settings.input_dir else None,
         input_problem("input_list", settings.input_list, folder=False) if settings.input_list else None,

@@ -37,7 +37,8 @@ import torch  # noqa: E402
 import audiofeat.clap as clap_pkg  # noqa: E402
 from audiofeat.clap import forward, laion  # noqa: E402
 from audiofeat.clap.checkpoint import resolve_weights  # noqa: E402
-from audiofeat.config.settings import CacheSettings, ClapSettings  # noqa: E402
+from audiofeat.config.settings import CacheSettings  # noqa: E402
+from audiofeat.extractors.clap import ClapSettings  # noqa: E402
 from audiofeat.clap import model as clap_model  # noqa: E402
 from audiofeat._speedups import retain_freed_memory  # noqa: E402
 from audiofeat.clap.embed import ClapEmbedder, pass_windows  # noqa: E402

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow.dataset as ds
 
 from audiofeat.outputs import shard as assemble
-from audiofeat.extractors import build_extractors
+from audiofeat.extractors import build_extractors, section_schemas
 from audiofeat.config.settings import load_settings
 from audiofeat.testing.media import write_tone_clips
 
@@ -30,7 +30,7 @@ def test_only_the_part_and_manifest_of_a_removed_or_added_input_are_rewritten(tm
     config = write_config(tmp_path / "c.yaml", input_dir=str(tmp_path / "media"), results_dir="results",
                           cache={"dir": str(tmp_path / "cache")}, extractors=["features"])
     run_snakemake(tmp_path, config)
-    extractors = build_extractors(load_settings(str(config)))
+    extractors = build_extractors(load_settings(str(config), sections=section_schemas()))
     paths_tsv, = (tmp_path / "results" / "bookkeeping" / "inventory" / "paths").glob("*.tsv")
     shard = paths_tsv.stem
     monkeypatch.setattr(assemble, "PART_ROWS", 4)

@@ -21,7 +21,7 @@ L = clap_pkg.MODEL_INPUT_SAMPLES
 
 
 def _clap(path: str, **settings):
-    from audiofeat.config.settings import ClapSettings
+    from audiofeat.extractors.clap import ClapSettings
 
     return ClapSettings(checkpoint=path, **settings)
 
@@ -482,9 +482,12 @@ def test_a_cpu_clap_job_asks_glibc_to_keep_freed_memory(tmp_path, monkeypatch, r
     table = tmp_path / "ingest.jsonl"
     table.write_text(json.dumps({"content_key": "ab" * 16, "path": "/in/a.wav", "status": "ok",
                                  "audio": {"wav": str(wav), "duration_s": 1.0}}) + "\n")
+    from audiofeat.extractors import section_schemas
+
     settings = Settings.from_config(validate_config({
         "input_dir": str(tmp_path), "results_dir": str(tmp_path / "out"), "cache": {"dir": str(tmp_path / "cache")},
-        "perf": {"device": "cpu"}, "clap": {"checkpoint": "", "allow_random_weights": True}}))
+        "perf": {"device": "cpu"}, "clap": {"checkpoint": "", "allow_random_weights": True}},
+        sections=section_schemas()))
     asked = []
     monkeypatch.setattr(_speedups, "retain_freed_memory", lambda: asked.append(True) or True)
     run_extractor("clap", str(table), str(tmp_path / "clap.jsonl"), str(tmp_path / "profile.json"), settings)
@@ -660,11 +663,12 @@ def test_bf16_autocast_stays_within_cosine_0999_of_fp32_on_real_audio(loaded, re
 
 
 def test_precision_is_part_of_the_clap_key_and_auto_keeps_the_seeds_keys():
-    from audiofeat.extractors.clap import ClapExtractor
     from audiofeat.config.settings import load_settings
+    from audiofeat.extractors import section_schemas
+    from audiofeat.extractors.clap import ClapExtractor
 
     def key(**clap):
-        settings = load_settings(overrides={"perf": {"device": "cpu"}, "clap": {"allow_random_weights": True,
+        settings = load_settings(sections=section_schemas(), overrides={"perf": {"device": "cpu"}, "clap": {"allow_random_weights": True,
                                                                                   **clap}})
         return ClapExtractor.from_settings(settings, job=True)
 

@@ -1,7 +1,14 @@
 """Config: schema defaults, errors that name the key, environment overrides and their precedence."""
 import pytest
 
-from audiofeat.config.schema import ConfigError, apply_env_overrides, resolve_threads, validate_config
+from audiofeat.config.schema import ConfigError, apply_env_overrides, resolve_threads
+from audiofeat.config.schema import validate_config as validate_base
+from audiofeat.extractors import build_extractors, section_schemas
+
+
+def validate_config(config, **kwargs):
+    """As the workflow validates: the base schema with every extractor's own sections."""
+    return validate_base(config, sections=section_schemas(), **kwargs)
 
 
 def test_defaults_are_filled_from_the_schema():
@@ -19,12 +26,23 @@ def test_defaults_are_filled_from_the_schema():
     ({"clap": {"modle": "HTSAT-tiny"}}, ["modle", "allowed keys", "checkpoint"]),
     ({"segment": {"window_seconds": 20}}, ["segment.window_seconds"]),
     ({"segment": {"window_seconds": 4, "hop_seconds": 5}}, ["segment.hop_seconds"]),
+    ({"loudnes": {}}, ["loudnes", "allowed keys", "features, input_dir"]),
 ])
 def test_errors_name_the_key_and_allowed_values(bad, words):
-    with pytest.raises(ConfigError) as info:
-        validate_config({"input_dir": "x", **bad})
+    from audiofeat.config.settings import Settings
+
+    with pytest.raises(ConfigError) as info:  # the schema's, or an extractor's own check as the run builds it
+        build_extractors(Settings.from_config(validate_config({"input_dir": "x", **bad})))
     for word in words:
         assert word in str(info.value)
+
+
+def test_an_extractors_section_is_declared_by_the_extractor_alone():
+    """A section the registry does not declare is an unknown key; each registered one has its defaults."""
+    with pytest.raises(ConfigError, match="allowed keys"):
+        validate_base({"input_dir": "x", "features": {}}, sections={})
+    assert set(section_schemas()) == {"features", "clap", "segment"}
+    assert validate_config({"input_dir": "x"})["features"]["n_mfcc"] == 20
 
 
 def test_inputs_are_required():
@@ -75,8 +93,11 @@ def test_settings_round_trip_and_the_console_script_reads_config_as_the_workflow
     import dataclasses
 
     from audiofeat.cli import main
-    from audiofeat.extractors import build_extractors
-    from audiofeat.config.settings import Settings, load_settings
+    from audiofeat.config.settings import Settings
+    from audiofeat.config.settings import load_settings as load_base
+
+    def load_settings(path=None):
+        return load_base(path, sections=section_schemas())
 
     config = tmp_path / "config.yaml"
     config.write_text("input_dir: media\ncache: {dir: from-file, max_gb: 2}\nextractors: [loudness, features]\n")
@@ -85,7 +106,9 @@ def test_settings_round_trip_and_the_console_script_reads_config_as_the_workflow
     settings = load_settings(config)
     assert settings.extractors == ("features", "loudness") and settings.cache.max_gb == 2
     assert Settings.from_config(settings.to_dict()) == settings
-    assert dataclasses.asdict(settings.clap) == settings.clap.to_dict()
+    from audiofeat.extractors.clap import ClapSettings
+
+    assert dataclasses.asdict(settings.of(ClapSettings)) == settings.of(ClapSettings).to_dict()
     assert main(["cache", "stats", "--config", str(config)]) == 0
     assert "ttl_hours=5.0, max_gb=2" in capsys.readouterr().out  # the environment applies here too
     config.write_text("cache: {max_gb: -1}\n")

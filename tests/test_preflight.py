@@ -181,4 +181,6 @@ def _settings(config: dict):
     from audiofeat.config.schema import validate_config
     from audiofeat.config.settings import Settings
 
-    return Settings.from_config(validate_config(config, require_inputs=False))
+    from audiofeat.extractors import section_schemas
+
+    return Settings.from_config(validate_config(config, require_inputs=False, sections=section_schemas()))

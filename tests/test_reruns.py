@@ -300,8 +300,8 @@ def _assert_cached_clap_job_loads_no_model(work, config):
     import subprocess
     import sys
 
-    probe = ("import sys, glob; from audiofeat.extractors.runner import run_extractor; from audiofeat.config.settings import load_settings;"
-             f"s = load_settings('{config}'); tables = glob.glob('{work}/out/bookkeeping/decode/*.jsonl');"
+    probe = ("import sys, glob; from audiofeat.extractors.runner import run_extractor; from audiofeat.config.settings import load_settings; from audiofeat.extractors import section_schemas;"
+             f"s = load_settings('{config}', sections=section_schemas()); tables = glob.glob('{work}/out/bookkeeping/decode/*.jsonl');"
              f"[run_extractor('clap', t, '{work}/probe.jsonl', '{work}/probe.json', s) for t in tables];"
              "print(len(tables) > 0, 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=work)
@@ -390,7 +390,7 @@ def test_run_ends_with_gc_that_spares_what_the_run_uses(tmp_path):
 
 def test_cached_clap_blocks_come_from_the_previous_table_while_the_artifact_is_unchanged(tmp_path, monkeypatch):
     from audiofeat.config.schema import validate_config
-    from audiofeat.extractors import build_extractors
+    from audiofeat.extractors import build_extractors, section_schemas
     from audiofeat.inputs.inventory import write_tsv
     from audiofeat.extractors.runner import open_store, run_extractor, run_decode
     from audiofeat.config.settings import Settings
@@ -399,7 +399,8 @@ def test_cached_clap_blocks_come_from_the_previous_table_while_the_artifact_is_u
     clips = write_tone_clips(tmp_path / "media", 3, seed=21)
     config = Settings.from_config(validate_config({
         "input_dir": str(tmp_path / "media"), "cache": {"dir": str(tmp_path / "cache")}, "perf": {"device": "cpu"},
-        "segment": {"save_segments": True}, "clap": {"checkpoint": "", "allow_random_weights": True}}))
+        "segment": {"save_segments": True}, "clap": {"checkpoint": "", "allow_random_weights": True}},
+        sections=section_schemas()))
     shard = tmp_path / "shard.tsv"
     write_tsv(shard, ("content_key", "path"), [{"content_key": blake2b_file(p), "path": str(p)} for p in clips])
     ingest = tmp_path / "ingest.jsonl"

@@ -3,7 +3,7 @@ import dataclasses
 
 from audiofeat.clap.checkpoint import checkpoint_sha256
 from audiofeat.config.schema import validate_config
-from audiofeat.extractors import DecodeExtractor, build_extractors
+from audiofeat.extractors import DecodeExtractor, build_extractors, section_schemas
 from audiofeat.inputs.inventory import write_tsv
 from audiofeat.extractors.runner import open_store
 from audiofeat.extractors.scheduling import pending_work, shard_job_threads
@@ -14,7 +14,7 @@ from audiofeat.store.tables import write_jsonl
 def _settings(tmp_path, **clap) -> Settings:
     return Settings.from_config(validate_config({
         "input_dir": str(tmp_path), "cache": {"dir": str(tmp_path / "cache")}, "perf": {"device": "cpu"},
-        "clap": {"checkpoint": "", "allow_random_weights": True, **clap}}))
+        "clap": {"checkpoint": "", "allow_random_weights": True, **clap}}, sections=section_schemas()))
 
 
 def _tables(tmp_path, durations):

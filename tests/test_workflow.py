@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from audiofeat.extractors import EXTRACTORS
+from audiofeat.extractors import EXTRACTORS, section_schemas
 from audiofeat.outputs.manifest import AudioManifest, validate_manifest
 from audiofeat.testing.media import make_audio, make_video
 
@@ -112,7 +112,7 @@ def _recomputed_from_the_wav(*records):
     from audiofeat.config.schema import validate_config
     from audiofeat.inputs.wav import read_wav
 
-    config = validate_config({"input_dir": "x", "features": FEATURES})
+    config = validate_config({"input_dir": "x", "features": FEATURES}, sections=section_schemas())
     model = get_model("HTSAT-tiny", None, "random(seed=0)", device="cpu", warm_up=False)
     for record in records:
         y, sr = read_wav(record["audio"]["wav"])

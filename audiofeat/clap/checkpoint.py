@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 from ..faults import Fault
 
 if TYPE_CHECKING:
-    from ..config.settings import CacheSettings, ClapSettings
+    from ..config.settings import CacheSettings
+    from ..extractors.clap import ClapSettings
 
 logger = logging.getLogger(__name__)
 

@@ -129,8 +129,10 @@ def merge_config(base: Mapping, extra: Mapping) -> dict:
     return merged
 
 
-def validate_config(config: Mapping, schema: Mapping | None = None, *, require_inputs: bool = True) -> dict:
-    """Validate ``config`` against the schema and return a copy with every default filled in.
+def validate_config(config: Mapping, schema: Mapping | None = None, *, require_inputs: bool = True,
+                    sections: Mapping[str, dict] | None = None) -> dict:
+    """Validate ``config`` against the schema, with the extractors' own ``sections`` (``{config key: schema}``),
+    and return a copy with every default filled in.
 
     Raises
     ------
@@ -139,7 +141,8 @@ def validate_config(config: Mapping, schema: Mapping | None = None, *, require_i
     """
     import jsonschema
 
-    schema = schema or load_schema()
+    schema = copy.deepcopy(schema or load_schema())
+    schema["properties"].update(sections or {})
     filled = _fill_defaults(copy.deepcopy(dict(config)), schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(filled), key=lambda e: list(e.absolute_path))
@@ -153,9 +156,6 @@ def validate_config(config: Mapping, schema: Mapping | None = None, *, require_i
             raise ConfigError(f"config key {key}: {error.instance!r} is not allowed; allowed values: "
                               f"{', '.join(map(str, error.validator_value))}")
         raise ConfigError(f"config key {key}: {error.message}")
-    if filled["segment"]["hop_seconds"] > filled["segment"]["window_seconds"]:
-        raise ConfigError("config key segment.hop_seconds must not exceed segment.window_seconds "
-                          "(audio between windows would be skipped)")
     if require_inputs and not filled["input_dir"] and not filled["input_list"]:
         raise ConfigError("config: set input_dir and/or input_list")
     return filled

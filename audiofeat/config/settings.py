@@ -1,6 +1,6 @@
 """Typed configuration sections, built once from the validated workflow config.
 
-Library functions take the section they need (``CacheSettings``, ``FeaturesSettings``, ...) instead of the
+Library functions take the section they need (``CacheSettings``, an extractor's own section, ...) instead of the
 workflow's config dict, so a call shows what it depends on and can be made without a workflow.
 :func:`load_settings` is the one way to read a config file with its environment overrides, for the workflow
 and the console script alike.
@@ -10,16 +10,22 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping, TypeVar
 
 from .layout import bookkeeping
 from .schema import apply_env_overrides, merge_config, validate_config
 
 DEFAULT_EXTRACTORS = ("features", "clap")
+S = TypeVar("S", bound="Section")
 
 
-class _Section:
-    """``from_dict`` keeps only the section's fields (the schema has already checked names and types)."""
+class Section:
+    """A config section as a frozen dataclass. ``from_dict`` keeps only the section's fields (the schema has
+    already checked names and types). An extractor's own section also sets ``name`` (its config key) and
+    ``properties`` (JSON Schema of each field, without defaults: the fields' defaults are the schema's)."""
+
+    name: ClassVar[str] = ""
+    properties: ClassVar[dict] = {}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]):
@@ -29,9 +35,16 @@ class _Section:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def json_schema(cls) -> dict:
+        """The section's JSON Schema, with each field's default."""
+        defaults = {f.name: f.default for f in fields(cls)}
+        return {"type": "object", "additionalProperties": False, "default": {},
+                "properties": {key: {**schema, "default": defaults[key]} for key, schema in cls.properties.items()}}
+
 
 @dataclass(frozen=True)
-class CacheSettings(_Section):
+class CacheSettings(Section):
     dir: str = ".cache/audiofeat"
     enabled: bool = True
     ttl_hours: float = 0.0
@@ -39,7 +52,7 @@ class CacheSettings(_Section):
 
 
 @dataclass(frozen=True)
-class PerfSettings(_Section):
+class PerfSettings(Section):
     threads: int = 0
     device: str = "auto"
     loader_processes: int = -1  # -1: auto (CUDA: threads - 1; CPU: none)
@@ -47,47 +60,16 @@ class PerfSettings(_Section):
 
 
 @dataclass(frozen=True)
-class AudioSettings(_Section):
+class AudioSettings(Section):
     target_sr: int = 48000
     decoder: str = "pyav"
     wav_subtype: str = "float32"
 
 
 @dataclass(frozen=True)
-class ShardSettings(_Section):
+class ShardSettings(Section):
     target_files: int = 1024
     target_audio_seconds: float = 7200.0
-
-
-@dataclass(frozen=True)
-class FeaturesSettings(_Section):
-    n_fft: int = 2048
-    hop_length: int = 512
-    n_mels: int = 128
-    n_mfcc: int = 20
-    fmin: float = 0.0
-    fmax: float | None = None
-    top_db: float | None = 80.0
-
-
-@dataclass(frozen=True)
-class ClapSettings(_Section):
-    model: str = "HTSAT-tiny"
-    checkpoint: str = ""
-    allow_random_weights: bool = False
-    enable_amp: bool = True
-    precision: str = "auto"  # auto (fp16 on CUDA when enable_amp, else fp32), fp32, fp16, bf16
-    compile: str = "auto"  # auto (CUDA jobs with enough windows), true, false
-    max_batch_audio_seconds: float = 160.0
-
-
-@dataclass(frozen=True)
-class SegmentSettings(_Section):
-    enabled: bool = True
-    window_seconds: float = 10.0
-    hop_seconds: float = 5.0
-    aggregate_mode: str = "mean"
-    save_segments: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,48 +85,56 @@ class Settings:
     cache: CacheSettings = field(default_factory=CacheSettings)
     perf: PerfSettings = field(default_factory=PerfSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
-    features: FeaturesSettings = field(default_factory=FeaturesSettings)
-    clap: ClapSettings = field(default_factory=ClapSettings)
-    segment: SegmentSettings = field(default_factory=SegmentSettings)
+    sections: Mapping[str, Mapping] = field(default_factory=dict)  # the extractors' own sections, by config key
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "Settings":
         """From a config that :func:`audiofeat.config.validate_config` returned (every default filled in)."""
         values = {name: kind.from_dict(config.get(name, {})) for name, kind in _SECTIONS.items()}
-        scalars = {f.name: config[f.name] for f in fields(cls) if f.name not in _SECTIONS and f.name in config}
+        own = {f.name for f in fields(cls)}
+        scalars = {name: config[name] for name in own - {*_SECTIONS, "sections"} if name in config}
         scalars["extractors"] = tuple(scalars.get("extractors", DEFAULT_EXTRACTORS))
-        return cls(**scalars, **values)
+        sections = {k: dict(v) for k, v in config.items() if k not in own and isinstance(v, Mapping)}
+        return cls(**scalars, **values, sections=sections)
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["extractors"] = list(self.extractors)
-        return data
+        return {**data.pop("sections"), **data}
+
+    def of(self, kind: type[S]) -> S:
+        """An extractor's own section (``kind.name`` in the config), typed; its defaults where the config has
+        none."""
+        return kind.from_dict(self.sections.get(kind.name, {}))
 
     def store_dir(self) -> str:
         """Where artifacts go: ``cache.dir``, or with the cache off a run-private folder never read back."""
         return self.cache.dir if self.cache.enabled else bookkeeping(self.results_dir, "work")
 
 
-_SECTIONS = {"shard": ShardSettings, "cache": CacheSettings, "perf": PerfSettings, "audio": AudioSettings,
-             "features": FeaturesSettings, "clap": ClapSettings, "segment": SegmentSettings}
+_SECTIONS = {"shard": ShardSettings, "cache": CacheSettings, "perf": PerfSettings, "audio": AudioSettings}
 
 
-def validated_config(config: Mapping[str, Any], *, protected: Mapping[str, Any] | None = None,
-                     environ: Mapping[str, str] | None = None, require_inputs: bool = True) -> dict:
+def validated_config(config: Mapping[str, Any], *, sections: Mapping[str, dict],
+                     protected: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None,
+                     require_inputs: bool = True) -> dict:
     """``config`` with the environment's overrides (not over keys in ``protected``, the command line's), every
-    default filled in and validated: what the workflow and :func:`load_settings` both run."""
+    default filled in and validated: what the workflow and :func:`load_settings` both run. ``sections`` are the
+    extractors' own sections' schemas (``audiofeat.extractors.registry.section_schemas()``)."""
     with_env = apply_env_overrides(config, os.environ if environ is None else environ, protected=protected)
-    return validate_config(with_env, require_inputs=require_inputs)
+    return validate_config(with_env, require_inputs=require_inputs, sections=sections)
 
 
-def load_settings(config_path: str | os.PathLike | None = None, *, environ: Mapping[str, str] | None = None,
-                  overrides: Mapping[str, Any] | None = None) -> Settings:
+def load_settings(config_path: str | os.PathLike | None = None, *, sections: Mapping[str, dict],
+                  environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
     """Settings from a YAML file (absent: the defaults), the environment overrides, then ``overrides``, validated
-    as the workflow validates them. Raises :class:`audiofeat.config.ConfigError`."""
+    as the workflow validates them (``sections``: as :func:`validated_config`). Raises
+    :class:`audiofeat.config.ConfigError`."""
     import yaml
 
     config: dict = {}
     if config_path is not None:
         config = yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) or {}
     merged = merge_config(config, overrides or {})
-    return Settings.from_config(validated_config(merged, protected=overrides, environ=environ, require_inputs=False))
+    return Settings.from_config(validated_config(merged, protected=overrides, environ=environ, require_inputs=False,
+                                                 sections=sections))

@@ -2,6 +2,6 @@
 and what runs them: the shard runner, thread claims, GPU slots and job profiles."""
 from .base import Computed, Extractor
 from .decode import DecodeExtractor
-from .registry import EXTRACTORS, build_extractors
+from .registry import EXTRACTORS, build_extractors, section_schemas
 
-__all__ = ["EXTRACTORS", "Computed", "DecodeExtractor", "Extractor", "build_extractors"]
+__all__ = ["EXTRACTORS", "Computed", "DecodeExtractor", "Extractor", "build_extractors", "section_schemas"]

@@ -52,6 +52,9 @@ class Extractor(ABC):
     reports_progress: ClassVar[bool] = False  # compute advances the job's progress itself, by work units
     block_schema: ClassVar[dict] = {"type": "object"}
     work_unit_name: ClassVar[str] = ""  # what :meth:`work_units` counts, when not files ("windows")
+    # The extractor's own config sections (``audiofeat.config.settings.Section`` subclasses): their schemas join
+    # the config's, and :meth:`from_settings` reads them with ``settings.of(...)``.
+    settings_sections: ClassVar[tuple] = ()
 
     def __init__(self, params: Any, *, wav_params_hash: str | None) -> None:
         self.params = params

@@ -18,10 +18,65 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..clap import MODEL_SAMPLE_RATE
+from ..config.schema import ConfigError
+from ..config.settings import Section
 from ..faults import Verdict, is_fault, one_line
 from ..store.artifacts import ArtifactKey, ArtifactStore, StoredArtifact
 from ..store.tables import DecodeRecord
 from .base import Computed, Extractor
+
+
+@dataclass(frozen=True)
+class ClapSettings(Section):
+    """Config section ``clap``: the model, its weights and how the forward passes run."""
+
+    name = "clap"
+    properties = {
+        "model": {"type": "string", "enum": ["HTSAT-tiny", "HTSAT-base"], "description": "laion-clap audio tower."},
+        "checkpoint": {"type": "string", "description": 'Path of a LAION CLAP checkpoint (.pt), "auto" to fetch '
+                       "LAION's published file, or \"\" for none."},
+        "allow_random_weights": {"type": "boolean", "description": "Without a checkpoint, use a seeded random "
+                                 "model (manifests say so in clap.weights)."},
+        "enable_amp": {"type": "boolean", "description": "With precision auto, autocast to float16 on CUDA "
+                       "(ignored on CPU)."},
+        "precision": {"type": "string", "enum": ["auto", "fp32", "fp16", "bf16"], "description": "Autocast dtype "
+                      "of the forward passes (the STFT and mel front end stay float32); part of the CLAP key."},
+        "compile": {"type": "string", "enum": ["auto", "true", "false"], "description": "torch.compile the "
+                    "forward pass (auto - CUDA jobs with at least 20,000 windows); graphs cached under cache.dir."},
+        "max_batch_audio_seconds": {"type": "number", "exclusiveMinimum": 0, "description": "Model-input seconds "
+                                    "stacked in one forward pass (each window counts at its full length)."},
+    }
+    model: str = "HTSAT-tiny"
+    checkpoint: str = ""
+    allow_random_weights: bool = False
+    enable_amp: bool = True
+    precision: str = "auto"  # auto (fp16 on CUDA when enable_amp, else fp32), fp32, fp16, bf16
+    compile: str = "auto"  # auto (CUDA jobs with enough windows), true, false
+    max_batch_audio_seconds: float = 160.0
+
+
+@dataclass(frozen=True)
+class SegmentSettings(Section):
+    """Config section ``segment``: CLAP's sliding windows over audio longer than one window."""
+
+    name = "segment"
+    properties = {
+        "enabled": {"type": "boolean", "description": "Cut audio longer than one window into sliding windows; "
+                    "otherwise use one window."},
+        "window_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 10, "description": "Window length, "
+                           "in seconds (at most the model's 10 s input; shorter windows are repeat-padded)."},
+        "hop_seconds": {"type": "number", "exclusiveMinimum": 0, "description": "Hop between window starts, in "
+                        "seconds."},
+        "aggregate_mode": {"type": "string", "enum": ["mean", "weighted", "robust"], "description": "How window "
+                           "embeddings become one clip embedding."},
+        "save_segments": {"type": "boolean", "description": "Also store the per-window embeddings as an "
+                          "artifact the manifest points to."},
+    }
+    enabled: bool = True
+    window_seconds: float = 10.0
+    hop_seconds: float = 5.0
+    aggregate_mode: str = "mean"
+    save_segments: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,6 +128,7 @@ class ClapExtractor(Extractor):
     inline_block = True
     reports_progress = True  # windows as their batches finish: a ten-hour file says how far it is
     work_unit_name = "windows"
+    settings_sections = (ClapSettings, SegmentSettings)
     block_schema = {
         "type": "object", "additionalProperties": False,
         "required": ["model", "weights", "embedding", "segments", "aggregate_strategy", "precision"],
@@ -105,14 +161,16 @@ class ClapExtractor(Extractor):
         from ..clap.model import likely_device, resolve_device
         from .decode import DecodeExtractor
 
-        clap, cache = settings.clap, settings.cache
+        clap, cache, segment = settings.of(ClapSettings), settings.cache, settings.of(SegmentSettings)
+        if segment.hop_seconds > segment.window_seconds:
+            raise ConfigError("config key segment.hop_seconds must not exceed segment.window_seconds "
+                              "(audio between windows would be skipped)")
         if job:
             path, weights = resolve_weights(clap, cache)
             device = resolve_device(settings.perf.device)
         else:
             path, device = None, likely_device(settings.perf.device)
             weights = known_weights(clap, cache)
-        segment = settings.segment
         params = ClapParams(clap.model, weights, precision_label(clap_precision(device, clap)),
                             bool(segment.enabled), float(segment.window_seconds), float(segment.hop_seconds),
                             segment.aggregate_mode)

@@ -6,10 +6,35 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import orjson
 
+from ..config.settings import Section
 from ..faults import Verdict
 from ..inputs.wav import WavReader
 from ..store.tables import DecodeRecord
 from .base import Computed, Extractor
+
+
+@dataclass(frozen=True)
+class FeaturesSettings(Section):
+    """Config section ``features``: librosa's ``mfcc`` defaults."""
+
+    name = "features"
+    properties = {
+        "n_fft": {"type": "integer", "minimum": 16, "description": "FFT size of the STFT, in samples."},
+        "hop_length": {"type": "integer", "minimum": 1, "description": "Hop between frames, in samples."},
+        "n_mels": {"type": "integer", "minimum": 1, "description": "Number of mel bands."},
+        "n_mfcc": {"type": "integer", "minimum": 1, "description": "Number of MFCC coefficients."},
+        "fmin": {"type": "number", "minimum": 0, "description": "Lowest mel band edge, in Hz."},
+        "fmax": {"type": ["number", "null"], "description": "Highest mel band edge, in Hz; null means target_sr / 2."},
+        "top_db": {"type": ["number", "null"],
+                   "description": "Dynamic range floor of the log-mel below its maximum, in dB; null disables it."},
+    }
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mels: int = 128
+    n_mfcc: int = 20
+    fmin: float = 0.0
+    fmax: float | None = None
+    top_db: float | None = 80.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +67,7 @@ _STATS_SCHEMA = {"type": "object", "required": ["mean", "std", "min", "max", "me
 class FeaturesExtractor(Extractor):
     name = "features"
     version = "1"  # bump when the statistics change for the same audio and parameters
+    settings_sections = (FeaturesSettings,)
     block_schema = {
         "type": "object", "required": ["params", "mfcc", "mel", "n_frames"], "additionalProperties": False,
         "properties": {"params": {"type": "object"}, "n_frames": {"type": "integer", "minimum": 1},
@@ -52,7 +78,7 @@ class FeaturesExtractor(Extractor):
     def from_settings(cls, settings, *, job: bool = False) -> "FeaturesExtractor":
         from .decode import DecodeExtractor
 
-        section = settings.features
+        section = settings.of(FeaturesSettings)
         params = FeaturesParams(
             sr=int(settings.audio.target_sr), n_fft=int(section.n_fft), hop_length=int(section.hop_length),
             n_mels=int(section.n_mels), n_mfcc=int(section.n_mfcc), fmin=float(section.fmin),

@@ -22,6 +22,12 @@ EXTRACTORS: dict[str, type[Extractor]] = {
 }
 
 
+def section_schemas() -> dict[str, dict]:
+    """The JSON Schema of every registered extractor's own config sections, by config key."""
+    return {section.name: section.json_schema() for kind in EXTRACTORS.values()
+            for section in kind.settings_sections}
+
+
 def build_extractors(settings: "Settings", *, job: bool = False) -> dict[str, Extractor]:
     """The run's chosen extractors, in the configured order (see :meth:`Extractor.from_settings` for ``job``).
     Raises :class:`ConfigError` for a name not registered: the registry, not the schema, knows the names."""

@@ -10,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..config.settings import Settings
+from ..extractors.clap import ClapSettings, SegmentSettings
 from ..store.artifacts import atomic_write_text
 from .advice import RunFacts, advise, model_busy_fraction
 
@@ -221,11 +222,12 @@ def weights_line(settings: Settings, weights: str | None) -> str:
     that seeded random weights carry no meaning."""
     if weights and weights.startswith("random("):
         return f"Seeded random weights ({weights}): embeddings carry no meaning"
-    checkpoint = settings.clap.checkpoint
+    clap = settings.of(ClapSettings)
+    checkpoint = clap.checkpoint
     if checkpoint == "auto":
         from ..clap.checkpoint import PUBLISHED_CHECKPOINTS  # torch-free
 
-        checkpoint = PUBLISHED_CHECKPOINTS.get(settings.clap.model, ("", checkpoint))[1]
+        checkpoint = PUBLISHED_CHECKPOINTS.get(clap.model, ("", checkpoint))[1]
     digest = weights.rsplit(":", 1)[-1] if weights else "not known"
     return f"CLAP weights: {os.path.basename(checkpoint)} (sha256 {digest})"
 
@@ -238,8 +240,8 @@ def _report_html(finalized, rows, totals_and_stages, busy, advice, profiles, set
              "threads per job": settings.perf.threads or "min(8, cores)",
              "device": clap_profiles[0]["device"] if clap_profiles else settings.perf.device,
              "precision": clap_profiles[0]["precision"] if clap_profiles else "",
-             "max_batch_audio_seconds": settings.clap.max_batch_audio_seconds,
-             "segment": json.dumps(settings.segment.to_dict()),
+             "max_batch_audio_seconds": settings.of(ClapSettings).max_batch_audio_seconds,
+             "segment": json.dumps(settings.of(SegmentSettings).to_dict()),
              "cache": settings.cache.dir if settings.cache.enabled else "disabled"}
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>audiofeat run report</title>",

@@ -12,14 +12,15 @@ from audiofeat.config.layout import move_old_layout
 from audiofeat.config.schema import resolve_threads
 from audiofeat.extractors.devices import local_gpus
 from audiofeat.extractors import EXTRACTORS as REGISTERED
-from audiofeat.extractors import DecodeExtractor, build_extractors
+from audiofeat.extractors.clap import ClapSettings
+from audiofeat.extractors import DecodeExtractor, build_extractors, section_schemas
 from audiofeat.inputs.inventory import input_fingerprint
 from audiofeat.preflight import preflight
 from audiofeat.extractors.scheduling import shard_job_threads
 from audiofeat.config.settings import Settings, validated_config
 
 # Environment variables (PERF_THREADS, CACHE_DIR, ...) override config/config.yaml; --config wins over both.
-_validated = validated_config(config, protected=workflow.config_settings.config or {})
+_validated = validated_config(config, sections=section_schemas(), protected=workflow.config_settings.config or {})
 config.clear()
 config.update(_validated)
 SETTINGS = Settings.from_config(config)
@@ -32,7 +33,7 @@ if workflow.is_main_process:
 # The CLAP checkpoint's digest is part of its artifacts' identity: known here once (hashed by its stat, or the
 # published file downloaded) so that the rules' params below say exactly what the jobs will compute.
 if workflow.is_main_process and "clap" in SETTINGS.extractors:
-    resolve_weights(SETTINGS.clap, SETTINGS.cache)
+    resolve_weights(SETTINGS.of(ClapSettings), SETTINGS.cache)
 
 # What each artifact is (version, parameters): the extractors' identities, used by the rules' params and by the
 # jobs' thread claims exactly as the jobs use them for the store.
