@@ -124,6 +124,7 @@ class WindowFeeder:
 
         self._by_id = {plan.file_id: plan for plan in self.plans}
         self.processes = int(workers) if workers > 0 else 0
+        self.worker_peak_rss_mb: float | None = None  # known once closed, when workers ran
         self.prepare_seconds = 0.0  # preparation's own time, in whichever process it ran
 
     def plan_of(self, file_id: Hashable) -> FilePlan:
@@ -185,6 +186,7 @@ class WindowFeeder:
 
     def close(self) -> None:
         if self._pool is not None:
+            self.worker_peak_rss_mb = self._pool.peak_rss_mb()
             self._pool.close()
             self._pool = None
 
@@ -310,6 +312,12 @@ class _WorkerPool:
         return WorkerDied(f"CLAP preparation worker {proc.pid} died ({how}; out of memory or killed?); "
                           "rerun the same command")
 
+    def peak_rss_mb(self) -> float | None:
+        """The largest worker's peak resident memory so far, MiB (its own, from ``/proc``: ``getrusage`` would
+        count what the job held when it started the worker); None where ``/proc`` has none."""
+        peaks = [_vm_hwm_mb(proc.pid) for proc in self.procs]
+        return max((round(p, 1) for p in peaks if p is not None), default=None)
+
     def close(self) -> None:
         """Close the pipes (each worker exits on its next read) and reap every worker; kill one that hangs."""
         for conn in self.sends + self.receives:
@@ -320,6 +328,15 @@ class _WorkerPool:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _vm_hwm_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            kib = next((line.split()[1] for line in status if line.startswith("VmHWM:")), None)
+    except OSError:
+        return None
+    return None if kib is None else int(kib) / 1024
 
 
 def _package_root() -> str:

@@ -233,7 +233,7 @@ class ClapExtractor(Extractor):
                               "oom_retries": embedder.stats.oom_retries, "device": loaded.device,
                               "precision": embedder.precision, "max_batch_windows": embedder.max_batch_windows,
                               "workers": embedder.workers, "compiled": compiled,
-                              "loader_processes": feeder.processes,
+                              "loader_processes": feeder.processes, "peak_worker_rss_mb": feeder.worker_peak_rss_mb,
                               "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")})
 
     def _embedded(self, embedder, feeder, by_key: dict, profile):
