@@ -204,7 +204,7 @@ class ClapEmbedder:
             torch.cuda.empty_cache()
 
     def embed(self, windows: np.ndarray) -> np.ndarray:
-        """Embeddings ``[shape=(k, 512)]`` of ``windows`` ``[shape=(k, 480000)]``; raises on a failed window."""
+        """Embeddings ``[shape=(k, EMBEDDING_DIM)]`` of ``windows`` ``[shape=(k, 480000)]``; raises on a failed window."""
         (_, result), = list(self.embed_stream([(None, windows)]))
         if isinstance(result, BaseException):
             raise result
@@ -216,7 +216,7 @@ class ClapEmbedder:
         return self.embed_batches(array_batches(items, self.pass_windows))
 
     def embed_batches(self, batches: Iterable[Batch]) -> Iterator[tuple[Hashable, np.ndarray | BaseException]]:
-        """Embed a stream of batches; yields ``(file_id, embeddings [shape=(k, 512)])`` in the files' order as
+        """Embed a stream of batches; yields ``(file_id, embeddings [shape=(k, EMBEDDING_DIM)])`` in the files' order as
         soon as all of a file's windows are done, or ``(file_id, error)`` when one of its windows failed even
         alone (or its preparation failed). Up to ``workers`` batches run at once, one more waits on the device;
         each batch's host buffer is released as soon as it is on the device."""

@@ -10,6 +10,7 @@ import functools
 import types
 
 from .. import _speedups
+from . import EMBEDDING_DIM
 from .laion import audio_config, laion_module
 
 
@@ -27,13 +28,14 @@ def build_audio_tower(model_name: str, *, initialise: bool = True):
     htsat = laion_module("htsat")
 
     class ClapAudioTower(nn.Module):
-        """``forward(waveform [shape=(batch, 480000)]) -> unit embeddings [shape=(batch, 512)]``."""
+        """``forward(waveform [shape=(batch, 480000)]) -> unit embeddings [shape=(batch, EMBEDDING_DIM)]``."""
 
         def __init__(self) -> None:
             super().__init__()
             with _speedups.torchlibrosa_constants():
                 self.audio_branch = htsat.create_htsat_model(audio_cfg, enable_fusion=False, fusion_type="None")
-            self.audio_projection = nn.Sequential(nn.Linear(cfg["embed_dim"], 512), nn.ReLU(), nn.Linear(512, 512))
+            self.audio_projection = nn.Sequential(nn.Linear(cfg["embed_dim"], EMBEDDING_DIM), nn.ReLU(),
+                                                  nn.Linear(EMBEDDING_DIM, EMBEDDING_DIM))
 
         def forward(self, waveform: torch.Tensor) -> torch.Tensor:
             return nn.functional.normalize(self.audio_projection(htsat_embedding(self.audio_branch, waveform)), dim=-1)

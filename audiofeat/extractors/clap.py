@@ -274,7 +274,7 @@ class ClapExtractor(Extractor):
                          weighted=self.params.aggregate_mode == "weighted")
 
     def column_types(self) -> dict:
-        """``clap_embedding`` (512 float32 values, as ``embeddings.npy``'s row), ``clap_windows``
+        """``clap_embedding`` (EMBEDDING_DIM float32 values, as ``embeddings.npy``'s row), ``clap_windows``
         and ``clap_aggregate_mode``."""
         import pyarrow as pa
 
@@ -324,7 +324,7 @@ def file_plan(file: DecodeRecord, window: int, hop: int, *, segment: bool, weigh
 
 def clap_artifact(output: np.ndarray, plan, aggregate_mode: str, seconds: float,
                   weights: list | None = None) -> Computed:
-    """A file's CLAP artifact from its window embeddings ``[shape=(k, 512)]`` and its
+    """A file's CLAP artifact from its window embeddings ``[shape=(k, EMBEDDING_DIM)]`` and its
     :class:`~audiofeat.clap.feeder.FilePlan`: the aggregated embedding, the window embeddings, the windows'
     spans in seconds and the aggregation record, as one ``.npz``. ``weights``: the windows' active fractions
     (weighted mode)."""
@@ -353,7 +353,7 @@ def _npz_array(path, name: str) -> np.ndarray:
 
 
 def segments_artifact(store: ArtifactStore, key: ArtifactKey, window_embeddings: Callable[[], np.ndarray]) -> str:
-    """Path of the per-window embeddings ``[shape=(windows, 512)]`` stored beside the CLAP artifact ``key``;
+    """Path of the per-window embeddings ``[shape=(windows, EMBEDDING_DIM)]`` stored beside the CLAP artifact ``key``;
     ``window_embeddings`` returns them, and is called only when they must be stored."""
     seg_key = ArtifactKey(key.content_key, "clap_segments", key.version, key.params_hash, ".npy")
     found = store.get(seg_key)
