@@ -7,6 +7,8 @@ COMPILED := $(VENV)/.compiled
 # torch and torchvision are pinned as a pair: laion-clap imports torchvision, and PyPI's torchvision fails to
 # load beside other torch builds ("operator torchvision::nms does not exist").
 TORCH := torch==2.14.1 torchvision==0.29.1
+# Without its declared dependencies (numpy<2 among them): pyproject.toml declares what its module code needs.
+LAION_CLAP := laion-clap==1.1.7
 
 .PHONY: setup demo test test-deps lint bench clean
 
@@ -16,6 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH) -e '.[test]'
+	$(BIN)/python -m pip install -q --no-deps $(LAION_CLAP)
 	touch $@
 
 # Bytecode of the package and the rule scripts' helpers, so that no job compiles them from source. Python caches

@@ -22,7 +22,7 @@ _PRIVATE_PACKAGE = "_audiofeat_laion_clap"
 def _clap_module_dir() -> Path:
     spec = importlib.util.find_spec("laion_clap")  # locates the package without executing it
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("laion-clap is not installed (pip install laion-clap)")
+        raise ImportError("laion-clap is not installed: pip install --no-deps laion-clap==1.1.7 (its numpy<2 pin is not a need of the module code used here)")
     return Path(list(spec.submodule_search_locations)[0]) / "clap_module"
 
 
