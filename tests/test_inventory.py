@@ -2,6 +2,7 @@
 import dataclasses
 import logging
 import os
+from pathlib import Path
 
 from audiofeat.inputs.inventory import scan_inputs
 from audiofeat.testing.media import make_audio
@@ -46,3 +47,30 @@ def test_hard_links_are_hashed_once_and_each_name_is_remembered(tmp_path, monkey
     hashed.clear()
     again = inventory.identify_inputs(inventory.scan_inputs(str(media), ""), index)
     assert hashed == [] and again == [dataclasses.replace(f, hashed=False) for f in found]  # every name remembered
+
+
+def test_inputs_that_are_not_regular_files_are_verdicts_and_never_block(tmp_path):
+    """A named pipe, a socket and links to endless devices in the input folder: each is that path's one-line
+    error in its manifest, and the run finishes (reading any of them would block or never end)."""
+    import socket
+
+    from conftest import read_manifests, run_snakemake, write_config
+
+    media = tmp_path / "media"
+    make_audio(media / "real.wav", seconds=0.5, sr=16000)
+    os.mkfifo(media / "pipe.wav")
+    (media / "zeros.wav").symlink_to("/dev/zero")
+    (media / "random.flac").symlink_to("/dev/urandom")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(media / "socket.mp3"))
+    try:
+        config = write_config(tmp_path / "c.yaml", input_dir=str(media), results_dir="results",
+                              extractors=["loudness"], cache={"dir": str(tmp_path / "cache")})
+        run_snakemake(tmp_path, config, timeout=120)
+    finally:
+        server.close()
+    errors = {Path(m["source"]["path"]).name: m.get("error") for m in read_manifests(tmp_path / "results")}
+    assert errors == {"real.wav": None, "pipe.wav": "not a regular file (a named pipe)",
+                      "zeros.wav": "not a regular file (a character device)",
+                      "random.flac": "not a regular file (a character device)",
+                      "socket.mp3": "not a regular file (a socket)"}

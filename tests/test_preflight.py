@@ -184,3 +184,21 @@ def _settings(config: dict):
     from audiofeat.extractors import section_schemas
 
     return Settings.from_config(validate_config(config, require_inputs=False, sections=section_schemas()))
+
+
+def test_runs_that_start_no_job_are_never_stopped_by_preflight(tmp_path):
+    """--unlock (after a killed run), --list-rules, --cleanup-metadata and --dry-run start no job: a setting that
+    would stop a run (here `auto` weights without network, and a mistyped input folder) does not stop them; the
+    real run stops on them, before any job."""
+    config = write_config(tmp_path / "c.yaml", input_dir=str(tmp_path / "no-such-media"), results_dir="results",
+                          cache={"dir": str(tmp_path / "cache")}, clap={"checkpoint": "auto"})
+    (tmp_path / "results").mkdir()
+    for extra in (["--unlock"], ["--list-rules"], ["--cleanup-metadata", str(tmp_path / "results" / "x")],
+                  ["--dry-run"]):
+        done = run_snakemake(tmp_path, config, *extra, check=False, env=NO_NETWORK)
+        assert "clap.checkpoint" not in done.stderr and "input_dir" not in done.stderr, extra
+        # (cleaning the metadata of a file that has none is Snakemake's own error)
+        assert done.returncode == 0 or "metadata" in extra[0], (extra, done.stderr[-2000:])
+    done = run_snakemake(tmp_path, config, check=False, env=NO_NETWORK)
+    assert done.returncode != 0 and "input_dir" in done.stderr and "clap.checkpoint: auto needs" in done.stderr
+    assert not (tmp_path / "results" / "bookkeeping" / "inventory").exists()  # no job ran

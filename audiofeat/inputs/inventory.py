@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import sqlite3
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +193,12 @@ def _hash_new(item: tuple[str, str]) -> tuple[InputFile, tuple | None]:
     return record, (path, signature, key, duration)
 
 
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+    return next((name for test, name in kinds if test(mode)), "not a file")
+
+
 def identify_inputs(items: list[tuple[str, str]], index: StatIndex | None, threads: int = 4) -> list[InputFile]:
     """Content key and declared duration of every input, rehashing only files whose stat changed."""
     # SQLite connections belong to one thread: look up here, hash new files in the pool.
@@ -203,6 +210,9 @@ def identify_inputs(items: list[tuple[str, str]], index: StatIndex | None, threa
             st = os.stat(path)
         except OSError as exc:
             looked_up.append(InputFile(path, rel, 0, "", 0.0, f"cannot read file: {exc.strerror}"))
+            continue
+        if not stat.S_ISREG(st.st_mode):  # reading a pipe blocks, a device may never end: never opened
+            looked_up.append(InputFile(path, rel, 0, "", 0.0, f"not a regular file ({_file_kind(st.st_mode)})"))
             continue
         cached = index.lookup(path, st) if index else None
         if cached:

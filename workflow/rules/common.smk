@@ -15,7 +15,9 @@ from audiofeat.extractors import EXTRACTORS as REGISTERED
 from audiofeat.extractors.clap import ClapSettings
 from audiofeat.extractors import DecodeExtractor, build_extractors, section_schemas
 from audiofeat.inputs.inventory import input_fingerprint
-from audiofeat.preflight import preflight
+from audiofeat.faults import Fault
+from audiofeat.preflight import PreflightError, preflight
+from snakemake.exceptions import WorkflowError
 from audiofeat.extractors.scheduling import shard_job_threads
 from audiofeat.config.settings import Settings, validated_config
 
@@ -25,15 +27,29 @@ config.clear()
 config.update(_validated)
 SETTINGS = Settings.from_config(config)
 
-# Configuration problems (weights, folders, device) stop the run here, before any job, one line each.
-if workflow.is_main_process:
-    for warning in preflight(SETTINGS, check_device=workflow.local_exec):
+
+# Configuration problems (weights, folders, device) stop a run before its first job, one line each. Snakemake
+# calls onstart only when it is about to run jobs: --unlock, --list-*, --cleanup-metadata and --dry-run are never
+# stopped by them.
+onstart:
+    try:
+        warnings = preflight(SETTINGS, check_device=workflow.local_exec)
+    except PreflightError as problems:
+        for line in str(problems).splitlines():
+            print(f"audiofeat: {line}", file=sys.stderr)
+        raise WorkflowError("audiofeat: the settings above stop the run before any job") from None
+    for warning in warnings:
         print(f"audiofeat: warning: {warning}", file=sys.stderr)
 
+
 # The CLAP checkpoint's digest is part of its artifacts' identity: known here once (hashed by its stat, or the
-# published file downloaded) so that the rules' params below say exactly what the jobs will compute.
+# published file downloaded) so that the rules' params below say exactly what the jobs will compute. Weights that
+# cannot be had here (no network for `auto`) stay unknown: a run's preflight names the problem.
 if workflow.is_main_process and "clap" in SETTINGS.extractors:
-    resolve_weights(SETTINGS.of(ClapSettings), SETTINGS.cache)
+    try:
+        resolve_weights(SETTINGS.of(ClapSettings), SETTINGS.cache)
+    except Fault:
+        pass
 
 # What each artifact is (version, parameters): the extractors' identities, used by the rules' params and by the
 # jobs' thread claims exactly as the jobs use them for the store.
