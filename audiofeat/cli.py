@@ -20,7 +20,8 @@ def _cache_settings(args: argparse.Namespace) -> CacheSettings:
     config_path = Path(args.config) if args.config else Path("config/config.yaml")
     if args.config and not config_path.exists():
         sys.exit(f"audiofeat: config file {args.config} does not exist")
-    flags = {key: getattr(args, key) for key in ("dir", "ttl_hours", "max_gb") if getattr(args, key, None) is not None}
+    flags = {key: getattr(args, key) for key in ("dir", "ttl_hours", "max_gb", "gc_grace_hours")
+             if getattr(args, key, None) is not None}
     try:
         return load_settings(config_path if config_path.exists() else None, sections=section_schemas(),
                              overrides={"cache": flags}).cache
@@ -53,7 +54,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_gc(args: argparse.Namespace) -> int:
     settings = _cache_settings(args)
     store = ArtifactStore(settings.dir)
-    result = store.collect_garbage(ttl_hours=settings.ttl_hours, max_gb=settings.max_gb)
+    result = store.collect_garbage(ttl_hours=settings.ttl_hours, max_gb=settings.max_gb,
+                                   grace_hours=settings.gc_grace_hours)
     print(f"cache {store.root}: removed {result['removed_files']} artifacts ({_human(result['removed_bytes'])})")
     return 0
 
@@ -89,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "gc":
             p.add_argument("--ttl-hours", dest="ttl_hours", type=float, help="remove artifacts unused this long")
             p.add_argument("--max-gb", dest="max_gb", type=float, help="then shrink the store to this size")
+            p.add_argument("--grace-hours", dest="gc_grace_hours", type=float,
+                           help="never remove what was used this recently (default cache.gc_grace_hours: 1)")
         elif name == "stats":
             p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(handler=handler)

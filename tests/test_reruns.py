@@ -362,7 +362,7 @@ def test_cache_console_script_stats_verify_and_gc(small_run):
                             capture_output=True, text=True, check=True)
     assert f"{data['total_files']} artifacts rehashed, 0 damaged" in verify.stdout
     gc = subprocess.run([sys.executable, "-m", "audiofeat.cli", "cache", "gc", "--dir", str(cache), "--max-gb",
-                         "0.000001"], capture_output=True, text=True, check=True)
+                         "0.000001", "--grace-hours", "0"], capture_output=True, text=True, check=True)
     assert "removed" in gc.stdout
     assert json.loads(subprocess.run([sys.executable, "-m", "audiofeat.cli", "cache", "stats", "--dir", str(cache),
                                       "--json"], capture_output=True, text=True, check=True).stdout)[
@@ -519,7 +519,7 @@ def test_environment_overrides_the_config_file_and_the_command_line_both_and_a_r
     of_a = {p for p in (cache / "artifacts").rglob("*") if p.is_file() and not p.name.endswith(".meta.json")}
     second = write_config(tmp_path / "b.yaml", input_dir=str(tmp_path / "b"), results_dir="rb",
                           extractors=["loudness"], cache={"dir": str(tmp_path / "not-this-one")}, perf={"threads": 0})
-    run_snakemake(tmp_path, second, "--config", "perf={threads: 2}", "cache={max_gb: 1e-9}",
+    run_snakemake(tmp_path, second, "--config", "perf={threads: 2}", "cache={max_gb: 1e-9, gc_grace_hours: 0}",
                   env={"CACHE_DIR": str(cache), "PERF_THREADS": "1"})
     assert not (tmp_path / "not-this-one").exists()
     left = {p for p in (cache / "artifacts").rglob("*") if p.is_file() and not p.name.endswith(".meta.json")}
@@ -530,3 +530,37 @@ def test_environment_overrides_the_config_file_and_the_command_line_both_and_a_r
     assert summary["cache_gc"]["removed_files"] == len(of_a)
     profiles = [json.loads(p.read_text()) for p in (tmp_path / "rb" / "bookkeeping" / "timings").rglob("*.json")]
     assert {p["threads"] for p in profiles} == {2}  # 3 files each: 2 threads claimed, not PERF_THREADS' 1
+
+
+def test_a_gc_loop_from_another_project_beside_a_run_never_breaks_it(tmp_path):
+    """`audiofeat cache gc --max-gb` on the shared store, over and over while a run goes: the default grace
+    period spares what the run uses, so it completes, and equals a run on a store of its own."""
+    import threading
+
+    media = tmp_path / "media"
+    _write_clips(media, 6, seed=12)
+    make_audio(media / "long.flac", seconds=25, sr=22050, source="chirp")
+    shared, own = tmp_path / "shared", tmp_path / "own"
+    stop, rounds = threading.Event(), []
+
+    def gc_loop():
+        while not stop.is_set():
+            subprocess.run([sys.executable, "-m", "audiofeat.cli", "cache", "gc", "--dir", str(shared), "--max-gb",
+                            "0.000000001"], capture_output=True, check=True)
+            rounds.append(1)
+
+    loop = threading.Thread(target=gc_loop)
+    loop.start()
+    try:
+        run_snakemake(tmp_path, write_config(tmp_path / "s.yaml", input_dir=str(media), results_dir="with-gc",
+                                             cache={"dir": str(shared)}))
+    finally:
+        stop.set()
+        loop.join()
+    assert len(rounds) >= 3  # the gc ran all along the run
+    run_snakemake(tmp_path, write_config(tmp_path / "o.yaml", input_dir=str(media), results_dir="alone",
+                                         cache={"dir": str(own)}))
+    with_gc, alone = _manifests(tmp_path / "with-gc"), _manifests(tmp_path / "alone")
+    assert with_gc.keys() == alone.keys()
+    for path in alone:
+        assert _comparable(with_gc[path], shared) == _comparable(alone[path], own), path

@@ -49,6 +49,7 @@ class CacheSettings(Section):
     enabled: bool = True
     ttl_hours: float = 0.0
     max_gb: float = 0.0
+    gc_grace_hours: float = 1.0  # what any run used this recently is never collected
 
 
 @dataclass(frozen=True)

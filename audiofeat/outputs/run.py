@@ -65,7 +65,7 @@ def run_finalize(summaries: dict[str, str], errors_tsv: str, extractors: dict, *
     summary = merged_summary(list(by_shard.values()), list(extractors))
     if cache.enabled and (cache.ttl_hours or cache.max_gb):
         summary["cache_gc"] = ArtifactStore(cache.dir).collect_garbage(
-            ttl_hours=cache.ttl_hours, max_gb=cache.max_gb, protect=artifacts_in_use(read_shard_tables(tables)))
+            ttl_hours=cache.ttl_hours, max_gb=cache.max_gb, grace_hours=cache.gc_grace_hours, protect=artifacts_in_use(read_shard_tables(tables)))
     atomic_write_text(summary_json, json.dumps(summary, indent=1, ensure_ascii=False))
     slowest = sorted((tuple(x) for s in by_shard.values() for x in s["slowest"]), key=lambda x: -x[1])[:SLOWEST_KEPT]
     histogram = [sum(counts) for counts in zip(*(s["cost_histogram"] for s in by_shard.values()))]

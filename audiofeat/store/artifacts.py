@@ -331,15 +331,18 @@ class ArtifactStore:
         return {"root": str(self.root), "extractors": per, "total_bytes": total,
                 "total_files": sum(e["files"] for e in per.values())}
 
-    def collect_garbage(self, *, ttl_hours: float = 0, max_gb: float = 0,
+    def collect_garbage(self, *, ttl_hours: float = 0, max_gb: float = 0, grace_hours: float = 0,
                         protect: set[str] | None = None, now: float | None = None) -> dict[str, int]:
         """Remove artifacts unused for ``ttl_hours`` and then least-recently-used ones above ``max_gb``.
 
-        ``protect`` holds payload paths (as strings) the current run uses; they are never removed.
+        ``protect`` holds payload paths (as strings) the current run uses; they are never removed, nor is anything
+        used within ``grace_hours`` (by any run: a store shared by projects is bounded without breaking theirs).
         """
         now = time.time() if now is None else now
+        recent = now - grace_hours * 3600
         protect = protect or set()
         entries = sorted((self.last_used(path, st), path, st) for path, st in self.iter_artifacts())
+        protect = protect | {str(path) for used, path, _st in entries if used > recent}
         removed = removed_bytes = 0
         kept: list[tuple[Path, os.stat_result]] = []
         for used, path, st in entries:
