@@ -59,7 +59,7 @@ def test_environment_overrides_and_command_line_precedence():
     assert config["perf"]["threads"] == 3 and config["audio"]["target_sr"] == 16000
     assert config["clap"]["enable_amp"] is False and config["clap"]["max_batch_audio_seconds"] == 40
     assert config["segment"]["window_seconds"] == 8 and config["segment"]["aggregate_mode"] == "robust"
-    assert config["cache"] == {"dir": "/tmp/c", "ttl_hours": 12, "enabled": False, "max_gb": 0}
+    assert config["cache"] == {"dir": "/tmp/c", "ttl_hours": 12, "enabled": False, "max_gb": 0, "gc_grace_hours": 1}
     # A key given with --config wins over the environment.
     protected = {"audio": {"target_sr": 44100}}
     config = validate_config(apply_env_overrides({"input_dir": "x", **protected}, env, protected=protected))
