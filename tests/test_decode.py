@@ -244,3 +244,34 @@ def test_of_two_audio_streams_the_first_is_decoded(tmp_path, decoder):
     assert facts.sample_rate == 44100 and len(y) == pytest.approx(48000, abs=480)
     spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y))))
     assert np.fft.rfftfreq(len(y), 1 / 48000)[spectrum.argmax()] == pytest.approx(440, abs=2)
+
+
+def test_an_input_longer_than_max_hours_is_its_verdict_by_header_or_while_decoding(tmp_path):
+    """The limit (here 2 s) from the header in the inventory; and where the header declares no duration (Matroska
+    written to a pipe), while decoding, before the WAV is stored."""
+    import subprocess
+
+    from audiofeat.inputs.media import ffmpeg_executable
+    from conftest import read_manifests, run_snakemake, write_config
+
+    media = tmp_path / "media"
+    make_audio(media / "short.flac", seconds=1.0, sr=16000)
+    make_audio(media / "declared.flac", seconds=3.0, sr=16000)
+    with open(media / "undeclared.mka", "wb") as out:  # a pipe: the muxer cannot go back to write the duration
+        subprocess.run([ffmpeg_executable(), "-loglevel", "error", "-f", "lavfi", "-i",
+                        "sine=frequency=300:sample_rate=16000:duration=3", "-c:a", "flac", "-f", "matroska", "-"],
+                       stdout=out, check=True)
+    config = write_config(tmp_path / "c.yaml", input_dir=str(media), results_dir="results", extractors=["loudness"],
+                          cache={"dir": str(tmp_path / "cache")}, audio={"max_hours": 2 / 3600})
+    run_snakemake(tmp_path, config)
+    errors = {m["source"]["path"].rsplit("/", 1)[1]: m.get("error") for m in read_manifests(tmp_path / "results")}
+    assert errors["short.flac"] is None
+    assert errors["declared.flac"] == "longer than audio.max_hours (0.000555556 h): 0.000833 h declared"
+    assert errors["undeclared.mka"] == \
+        "decode: longer than audio.max_hours: decoding went past the limit (its header declared less)"
+    assert not list((tmp_path / "cache" / "artifacts" / "decode_verdict").rglob("*"))  # not stored: not in the key
+    # Without the limit, the same files decode: the verdict was not kept.
+    run_snakemake(tmp_path, write_config(tmp_path / "c.yaml", input_dir=str(media), results_dir="results",
+                                         extractors=["loudness"], cache={"dir": str(tmp_path / "cache")},
+                                         audio={"max_hours": 0}))
+    assert all(m["status"] == "ok" for m in read_manifests(tmp_path / "results"))

@@ -64,6 +64,7 @@ class PerfSettings(Section):
 class AudioSettings(Section):
     target_sr: int = 48000
     decoder: str = "pyav"
+    max_hours: float = 24.0  # longer inputs are verdicts (0: no limit)
     wav_subtype: str = "float32"
 
 

@@ -42,14 +42,15 @@ class DecodeExtractor(Extractor):
     artifact_kind = "wav"
     suffix = ".wav"
 
-    def __init__(self, params: DecodeParams, *, decoder: str = "pyav") -> None:
+    def __init__(self, params: DecodeParams, *, decoder: str = "pyav", max_hours: float = 0.0) -> None:
         super().__init__(params, wav_params_hash=None)
         self.decoder = decoder  # pyav or the ffmpeg command line: the same samples within tolerance, not in the key
+        self.max_hours = max_hours  # audio.max_hours: a longer input is its verdict (not stored: not in the key)
 
     @classmethod
     def from_settings(cls, settings, *, job: bool = False) -> "DecodeExtractor":
         return cls(DecodeParams(int(settings.audio.target_sr), dtype=settings.audio.wav_subtype),
-                   decoder=settings.audio.decoder)
+                   decoder=settings.audio.decoder, max_hours=settings.audio.max_hours)
 
     def verdict_key(self, content_key: str) -> ArtifactKey:
         """Where the decoder's verdict on bytes that give no WAV is kept, beside the WAV they would have given."""
@@ -73,7 +74,7 @@ class DecodeExtractor(Extractor):
         if found is None:
             try:
                 stored = self._decode_into(store, key, row, profile, started)
-            except InputUnreadable as exc:
+            except (InputUnreadable, TooLong) as exc:
                 return _failed(base, str(exc)), False
             except DecodeError as exc:
                 check_unchanged(row)  # a verdict on bytes the key does not name would poison the store
@@ -98,7 +99,8 @@ class DecodeExtractor(Extractor):
         try:
             with profile.timer("decode"):
                 source = open_source(row["path"], decoder=self.decoder)
-            decoded = _Counted(source.chunks, profile)
+            limit = int(self.max_hours * 3600 * source.facts.sample_rate)
+            decoded = _Counted(source.chunks, profile, max_samples=limit)
             samples = write_wav(staged, resampled(decoded, source.facts.sample_rate, self.params.target_sr,
                                                   timer=profile.timer),
                                 sr=self.params.target_sr, subtype=self.params.dtype, timer=profile.timer)
@@ -110,11 +112,16 @@ class DecodeExtractor(Extractor):
             staged.unlink(missing_ok=True)
 
 
-class _Counted:
-    """Decoded chunks, counted, each read timed as decoding."""
+class TooLong(DecodeError):
+    """More audio than ``audio.max_hours``, found while decoding (its header said less)."""
 
-    def __init__(self, chunks, profile: JobProfile) -> None:
-        self.chunks, self.profile, self.samples = chunks, profile, 0
+
+class _Counted:
+    """Decoded chunks, counted, each read timed as decoding; past ``max_samples`` (0: no limit),
+    :class:`TooLong`."""
+
+    def __init__(self, chunks, profile: JobProfile, *, max_samples: int = 0) -> None:
+        self.chunks, self.profile, self.samples, self.max_samples = chunks, profile, 0, max_samples
 
     def __iter__(self):
         while True:
@@ -123,6 +130,8 @@ class _Counted:
             if chunk is None:
                 return
             self.samples += chunk.shape[0]
+            if self.max_samples and self.samples > self.max_samples:
+                raise TooLong("longer than audio.max_hours: decoding went past the limit (its header declared less)")
             yield chunk
 
 

@@ -326,13 +326,22 @@ def _write_keeping_mtime(path: Path, columns: tuple[str, ...], records: list, pr
     return [digest, path.stat().st_mtime_ns]
 
 
+def too_long(record: InputFile, max_hours: float) -> InputFile:
+    """``record``, or its verdict when its header declares more than ``max_hours`` (0: no limit); the decode job
+    enforces the limit again as it decodes, for headers that lie."""
+    if not max_hours or record.error or record.duration_s <= max_hours * 3600:
+        return record
+    return dataclasses.replace(record, content_key="", error=f"longer than audio.max_hours ({max_hours:g} h): "
+                                                             f"{record.duration_s / 3600:.3g} h declared")
+
+
 def run_inventory(input_dir: str, input_list: str, out_dir: str, *, index_path: str, state_path: str,
-                  target_files: int, target_audio_seconds: float, threads: int = 4) -> dict:
+                  target_files: int, target_audio_seconds: float, max_hours: float = 0.0, threads: int = 4) -> dict:
     """Scan, identify and shard the inputs; returns counts for the log."""
     items = scan_inputs(input_dir, input_list)
     index = StatIndex(index_path)
     try:
-        files = identify_inputs(items, index, threads)
+        files = [too_long(f, max_hours) for f in identify_inputs(items, index, threads)]
         rehashed = index.rehashed
     finally:
         index.close()

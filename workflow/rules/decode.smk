@@ -6,6 +6,8 @@ rule decode:
         profile=bookkeeping("timings/decode/{shard}.json"),
     params:
         identity=DECODER.rule_identity(),
+        # Not part of the WAV's key (a limit changes no sample): a new limit reruns the jobs, which find the WAVs.
+        max_hours=DECODER.max_hours,
         # How far the job is, for `audiofeat status` (the log says it too, every few seconds).
         progress=lambda wildcards: bookkeeping(f"progress/decode/{wildcards.shard}.json"),
     conda:

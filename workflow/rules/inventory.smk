@@ -7,6 +7,8 @@ checkpoint inventory:
     params:
         input_state=get_inventory_state,
         shard=config["shard"],
+        # Inputs the header says are longer are verdicts here: a new limit judges them again.
+        max_hours=config["audio"]["max_hours"],
         # Each table's previous mtime, kept where a table's content did not change.
         state=bookkeeping("inventory.state.json"),
     conda:

@@ -13,6 +13,7 @@ counts = run_inventory(
     index_path=os.path.join(index_dir, "stat_index.sqlite"),
     state_path=snakemake.params.state,  # noqa: F821
     target_files=settings.shard.target_files, target_audio_seconds=settings.shard.target_audio_seconds,
+    max_hours=settings.audio.max_hours,
     threads=snakemake.threads,  # noqa: F821
 )
 log.info("inventory: %(files)d files, %(unique)d unique contents in %(shards)d shards, %(rehashed)d hashed, "
