@@ -254,18 +254,20 @@ def _run_on_local_slurm(work, media):
     for record in read_manifests(on_slurm):  # the statistics too, not only the embeddings
         expected = features[record["source"]["path"]]
         assert (expected is None and "features" not in record) or _close(record["features"], expected)
-    # Which SLURM job ran which rule, from the plugin's lines: "... submitted with SLURM jobid N (log: .../rule_R/...".
+    # Which SLURM job ran what, from the plugin's lines: "... submitted with SLURM jobid N (log: .../group_G/...":
+    # per shard, one submission for its CPU jobs and one for CLAP with the assembly, nothing per rule.
     job_ids = {}
-    for job_id, rule in re.findall(r"SLURM jobid (\d+) \(log: \S*/rule_(\w+)/", done.stdout + done.stderr):
-        job_ids.setdefault(rule, []).append(job_id)
-    assert set(job_ids) == {"decode", "extract_features", "extract_clap", "assemble_shard"}
+    for job_id, kind, name in re.findall(r"SLURM jobid (\d+) \(log: \S*/(rule|group)_(\w+)/", done.stdout + done.stderr):
+        group = next((g for g in ("shard_cpu", "shard_gpu") if kind == "group" and name.startswith(g)), name)
+        job_ids.setdefault(f"{kind}_{group}", []).append(job_id)  # a group job's name is its group's and rules
+    shards = len(list((local / "bookkeeping" / "inventory" / "shards").glob("*.tsv")))
+    assert {k: len(v) for k, v in job_ids.items()} == {"group_shard_cpu": shards, "group_shard_gpu": shards}
     requested = {rule: subprocess.run(["sacct", "-n", "-P", "-X", "-j", ",".join(ids), "--format=ReqTRES"],
                                       capture_output=True, text=True, check=True, timeout=30).stdout.split()
                  for rule, ids in job_ids.items()}
-    assert requested["extract_clap"] and all("gres/gpu=1" in t and "cpu=8" in t and "mem=16000M" in t
-                                           for t in requested["extract_clap"])
-    assert all("cpu=8" in t for t in requested["extract_features"])  # set-threads fixes features at 8
-    assert all("gres/gpu" not in t for t in requested["decode"] + requested["extract_features"])
+    assert requested["group_shard_gpu"] and all("gres/gpu=1" in t and "cpu=8" in t and "mem=16000M" in t
+                                                for t in requested["group_shard_gpu"])
+    assert all("cpu=8" in t and "gres/gpu" not in t for t in requested["group_shard_cpu"])  # features' 8 threads
 
 
 def _close(a, b):

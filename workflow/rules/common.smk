@@ -56,6 +56,9 @@ if workflow.is_main_process and "clap" in SETTINGS.extractors:
 DECODER = DecodeExtractor.from_settings(SETTINGS)
 EXTRACTORS = build_extractors(SETTINGS)
 RESULTS = SETTINGS.results_dir
+# On a cluster, a shard's CPU jobs (decoding, the CPU extractors, and its assembly when CLAP does not run) are one
+# submission, and its CLAP job with its assembly another, on a GPU (Snakemake's groups; local runs ignore them).
+SHARD_CPU, SHARD_GPU = "shard_cpu", "shard_gpu"
 THREADS = resolve_threads(SETTINGS.perf.threads)
 # A local run gives each CLAP job one GPU of the node's (listed once, here): Snakemake runs at most that many at
 # once, so a job never waits for a GPU another holds. `--resources gpu=N` on the command line still wins.

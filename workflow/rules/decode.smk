@@ -17,5 +17,7 @@ rule decode:
     benchmark:
         bookkeeping("benchmarks/decode/{shard}.tsv")
     threads: get_shard_threads(DECODER)
+    group:
+        SHARD_CPU
     script:
         "../scripts/decode.py"

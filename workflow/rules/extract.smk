@@ -33,5 +33,7 @@ for _name, _extractor in EXTRACTORS.items():
         benchmark:
             bookkeeping(f"benchmarks/extract_{_name}/{{shard}}.tsv")
         threads: get_shard_threads(_extractor)
+        group:
+            SHARD_GPU if _name == "clap" else SHARD_CPU
         script:
             "../scripts/extract.py"

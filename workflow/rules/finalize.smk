@@ -17,6 +17,8 @@ rule assemble_shard:
         bookkeeping("logs/assemble_shard/{shard}.log"),
     benchmark:
         bookkeeping("benchmarks/assemble_shard/{shard}.tsv")
+    group:
+        SHARD_GPU if "clap" in EXTRACTORS else SHARD_CPU
     script:
         "../scripts/assemble.py"
 
