@@ -11,6 +11,7 @@ snakemake-executor-plugin-slurm==2.6.1``); ``--slurm-args`` are added to the SLU
 
 Usage: python benchmarks/bench_slurm.py [--shards 64] [--workdir DIR] [--snakefile PATH] [--plugin-path DIR]
                                         [--slurm-args "--slurm-init-seconds-before-status-checks 2"] [--no-local]
+                                        [--label NAME]
 """
 import argparse
 import os
@@ -62,6 +63,7 @@ def main() -> None:
     parser.add_argument("--plugin-path", help="a folder holding another SLURM executor plugin, put first")
     parser.add_argument("--slurm-args", default="", help="more arguments for the SLURM run")
     parser.add_argument("--no-local", action="store_true", help="skip the local run")
+    parser.add_argument("--label", default="slurm", help="the SLURM run's name (its results and store folders)")
     args = parser.parse_args()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     if args.plugin_path:
@@ -70,7 +72,7 @@ def main() -> None:
         if not (work / "media").exists():
             write_tone_clips(work / "media", 4 * args.shards, seed=3, seconds=0.3, sr=16000)
         rows = [] if args.no_local else [run(work, "local", Path(args.snakefile), "local", [], env)]
-        rows.append(run(work, "slurm", Path(args.snakefile), "slurm", shlex.split(args.slurm_args), env))
+        rows.append(run(work, args.label, Path(args.snakefile), "slurm", shlex.split(args.slurm_args), env))
     local = rows[0]["wall_s"] if not args.no_local else None
     print(f"snakefile {args.snakefile}; plugin {args.plugin_path or 'installed'}; slurm args {args.slurm_args!r}")
     print("| run | shards | jobs submitted | last submitted, s | per shard, s | total, s | vs local |")
