@@ -125,11 +125,30 @@ def main() -> None:
             write_tone_clips(media / "added", 1, seed=99, seconds=1.0, sr=16000)
             started = time.time()
             report("one file added", snakemake(work, config), cold, job_costs(results, started))
-        print("\n| output | MB |\n|---|---|")
-        for name in ("manifests", "dataset", "embeddings.npy", "cache"):
-            target = work / "cache" if name == "cache" else results / name
-            size = target.stat().st_size / 1e6 if target.is_file() else folder_mb(target)
-            print(f"| {name} | {size:.1f} |")
+        print_outputs(results, work / "cache", inputs=args.paths + 1 if not args.long_hours else 1,
+                      contents=args.clips + 1 if not args.long_hours else 1)
+
+
+def files_and_bytes(path: Path) -> tuple[int, int]:
+    """Files under ``path`` (or 1 for a file) and their bytes."""
+    if path.is_file():
+        return 1, path.stat().st_size
+    sizes = [p.stat().st_size for p in path.rglob("*") if p.is_file()] if path.exists() else []
+    return len(sizes), sum(sizes)
+
+
+def print_outputs(results: Path, store: Path, *, inputs: int, contents: int) -> None:
+    """Each output's files and bytes, per input (the results) and per distinct content (the store): what a
+    file-count quota and a disk see."""
+    print("\n| output | files | MB | files per input | bytes per input |\n|---|---|---|---|---|")
+    for name in ("manifests", "dataset", "embeddings.npy", "bookkeeping"):
+        files, size = files_and_bytes(results / name)
+        print(f"| {name} | {files} | {size / 1e6:.1f} | {files / inputs:.3f} | {size / inputs:,.0f} |")
+    files, size = files_and_bytes(results)
+    print(f"| results, all | {files} | {size / 1e6:.1f} | {files / inputs:.3f} | {size / inputs:,.0f} |")
+    files, size = files_and_bytes(store)
+    print(f"| store ({contents} contents) | {files} | {size / 1e6:.1f} | {files / contents:.2f} per content | "
+          f"{size / contents:,.0f} per content |")
 
 
 if __name__ == "__main__":
