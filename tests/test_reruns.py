@@ -500,6 +500,10 @@ def test_a_results_folder_of_the_old_layout_is_moved_and_nothing_recomputed(tmp_
     assert "audiofeat: moved assembled, benchmarks, ingest, inventory" in done.stderr
     assert {p.name for p in results.iterdir()} == {"manifests", "dataset", "embeddings.npy", "summary.json",
                                                    "manifest.schema.json", "report", "bookkeeping"}
+    kept = results / "bookkeeping"
+    for folder in ("logs", "benchmarks", "progress", "timings"):  # the decode stage's folders under its name
+        assert list((kept / folder / "decode").iterdir()) and not (kept / folder / "ingest").exists(), folder
+        assert not (kept / folder / "ingest_decode").exists(), folder
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (results / "manifests").rglob("*.json")} == before
     rows = (results / "report" / "timings.tsv").read_text().splitlines()
     assert [row.split("\t")[0] for row in rows[1:]] == ["decode", "features", "clap"]

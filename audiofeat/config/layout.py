@@ -18,7 +18,7 @@ _OLD_ENTRIES = {"assembled": "assembled", "benchmarks": "benchmarks", "ingest": 
                 "logs": "logs", "previous": "previous", "progress": "progress", "timings": "timings",
                 "status": "status", "work": "work", "run_state.json": "run_state.json",
                 "inventory.state.json": "inventory.state.json", "embeddings.npy.index.json": "embeddings.index.json"}
-_OLD_STAGE_FOLDERS = {"logs/decode": "logs/decode", "benchmarks/decode": "benchmarks/decode",
+_OLD_STAGE_FOLDERS = {"logs/ingest_decode": "logs/decode", "benchmarks/ingest_decode": "benchmarks/decode",
                       "progress/ingest": "progress/decode", "timings/ingest": "timings/decode"}
 
 
