@@ -184,18 +184,24 @@ def resolve_weights(clap: "ClapSettings", cache: "CacheSettings") -> tuple[str |
     return checkpoint, f"laion:sha256:{checkpoint_sha256(checkpoint, index_dir)}"
 
 
+def checkpoint_file(clap: "ClapSettings", cache_dir: str | os.PathLike) -> Path | None:
+    """The file ``clap.checkpoint`` names: for ``auto``, LAION's published file's place under
+    ``cache_dir/checkpoints`` (None for a model LAION published none for); None when it is empty."""
+    if not clap.checkpoint:
+        return None
+    if clap.checkpoint != "auto":
+        return Path(clap.checkpoint)
+    published = PUBLISHED_CHECKPOINTS.get(clap.model)
+    return Path(cache_dir) / "checkpoints" / published[1] if published else None
+
+
 def known_weights(clap: "ClapSettings", cache: "CacheSettings") -> str | None:
     """The weights identity :func:`resolve_weights` gives for these settings when it is known without hashing or
     downloading a checkpoint (a digest remembered under ``cache.dir``), else None."""
-    checkpoint, model_name, cache_dir, allow_random_weights = clap.checkpoint, clap.model, cache.dir, \
-        clap.allow_random_weights
-    if not checkpoint:
-        return f"random(seed={RANDOM_WEIGHTS_SEED})" if allow_random_weights else None
-    index_dir = Path(cache_dir) / "checkpoints"
-    if checkpoint == "auto" and model_name not in PUBLISHED_CHECKPOINTS:
+    if not clap.checkpoint:
+        return f"random(seed={RANDOM_WEIGHTS_SEED})" if clap.allow_random_weights else None
+    path = checkpoint_file(clap, cache.dir)
+    if path is None or not path.exists():
         return None
-    path = index_dir / PUBLISHED_CHECKPOINTS[model_name][1] if checkpoint == "auto" else Path(checkpoint)
-    if not path.exists():
-        return None
-    digest = checkpoint_sha256(path, index_dir, remembered_only=True)
+    digest = checkpoint_sha256(path, Path(cache.dir) / "checkpoints", remembered_only=True)
     return f"laion:sha256:{digest}" if digest else None

@@ -9,6 +9,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from ..clap.checkpoint import checkpoint_file
 from ..config.settings import Settings
 from ..extractors.clap import ClapSettings, SegmentSettings
 from ..store.artifacts import atomic_write_text
@@ -222,14 +223,9 @@ def weights_line(settings: Settings, weights: str | None) -> str:
     that seeded random weights carry no meaning."""
     if weights and weights.startswith("random("):
         return f"Seeded random weights ({weights}): embeddings carry no meaning"
-    clap = settings.of(ClapSettings)
-    checkpoint = clap.checkpoint
-    if checkpoint == "auto":
-        from ..clap.checkpoint import PUBLISHED_CHECKPOINTS  # torch-free
-
-        checkpoint = PUBLISHED_CHECKPOINTS.get(clap.model, ("", checkpoint))[1]
+    path = checkpoint_file(settings.of(ClapSettings), settings.cache.dir)
     digest = weights.rsplit(":", 1)[-1] if weights else "not known"
-    return f"CLAP weights: {os.path.basename(checkpoint)} (sha256 {digest})"
+    return f"CLAP weights: {path.name if path else 'none'} (sha256 {digest})"
 
 
 def _report_html(finalized, rows, totals_and_stages, busy, advice, profiles, settings, results_link, weights) -> str:
