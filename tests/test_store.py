@@ -207,13 +207,17 @@ def test_gc_by_ttl_and_size_keeps_protected_and_recent(tmp_path):
     assert stats["total_files"] == 3 and stats["extractors"]["features"]["bytes"] == 3000
 
 
-def test_a_hit_refreshes_the_lru_clock_so_gc_removes_what_was_not_used(tmp_path):
-    store = ArtifactStore(tmp_path)
-    now = time.time()
-    older, newer = key(content="aa" * 16), key(content="bb" * 16)
-    for k, hours in ((older, 2), (newer, 1)):
+def _stored_and_used_ago(store, now, hours_by_key):
+    """1 kB under each key, last used that many hours before ``now`` (the LRU clock is the sidecar's mtime)."""
+    for k, hours in hours_by_key.items():
         path = store.put(k, b"x" * 1000).path
         os.utime(path.with_name(path.name + ".meta.json"), (now - hours * 3600,) * 2)
+
+
+def test_a_hit_refreshes_the_lru_clock_so_gc_removes_what_was_not_used(tmp_path):
+    store = ArtifactStore(tmp_path)
+    older, newer = key(content="aa" * 16), key(content="bb" * 16)
+    _stored_and_used_ago(store, time.time(), {older: 2, newer: 1})
     assert store.get(older) is not None  # a run reads it: it is the recently used one now
     store.collect_garbage(max_gb=1.5e-6)  # room for one
     assert store.get(older) is not None and store.get(newer) is None
@@ -223,9 +227,7 @@ def test_gc_spares_what_any_run_used_within_the_grace_period(tmp_path):
     store = ArtifactStore(tmp_path)
     now = time.time()
     old, recent = key(content="aa" * 16), key(content="bb" * 16)
-    for k, hours in ((old, 2), (recent, 0.5)):
-        path = store.put(k, b"x" * 1000).path
-        os.utime(path.with_name(path.name + ".meta.json"), (now - hours * 3600,) * 2)
+    _stored_and_used_ago(store, now, {old: 2, recent: 0.5})
     assert store.collect_garbage(max_gb=1e-9, grace_hours=1, now=now)["removed_files"] == 1
     assert store.get(old) is None and store.get(recent) is not None
     assert store.collect_garbage(ttl_hours=0.1, grace_hours=1, now=now)["removed_files"] == 0
