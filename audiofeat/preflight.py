@@ -164,7 +164,7 @@ def disk_warning(folder: str) -> str | None:
 
 
 # What a new file costs the store: its WAV (float32: 4 bytes a sample), plus its features block and CLAP arrays
-# (medians of the test suite's artifacts: 26.5 kB and 5.4 kB, sidecars 0.3 kB each).
+# (medians of the test suite's artifacts: 26.5 kB and 5.4 kB, trailers 0.3 kB each).
 WAV_BYTES_PER_SECOND_PER_HZ = 4
 OTHER_BYTES_PER_FILE = 33_000
 

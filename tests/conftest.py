@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
+from audiofeat.store.trailer import read_trailer
+
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -82,12 +84,19 @@ def read_jsonl(path: Path) -> list[dict]:
 def created_since(cache_dir: Path, since: float) -> dict[str, int]:
     """Artifacts written to the store after ``since`` (a ``time.time()``), per extractor: what a run computed."""
     counts: dict[str, int] = {}
-    for sidecar in Path(cache_dir, "artifacts").rglob("*.meta.json"):
-        record = json.loads(sidecar.read_text())
-        if record["created"] >= since:
-            extractor = record["key"]["extractor"]
-            counts[extractor] = counts.get(extractor, 0) + 1
+    for path in Path(cache_dir, "artifacts").rglob("*"):
+        if path.is_file() and not path.name.endswith(".tmp"):
+            with open(path, "rb") as handle:
+                trailer = read_trailer(handle, path.stat().st_size)  # None: a sidecar era's file, or its sidecar
+            if trailer is not None and trailer.record["created"] >= since:
+                extractor = trailer.record["key"]["extractor"]
+                counts[extractor] = counts.get(extractor, 0) + 1
     return counts
+
+
+def last_used_at(artifact: Path, when: float) -> None:
+    """Set a stored artifact's LRU clock (its atime; its mtime, the seal, kept) to ``when`` (a ``time.time()``)."""
+    os.utime(artifact, ns=(int(when * 1e9), artifact.stat().st_mtime_ns))
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from audiofeat.clap.windows import Window, active_fraction
 from audiofeat.inputs.wav import read_wav
 from audiofeat.testing.media import make_audio, write_tone_clips
 
-from conftest import assert_dataset_is_the_manifests, read_manifests, REPO, created_since, read_jsonl, run_snakemake, write_config
+from conftest import assert_dataset_is_the_manifests, read_manifests, REPO, created_since, last_used_at, read_jsonl, run_snakemake, write_config
 
 
 def _write_clips(folder, count, seed=0, seconds=0.4, sr=16000):
@@ -212,7 +212,7 @@ def test_a_features_artifact_damaged_under_a_finished_shard_is_found_when_the_sh
     _write_clips(media / "new", 1, seed=7)
     new_shard = shard_of(blake2b_file(next((media / "new").iterdir())), 2)
     victim = next(p for p in (cache / "artifacts" / "features").rglob("*.json")
-                  if not p.name.endswith(".meta.json") and shard_of(p.name.split(".")[0], 2) != new_shard)  # a shard whose jobs do not rerun
+                  if shard_of(p.name.split(".")[0], 2) != new_shard)  # a shard whose jobs do not rerun
     victim.write_bytes(victim.read_bytes()[:100])
     run_snakemake(tmp_path, config)  # the eighth file's shard only
     assert len(read_manifests(tmp_path / "out")) == 8
@@ -375,10 +375,11 @@ def test_run_ends_with_gc_that_spares_what_the_run_uses(tmp_path):
     cache = tmp_path / "cache"
     base = dict(input_dir=str(media), results_dir="out", cache={"dir": str(cache)})
     run_snakemake(tmp_path, write_config(tmp_path / "a.yaml", **base, features={"n_mfcc": 13}))
-    everything = [p for p in (cache / "artifacts").rglob("*") if p.is_file() and not p.name.endswith(".meta.json")]
-    for path in everything:  # all of the first run's artifacts were last used two hours ago (sidecar mtime)
-        os.utime(path.with_name(path.name + ".meta.json"), (time.time() - 7200, time.time() - 7200))
-    stale = [p for p in (cache / "artifacts" / "features").rglob("*.json") if not p.name.endswith(".meta.json")]
+    everything = [p for p in (cache / "artifacts").rglob("*") if p.is_file()]
+    assert len(everything) == 3 * 4  # one file per artifact: WAV, features and CLAP of each of the 4 inputs
+    for path in everything:  # all of the first run's artifacts were last used two hours ago
+        last_used_at(path, time.time() - 7200)
+    stale = list((cache / "artifacts" / "features").rglob("*.json"))
     run_snakemake(tmp_path, write_config(tmp_path / "b.yaml", **{**base, "cache": {"dir": str(cache),
                                                                                      "ttl_hours": 1}}))
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -454,7 +455,6 @@ def test_a_wav_removed_from_the_store_between_runs_is_decoded_again_by_the_same_
     run_snakemake(tmp_path, write_config(tmp_path / "c.yaml", **base))
     wav = next(p for p in (cache / "artifacts" / "wav").rglob("*.wav"))
     wav.unlink()
-    wav.with_name(wav.name + ".meta.json").unlink()
     changed = write_config(tmp_path / "robust.yaml", **base, segment={"aggregate_mode": "robust"})
     failed = run_snakemake(tmp_path, changed, check=False)
     assert failed.returncode != 0 and "Traceback" not in failed.stderr
@@ -520,13 +520,13 @@ def test_environment_overrides_the_config_file_and_the_command_line_both_and_a_r
     first = write_config(tmp_path / "a.yaml", input_dir=str(tmp_path / "a"), results_dir="ra",
                          extractors=["loudness"], cache={"dir": str(cache)})
     run_snakemake(tmp_path, first)
-    of_a = {p for p in (cache / "artifacts").rglob("*") if p.is_file() and not p.name.endswith(".meta.json")}
+    of_a = {p for p in (cache / "artifacts").rglob("*") if p.is_file()}
     second = write_config(tmp_path / "b.yaml", input_dir=str(tmp_path / "b"), results_dir="rb",
                           extractors=["loudness"], cache={"dir": str(tmp_path / "not-this-one")}, perf={"threads": 0})
     run_snakemake(tmp_path, second, "--config", "perf={threads: 2}", "cache={max_gb: 1e-9, gc_grace_hours: 0}",
                   env={"CACHE_DIR": str(cache), "PERF_THREADS": "1"})
     assert not (tmp_path / "not-this-one").exists()
-    left = {p for p in (cache / "artifacts").rglob("*") if p.is_file() and not p.name.endswith(".meta.json")}
+    left = {p for p in (cache / "artifacts").rglob("*") if p.is_file()}
     assert of_a and not (left & of_a)  # the bound removed the other run's artifacts...
     manifests = _manifests(tmp_path / "rb")
     assert len(manifests) == 3 and all(Path(m["audio"]["wav"]) in left for m in manifests.values())  # ...not its own

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Computed:
-    """One file's new artifact: its payload and sidecar metadata (``seconds``: what it cost), and the arrays it
+    """One file's new artifact: its payload and the metadata stored with it (``seconds``: what it cost), and the arrays it
     was made from when the manifest block is built from them (extractors with ``inline_block``)."""
 
     payload: bytes

@@ -18,6 +18,7 @@ from .. import __version__
 from ..faults import ArtifactGone
 from ..inputs.inventory import path_text
 from ..store.artifacts import blake2b_bytes
+from ..store.trailer import read_payload
 
 SCHEMA_NAME = "audio_manifest_v1"
 BASE_SCHEMA_PATH = Path(__file__).with_name("manifest_base.schema.json")  # package data: found in a wheel too
@@ -101,8 +102,8 @@ def _stored_block(stage: str, content_key: str, record: dict) -> orjson.Fragment
     """The block an extractor stored as JSON, checked against the digest its table recorded (the bytes are read
     anyway; hashing them is cheap); :class:`ArtifactGone` when missing or not those bytes."""
     try:
-        data = Path(record["artifact"]).read_bytes()
-    except FileNotFoundError:
+        data = read_payload(record["artifact"])
+    except (FileNotFoundError, ValueError):
         raise ArtifactGone(stage, content_key, record["artifact"]) from None
     if blake2b_bytes(data) != record.get("artifact_digest"):
         raise ArtifactGone(stage, content_key, record["artifact"])

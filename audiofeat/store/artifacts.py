@@ -1,17 +1,18 @@
 """Content-addressed artifact store.
 
 An artifact is addressed by ``(content key, extractor name, extractor version, parameter hash)``; reuse happens
-if and only if all four match. Each artifact is one payload file plus a JSON sidecar holding its BLAKE2b digest,
-its size and free-form metadata. Writes are atomic (temporary file, fsync, rename; payload first, sidecar last),
-so a reader sees either a complete artifact or none; a payload whose digest does not match is discarded.
-Concurrent writers of the same artifact write identical bytes and the last rename wins.
+if and only if all four match. Each artifact is one file: its payload and a trailer with the payload's BLAKE2b
+digest, its size and free-form metadata (:mod:`.trailer`). Writes are atomic (temporary file, fsync, rename), so
+a reader sees a complete artifact or none; a payload whose digest does not match is discarded. Concurrent writers
+of the same artifact write identical payloads and the last rename wins.
 
-Hashing every payload on every lookup would cost a rerun as much reading as the first run wrote. So the sidecar also records the payload's stat (size,
-mtime, inode) when its digest was last known to hold, and a lookup whose stat is unchanged trusts it, as the
-inputs' stat index does; any other stat means a rehash. The payload's mtime is set 2 s into the past at that
-moment ("sealed"), so that a later write, even within the filesystem clock's tick, changes it. A change that
-leaves the stat as it was (bit rot, a tool restoring mtimes) is found by ``audiofeat cache verify``, which
-rehashes everything. The least-recently-used clock is the sidecar's mtime.
+Hashing every payload on every lookup would cost a rerun as much reading as the first run wrote. So each file is
+given, when written, a "sealed" mtime its trailer records (2 s or more in the past, so that any later write
+changes it), and a lookup that finds that mtime trusts the digest; any other mtime means a rehash, and the sealed
+mtime set back. A change that leaves the mtime as it was (bit rot, a tool restoring mtimes) is found by
+``audiofeat cache verify``, which rehashes everything. The least-recently-used clock is the file's atime, set on
+each use. Artifacts of a store written before trailers (a payload and a ``.meta.json`` sidecar, whose mtime is
+their clock) are read, sealed and collected as they are.
 """
 from __future__ import annotations
 
@@ -29,20 +30,23 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, NamedTuple
 
 from ..faults import ENVIRONMENT_ERRNOS
+from .trailer import SIDECAR_SUFFIX, Trailer, read_trailer, seal_time_ns
 
 logger = logging.getLogger(__name__)
 
 _DIGEST_BYTES = 16  # BLAKE2b-128: collision-resistant far beyond any dataset size.
 _CHUNK = 1 << 20
-_SEAL_BACKDATE_NS = 2_000_000_000  # further back than any filesystem's timestamp granularity (FAT: 2 s)
+_SEAL_BACKDATE_NS = 2_000_000_000  # a sidecar's seal: further back than any filesystem's clock tick (FAT: 2 s)
 
 
-def blake2b_file(path: str | os.PathLike) -> str:
-    """Hex BLAKE2b-128 digest of a file's bytes."""
+def blake2b_file(path: str | os.PathLike, *, size: int | None = None) -> str:
+    """Hex BLAKE2b-128 digest of a file's bytes (its first ``size`` bytes, when given)."""
     digest = hashlib.blake2b(digest_size=_DIGEST_BYTES)
+    remaining = float("inf") if size is None else size
     with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
+        while remaining > 0 and (chunk := handle.read(int(min(_CHUNK, remaining)))):
             digest.update(chunk)
+            remaining -= len(chunk)
     return digest.hexdigest()
 
 
@@ -60,11 +64,12 @@ def params_hash(params: Mapping[str, Any]) -> str:
     return hashlib.blake2b(canonical.encode(), digest_size=8).hexdigest()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True,
+                       mtime_ns: int | None = None) -> None:
     """Write ``data`` to ``path`` atomically: temporary file in the same folder, fsync, rename.
 
     ``durable=False`` skips the fsync, for derived files a rerun rewrites anyway (readers still see the old or
-    the new content, never a mix).
+    the new content, never a mix). ``mtime_ns`` is the mtime the file has when it appears.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,6 +83,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = 
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
+        if mtime_ns is not None:
+            os.utime(tmp, ns=(time.time_ns(), mtime_ns))
         os.replace(tmp, path)
     except BaseException as exc:
         if os.path.exists(tmp):
@@ -90,7 +97,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = 
 @contextlib.contextmanager
 def _exclusive(folder: Path) -> Iterator[None]:
     """An exclusive ``flock`` on an artifact's folder (1/256 of an extractor's artifacts): one process at a time
-    writes a payload with its sidecar, or removes one it found damaged."""
+    renames an artifact into place, or removes one it found damaged."""
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -167,10 +174,6 @@ class ArtifactStore:
     def path(self, key: ArtifactKey) -> Path:
         return self.root / "artifacts" / key.relpath
 
-    @staticmethod
-    def _sidecar(path: Path) -> Path:
-        return path.with_name(path.name + ".meta.json")
-
     def get(self, key: ArtifactKey) -> StoredArtifact | None:
         """Return the verified artifact stored under ``key``, or None (and count a miss).
 
@@ -185,26 +188,26 @@ class ArtifactStore:
             self.misses += 1
             return None
         self.hits += 1
-        self.touch(path)
+        _touch(path, record)
         return StoredArtifact(path, record.get("meta", {}), record["digest"])
 
     def _verified_record(self, path: Path, *, rehash: bool) -> dict | None:
-        """The sidecar record of an intact payload; None when there is none, after removing a damaged one.
+        """The record of an intact artifact; None when there is none, after removing a damaged one.
 
-        The digest is checked when the payload's stat is not the sealed one (or always, with ``rehash``). What
-        looks damaged is checked again under the folder's write lock before it is removed, so that a payload and
-        sidecar caught between another writer's two renames are never taken for damage.
+        The digest is checked when the file's mtime is not the sealed one (or always, with ``rehash``). What
+        looks damaged is checked again under the folder's write lock before it is removed, so that a file another
+        writer renames into place meanwhile is never taken for damage.
         """
         try:
             try:
-                record, sealed = self._checked(path, rehash=rehash)
+                record, sealed = _checked(path, rehash=rehash)
             except (ValueError, KeyError, TypeError):
                 with _exclusive(path.parent):
-                    record, sealed = self._checked(path, rehash=True)
+                    record, sealed = _checked(path, rehash=True)
             if not sealed:
                 try:
                     with _exclusive(path.parent):
-                        self._seal(path, record)
+                        _seal(path, record)
                 except OSError as exc:  # not ours to change (a store shared by another user): intact all the same
                     logger.debug("cannot seal %s (%s); it is rehashed on every lookup", path, exc)
         except FileNotFoundError:
@@ -216,7 +219,7 @@ class ArtifactStore:
             if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS:
                 raise  # the disk's or the machine's trouble (EIO, ...), not damage: a fault, nothing discarded
             logger.warning("discarding corrupt artifact %s (%s); it will be recomputed", path, exc)
-            for stale in (path, self._sidecar(path)):
+            for stale in (path, _sidecar(path)):
                 try:
                     stale.unlink(missing_ok=True)
                 except PermissionError:  # another user's: the rewrite replaces it, or fails naming the cause
@@ -225,32 +228,13 @@ class ArtifactStore:
             return None
         return record
 
-    def _checked(self, path: Path, *, rehash: bool) -> tuple[dict, bool]:
-        """``(sidecar record, whether the payload's stat is the sealed one)``; ValueError when it is damaged."""
-        record = json.loads(self._sidecar(path).read_text(encoding="utf-8"))
-        st = path.stat()
-        if st.st_size != record["size"]:
-            raise ValueError("size mismatch")
-        sealed = record.get("sealed_stat") == _stat_signature(st)
-        if (rehash or not sealed) and blake2b_file(path) != record["digest"]:
-            raise ValueError("digest mismatch")
-        return record, sealed
-
-    def _seal(self, path: Path, record: dict) -> None:
-        """Backdate the payload's mtime and write ``record`` with the resulting stat as the sidecar."""
-        backdated = time.time_ns() - _SEAL_BACKDATE_NS
-        os.utime(path, ns=(backdated, backdated))
-        record["sealed_stat"] = _stat_signature(path.stat())
-        atomic_write_text(self._sidecar(path), json.dumps(record, sort_keys=True))
-
     def put(self, key: ArtifactKey, data: bytes, meta: Mapping[str, Any] | None = None) -> StoredArtifact:
         """Store ``data`` atomically under ``key``; returns what :meth:`get` will return for it."""
         path = self.path(key)
-        record = self._record(key, blake2b_bytes(data), len(data), meta)
-        with _exclusive(path.parent):  # another writer's payload never gets this sidecar
-            atomic_write_bytes(path, data)
-            self._seal_or_remove(path, record)
-        return StoredArtifact(path, record["meta"], record["digest"])
+        trailer = _new_trailer(key, blake2b_bytes(data), len(data), meta)
+        with _exclusive(path.parent):  # never renamed over a file a reader is checking before removing it
+            atomic_write_bytes(path, data + trailer.to_bytes(), mtime_ns=trailer.sealed_mtime_ns)
+        return StoredArtifact(path, trailer.record["meta"], trailer.digest)
 
     def staging_path(self, key: ArtifactKey) -> Path:
         """A temporary name beside ``key``'s payload, for a payload written as a file, piece by piece, and then
@@ -260,69 +244,53 @@ class ArtifactStore:
         return _temporary_name(path)
 
     def put_file(self, key: ArtifactKey, staged: Path, meta: Mapping[str, Any] | None = None) -> StoredArtifact:
-        """Store the file at ``staged`` (from :meth:`staging_path`) under ``key``, moving it into place."""
+        """Store the file at ``staged`` (from :meth:`staging_path`) under ``key``: its trailer appended, moved
+        into place."""
         path = self.path(key)
-        with open(staged, "rb+") as handle:
+        trailer = _new_trailer(key, blake2b_file(staged), staged.stat().st_size, meta)
+        with open(staged, "ab") as handle:
+            handle.write(trailer.to_bytes())
+            handle.flush()
             os.fsync(handle.fileno())
-        record = self._record(key, blake2b_file(staged), staged.stat().st_size, meta)
+        os.utime(staged, ns=(time.time_ns(), trailer.sealed_mtime_ns))
         with _exclusive(path.parent):
             os.replace(staged, path)
-            self._seal_or_remove(path, record)
-        return StoredArtifact(path, record["meta"], record["digest"])
-
-    @staticmethod
-    def _record(key: ArtifactKey, digest: str, size: int, meta: Mapping[str, Any] | None) -> dict:
-        return {"digest": digest, "size": size, "meta": dict(meta or {}), "key": key.__dict__, "created": time.time()}
-
-    def _seal_or_remove(self, path: Path, record: dict) -> None:
-        try:
-            self._seal(path, record)
-        except BaseException:  # no payload without its sidecar (a full disk fails the sidecar after the payload)
-            path.unlink(missing_ok=True)
-            raise
-
-    def touch(self, path: Path) -> None:
-        """Mark an artifact as used now (the LRU clock of :func:`collect_garbage`: its sidecar's mtime)."""
-        try:
-            os.utime(self._sidecar(path))
-        except OSError:
-            pass
-
-    def last_used(self, path: Path, st: os.stat_result) -> float:
-        """When the artifact at ``path`` (payload stat ``st``) was last written or used, in seconds."""
-        try:
-            return self._sidecar(path).stat().st_mtime
-        except FileNotFoundError:
-            return st.st_mtime
+        return StoredArtifact(path, trailer.record["meta"], trailer.digest)
 
     def verify(self) -> dict[str, int]:
-        """Rehash every payload; remove those whose digest is wrong or that have no sidecar. Returns counts."""
+        """Rehash every payload; remove those whose digest is wrong or that have no record. Returns counts."""
         checked = discarded = 0
-        for path, _st in list(self.iter_artifacts()):
+        for path, st, _used in list(self._entries()):
             checked += 1
-            if self._verified_record(path, rehash=True) is None:
-                self._remove(path)  # what is left of it: a payload whose sidecar was never written
+            record = self._verified_record(path, rehash=True)
+            if record is None:
+                _remove(path)  # what is left of it: a payload whose record was never written
                 discarded += 1
+            elif "sealed_mtime_ns" in record:  # reading it is no use: the LRU clock (atime) as it was
+                with contextlib.suppress(OSError):
+                    os.utime(path, ns=(st.st_atime_ns, record["sealed_mtime_ns"]))
         return {"checked": checked, "discarded": discarded}
 
-    def iter_artifacts(self) -> Iterator[tuple[Path, os.stat_result]]:
+    def _entries(self) -> Iterator[tuple[Path, os.stat_result, float]]:
+        """Every artifact: ``(path, stat, when it was last written or used, in seconds)``."""
         base = self.root / "artifacts"
-        if not base.is_dir():
-            return
         for dirpath, _dirs, files in os.walk(base):
+            names = set(files)
             for name in files:
-                if name.endswith(".meta.json") or name.endswith(".tmp"):
+                if name.endswith(SIDECAR_SUFFIX) or name.endswith(".tmp"):
                     continue
                 path = Path(dirpath) / name
                 try:
-                    yield path, path.stat()
+                    st = path.stat()
+                    sidecar = name + SIDECAR_SUFFIX in names and _sidecar(path).stat()
                 except FileNotFoundError:
                     continue
+                yield path, st, sidecar.st_mtime if sidecar else st.st_atime
 
     def stats(self) -> dict[str, Any]:
         """Count and size of artifacts per extractor."""
         per: dict[str, dict[str, float]] = {}
-        for path, st in self.iter_artifacts():
+        for path, st, _used in self._entries():
             extractor = path.relative_to(self.root / "artifacts").parts[0]
             entry = per.setdefault(extractor, {"files": 0, "bytes": 0})
             entry["files"] += 1
@@ -341,7 +309,7 @@ class ArtifactStore:
         now = time.time() if now is None else now
         recent = now - grace_hours * 3600
         protect = protect or set()
-        entries = sorted((self.last_used(path, st), path, st) for path, st in self.iter_artifacts())
+        entries = sorted((used, path, st) for path, st, used in self._entries())
         protect = protect | {str(path) for used, path, _st in entries if used > recent}
         removed = removed_bytes = 0
         kept: list[tuple[Path, os.stat_result]] = []
@@ -350,7 +318,7 @@ class ArtifactStore:
             if expired and str(path) not in protect:
                 removed += 1
                 removed_bytes += st.st_size
-                self._remove(path)
+                _remove(path)
             else:
                 kept.append((path, st))
         if max_gb > 0:
@@ -364,9 +332,72 @@ class ArtifactStore:
                 total -= st.st_size
                 removed += 1
                 removed_bytes += st.st_size
-                self._remove(path)
+                _remove(path)
         return {"removed_files": removed, "removed_bytes": removed_bytes}
 
-    def _remove(self, path: Path) -> None:
-        self._sidecar(path).unlink(missing_ok=True)
-        path.unlink(missing_ok=True)
+
+def _new_trailer(key: ArtifactKey, digest: str, size: int, meta: Mapping[str, Any] | None) -> Trailer:
+    record = {"key": key.__dict__, "meta": dict(meta or {}), "created": time.time()}
+    return Trailer(record, digest, size, seal_time_ns())
+
+
+def _checked(path: Path, *, rehash: bool) -> tuple[dict, bool]:
+    """``(record, whether the file's mtime is the sealed one)`` of the artifact at ``path``; ValueError when it is
+    damaged. The record carries ``digest`` and ``size``, and ``sealed_mtime_ns`` when it is a trailer's."""
+    st = path.stat()
+    with open(path, "rb") as handle:
+        trailer = read_trailer(handle, st.st_size)
+    if trailer is None:
+        return _checked_sidecar(path, st, rehash=rehash)
+    sealed = st.st_mtime_ns == trailer.sealed_mtime_ns
+    if (rehash or not sealed) and blake2b_file(path, size=trailer.payload_size) != trailer.digest:
+        raise ValueError("digest mismatch")
+    return {**trailer.record, "digest": trailer.digest, "size": trailer.payload_size,
+            "sealed_mtime_ns": trailer.sealed_mtime_ns}, sealed
+
+
+def _checked_sidecar(path: Path, st: os.stat_result, *, rehash: bool) -> tuple[dict, bool]:
+    """:func:`_checked` for a sidecar-era artifact, sealed when its stat is the one its sidecar recorded."""
+    try:
+        record = json.loads(_sidecar(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError("neither a trailer nor a sidecar") from None
+    if st.st_size != record["size"]:
+        raise ValueError("size mismatch")
+    sealed = record.get("sealed_stat") == _stat_signature(st)
+    if (rehash or not sealed) and blake2b_file(path) != record["digest"]:
+        raise ValueError("digest mismatch")
+    return record, sealed
+
+
+def _seal(path: Path, record: dict) -> None:
+    """Give a verified artifact the stat a lookup trusts: a trailer's sealed mtime back, or (sidecar era) a
+    backdated mtime recorded in a rewritten sidecar."""
+    if "sealed_mtime_ns" in record:
+        os.utime(path, ns=(time.time_ns(), record["sealed_mtime_ns"]))
+        return
+    backdated = time.time_ns() - _SEAL_BACKDATE_NS
+    os.utime(path, ns=(backdated, backdated))
+    record["sealed_stat"] = _stat_signature(path.stat())
+    atomic_write_text(_sidecar(path), json.dumps(record, sort_keys=True))
+
+
+def _touch(path: Path, record: dict) -> None:
+    """Mark an artifact as used now: the LRU clock of :meth:`ArtifactStore.collect_garbage` (the file's atime;
+    a sidecar's mtime in the sidecar era)."""
+    try:
+        if "sealed_mtime_ns" in record:
+            os.utime(path, ns=(time.time_ns(), record["sealed_mtime_ns"]))
+        else:
+            os.utime(_sidecar(path))
+    except OSError:  # another user's artifact: its clock is theirs to move
+        pass
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def _remove(path: Path) -> None:
+    _sidecar(path).unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
