@@ -76,6 +76,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 1 if any(s.failed for s in status["stages"]) else 0
 
 
+def cmd_manifest(args: argparse.Namespace) -> int:
+    from .outputs.dataset import dataset_manifests
+
+    found = 0
+    for manifest in dataset_manifests(Path(args.results_dir) / "dataset", paths=args.paths):
+        print(json.dumps(manifest, ensure_ascii=False, sort_keys=True))
+        found += 1
+    return 0 if found == len(args.paths) or not args.paths else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audiofeat", description="audiofeat tools (the workflow runs with "
                                      "snakemake; see README.md)")
@@ -99,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="how far a running or finished run is, across shards")
     status.add_argument("results_dir", help="the run's results_dir")
     status.set_defaults(handler=cmd_status)
+    manifest = sub.add_parser("manifest", help="inputs' manifests from a run's dataset, a JSON line each (all of "
+                              "them, or those of the paths given): what outputs.manifests: files writes")
+    manifest.add_argument("results_dir", help="the run's results_dir")
+    manifest.add_argument("paths", nargs="*", help="inputs' paths, as the manifests' source.path gives them")
+    manifest.set_defaults(handler=cmd_manifest)
     return parser
 
 

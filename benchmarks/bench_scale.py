@@ -6,10 +6,14 @@ the cold run) and, per rule, the summed job wall time and the largest peak RSS (
 finalize and the inventory, Snakemake's benchmark files), then the output sizes.
 
 With ``--inventory-only``, only the inventory runs (``--until inventory``): cold, then with nothing changed.
+With ``--profile NAME``, ``--files`` distinct files whose durations, formats and rates are drawn from the
+published shape of a dataset (:data:`PROFILES`), one cold run: files/s and audio hours/s besides the above.
+``--manifests none`` runs with ``outputs.manifests: none``.
 
 Usage: python benchmarks/bench_scale.py [--paths 100000] [--clips 1000] [--workdir DIR] [--extractors features,clap]
-                                        [--inventory-only]
+                                        [--inventory-only] [--manifests files|none]
        python benchmarks/bench_scale.py --long-hours 10 [--workdir DIR]
+       python benchmarks/bench_scale.py --profile audioset|librispeech|esc50|podcast [--files N]
 """
 import argparse
 import csv
@@ -21,12 +25,38 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from audiofeat.testing.media import run_ffmpeg, scratch_folder, write_tone_clips  # noqa: E402
+from audiofeat.testing.media import make_audio, run_ffmpeg, scratch_folder, write_tone_clips  # noqa: E402
+
+# Durations (seconds, drawn with a generator), file name suffix, ffmpeg codec arguments, rate and channels, as the
+# datasets publish them: AudioSet's 10 s YouTube excerpts (AAC; some cut short at the video's end), LibriSpeech's
+# utterances (FLAC, 16 kHz mono; about 2 to 35 s, most 10 to 17 s), ESC-50's 5 s clips (WAV, 44.1 kHz mono) and
+# podcast episodes (MP3, 30 to 120 minutes).
+PROFILES = {
+    "audioset": (lambda rng, n: np.where(rng.random(n) < 0.05, rng.uniform(2, 10, n), 10.0),
+                 ".m4a", ("-c:a", "aac", "-b:a", "128k"), 44100, 2),
+    "librispeech": (lambda rng, n: np.clip(rng.lognormal(np.log(14.0), 0.35, n), 2, 35),
+                    ".flac", (), 16000, 1),
+    "esc50": (lambda rng, n: np.full(n, 5.0), ".wav", (), 44100, 1),
+    "podcast": (lambda rng, n: rng.uniform(30 * 60, 120 * 60, n), ".mp3", ("-c:a", "libmp3lame", "-b:a", "96k"),
+                44100, 2),
+}
+
+
+def profile_set(media: Path, name: str, files: int) -> float:
+    """``files`` distinct files (tones of different pitches) shaped like dataset ``name``; returns their audio
+    seconds."""
+    durations, suffix, codec, sr, channels = PROFILES[name]
+    seconds = durations(np.random.default_rng(0), files)
+    for i, duration in enumerate(seconds):
+        make_audio(media / f"{i // 1000:03d}" / f"{i:06d}{suffix}", seconds=round(float(duration), 3), sr=sr,
+                   channels=channels, frequency=110 + i, codec_args=codec)
+    return float(seconds.sum())
 
 
 def snakemake(work: Path, config: Path, *extra: str) -> float:
@@ -95,11 +125,16 @@ def main() -> None:
     parser.add_argument("--extractors", default="features,clap")
     parser.add_argument("--workdir")
     parser.add_argument("--inventory-only", action="store_true")
+    parser.add_argument("--manifests", choices=("files", "none"), default="files")
+    parser.add_argument("--profile", choices=sorted(PROFILES))
+    parser.add_argument("--files", type=int, default=200)
     args = parser.parse_args()
     with scratch_folder(args.workdir, "bench-scale-") as work:
         work = Path(work)
         media = work / "media"
-        if args.long_hours:
+        if args.profile:
+            audio_seconds = profile_set(media, args.profile, args.files)
+        elif args.long_hours:
             long_recording(media, args.long_hours)
         else:
             linked_paths(media, args.paths, args.clips)
@@ -107,10 +142,15 @@ def main() -> None:
         config.write_text(yaml.safe_dump({
             "input_dir": str(media), "results_dir": "results", "cache": {"dir": str(work / "cache")},
             "extractors": args.extractors.split(","), "perf": {"threads": 2},
-            "clap": {"checkpoint": "", "allow_random_weights": True}}))
+            "clap": {"checkpoint": "", "allow_random_weights": True}, "outputs": {"manifests": args.manifests}}))
         results = work / "results"
-        what = f"{args.long_hours} h recording" if args.long_hours else f"{args.paths} paths from {args.clips} clips"
-        print(f"# bench_scale: {what}, extractors {args.extractors}")
+        what = (f"profile {args.profile}, {args.files} files, {audio_seconds / 3600:.2f} audio hours" if args.profile
+                else f"{args.long_hours} h recording" if args.long_hours
+                else f"{args.paths} paths from {args.clips} clips")
+        print(f"# bench_scale: {what}, extractors {args.extractors}, manifests {args.manifests}")
+        if args.profile:
+            run_profile(work, config, results, files=args.files, audio_seconds=audio_seconds)
+            return
         started = time.time()
         extra = ("--until", "inventory") if args.inventory_only else ()
         cold = snakemake(work, config, *extra)
@@ -129,6 +169,15 @@ def main() -> None:
                       contents=args.clips + 1 if not args.long_hours else 1)
 
 
+def run_profile(work: Path, config: Path, results: Path, *, files: int, audio_seconds: float) -> None:
+    started = time.time()
+    cold = snakemake(work, config)
+    print(f"\n{files / cold:.2f} files/s, {audio_seconds / 3600 / cold:.4f} audio hours/s "
+          f"({audio_seconds / cold:.1f}x realtime)")
+    report("cold", cold, cold, job_costs(results, started))
+    print_outputs(results, work / "cache", inputs=files, contents=files)
+
+
 def files_and_bytes(path: Path) -> tuple[int, int]:
     """Files under ``path`` (or 1 for a file) and their bytes."""
     if path.is_file():
@@ -145,7 +194,10 @@ def print_outputs(results: Path, store: Path, *, inputs: int, contents: int) -> 
         files, size = files_and_bytes(results / name)
         print(f"| {name} | {files} | {size / 1e6:.1f} | {files / inputs:.3f} | {size / inputs:,.0f} |")
     files, size = files_and_bytes(results)
-    print(f"| results, all | {files} | {size / 1e6:.1f} | {files / inputs:.3f} | {size / inputs:,.0f} |")
+    kept, kept_size = files_and_bytes(results / "bookkeeping")
+    print(f"| results, but bookkeeping | {files - kept} | {(size - kept_size) / 1e6:.1f} | "
+          f"{(files - kept) / inputs:.4f} | {(size - kept_size) / inputs:,.0f} |")
+    print(f"| results, all | {files} | {size / 1e6:.1f} | {files / inputs:.4f} | {size / inputs:,.0f} |")
     files, size = files_and_bytes(store)
     print(f"| store ({contents} contents) | {files} | {size / 1e6:.1f} | {files / contents:.2f} per content | "
           f"{size / contents:,.0f} per content |")

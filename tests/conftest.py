@@ -126,11 +126,14 @@ def assert_dataset_is_the_manifests(results: Path) -> None:
     import pyarrow as pa
     import pyarrow.dataset as ds
 
+    from audiofeat.outputs.dataset import dataset_manifests
+
     manifests = read_manifests(results)
+    assert list(dataset_manifests(results / "dataset")) == manifests  # every field of every manifest
     table = ds.dataset(results / "dataset").to_table()
     assert table.num_rows == len(manifests)
     assert table.schema.field("clap_embedding").type == pa.list_(pa.float32())
-    assert table.schema.field("features_mel_median").type == pa.list_(pa.float32())
+    assert table.schema.field("features_mel_median").type == pa.list_(pa.float64())
     assert table.schema.field("duration_s").type == pa.float64() and table.schema.field("size_bytes").type == pa.int64()
     frame = pd.read_parquet(results / "dataset")
     matrix = np.load(results / "embeddings.npy")
@@ -144,5 +147,5 @@ def assert_dataset_is_the_manifests(results: Path) -> None:
         assert row["duration_s"] == manifest["audio"]["duration_s"]
         assert np.array_equal(row["clap_embedding"], np.float32(manifest["clap"]["embedding"]))
         assert np.array_equal(matrix[i], np.float32(manifest["clap"]["embedding"]))
-        assert np.array_equal(row["features_mfcc_delta_std"], np.float32(manifest["features"]["mfcc"]["delta_std"]))
+        assert np.array_equal(row["features_mfcc_delta_std"], manifest["features"]["mfcc"]["delta_std"])
         assert row["features_n_frames"] == manifest["features"]["n_frames"]

@@ -568,3 +568,32 @@ def test_a_gc_loop_from_another_project_beside_a_run_never_breaks_it(tmp_path):
     assert with_gc.keys() == alone.keys()
     for path in alone:
         assert _comparable(with_gc[path], shared) == _comparable(alone[path], own), path
+
+
+def test_manifests_none_leaves_no_file_per_input_and_the_dataset_holds_every_manifest(tmp_path):
+    """outputs.manifests: none writes no manifest files (switching a finished results folder over removes them,
+    recomputing nothing), and every manifest, failed inputs' too, comes back from the dataset alone, equal to the
+    files a `files` run writes: as `audiofeat manifest` prints them."""
+    media = tmp_path / "media"
+    _write_clips(media, 5, seed=12)
+    (media / "not-media.wav").write_bytes(b"not audio at all")
+    cache = tmp_path / "cache"
+    base = dict(input_dir=str(media), cache={"dir": str(cache)}, extractors=["features", "loudness", "clap"],
+                shard={"target_files": 2})
+    run_snakemake(tmp_path, write_config(tmp_path / "files.yaml", **base, results_dir="files"))
+    with_files = read_manifests(tmp_path / "files")
+    assert len(with_files) == 6 and sum(m["status"] == "error" for m in with_files) == 1
+    started = time.time()
+    run_snakemake(tmp_path, write_config(tmp_path / "none.yaml", **base, results_dir="files",
+                                         outputs={"manifests": "none"}))
+    assert created_since(cache, started) == {}
+    assert not [p for p in (tmp_path / "files" / "manifests").rglob("*") if p.is_file()]
+    printed = subprocess.run([sys.executable, "-m", "audiofeat.cli", "manifest", str(tmp_path / "files")],
+                             capture_output=True, text=True, check=True).stdout
+    assert [json.loads(line) for line in printed.splitlines()] == with_files
+    one = with_files[0]["source"]["path"]
+    printed = subprocess.run([sys.executable, "-m", "audiofeat.cli", "manifest", str(tmp_path / "files"), one],
+                             capture_output=True, text=True, check=True).stdout
+    assert [json.loads(line) for line in printed.splitlines()] == with_files[:1]
+    summary = json.loads((tmp_path / "files" / "summary.json").read_text())
+    assert summary["failures"][0]["files"] == [{"path": str(media / "not-media.wav")}]  # no manifest to link to

@@ -75,6 +75,11 @@ class ShardSettings(Section):
 
 
 @dataclass(frozen=True)
+class OutputsSettings(Section):
+    manifests: str = "files"  # "none": the dataset's rows are the manifests (no file per input)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every section of a validated config; ``extractors`` are the ones this run computes, in order."""
 
@@ -87,6 +92,7 @@ class Settings:
     cache: CacheSettings = field(default_factory=CacheSettings)
     perf: PerfSettings = field(default_factory=PerfSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
+    outputs: OutputsSettings = field(default_factory=OutputsSettings)
     sections: Mapping[str, Mapping] = field(default_factory=dict)  # the extractors' own sections, by config key
 
     @classmethod
@@ -114,7 +120,8 @@ class Settings:
         return self.cache.dir if self.cache.enabled else bookkeeping(self.results_dir, "work")
 
 
-_SECTIONS = {"shard": ShardSettings, "cache": CacheSettings, "perf": PerfSettings, "audio": AudioSettings}
+_SECTIONS = {"shard": ShardSettings, "cache": CacheSettings, "perf": PerfSettings, "audio": AudioSettings,
+             "outputs": OutputsSettings}
 
 
 def validated_config(config: Mapping[str, Any], *, sections: Mapping[str, dict],

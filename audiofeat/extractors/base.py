@@ -127,12 +127,19 @@ class Extractor(ABC):
         return {f"{self.name}_{field}": pa.float64() for field in self._numeric_fields()}
 
     def columns(self, block: dict) -> dict:
-        """One row's values of :meth:`column_types` from a manifest block."""
+        """One row's values of :meth:`column_types` from a manifest block: every field of it, so that
+        :meth:`block_of` gives the block back."""
         return {f"{self.name}_{field}": block.get(field) for field in self._numeric_fields()}
 
-    def _numeric_fields(self) -> list[str]:
+    @classmethod
+    def block_of(cls, row: dict) -> dict:
+        """The manifest block that :meth:`columns` made a dataset row's values of (``row``: pyarrow's dict)."""
+        return {field: row[f"{cls.name}_{field}"] for field in cls._numeric_fields()}
+
+    @classmethod
+    def _numeric_fields(cls) -> list[str]:
         def numeric(schema: dict) -> bool:
             kinds = schema.get("type")
             return bool({"number", "integer"} & set(kinds if isinstance(kinds, list) else [kinds]))
 
-        return [name for name, schema in self.block_schema.get("properties", {}).items() if numeric(schema)]
+        return [name for name, schema in cls.block_schema.get("properties", {}).items() if numeric(schema)]

@@ -274,16 +274,28 @@ class ClapExtractor(Extractor):
                          weighted=self.params.aggregate_mode == "weighted")
 
     def column_types(self) -> dict:
-        """``clap_embedding`` (EMBEDDING_DIM float32 values, as ``embeddings.npy``'s row), ``clap_windows``
-        and ``clap_aggregate_mode``."""
+        """``clap_embedding`` (EMBEDDING_DIM float32 values, as ``embeddings.npy``'s row), ``clap_windows``,
+        ``clap_aggregate_mode``, and the rest of the block: ``clap_segments`` (``start_s``, ``end_s`` of each
+        window), ``clap_aggregate_strategy`` (JSON), ``clap_model``, ``clap_weights``, ``clap_precision``,
+        ``clap_segments_artifact``."""
         import pyarrow as pa
 
+        span = pa.struct([("start_s", pa.float64()), ("end_s", pa.float64())])
         return {"clap_embedding": pa.list_(pa.float32()), "clap_windows": pa.int32(),
-                "clap_aggregate_mode": pa.string()}
+                "clap_aggregate_mode": pa.string(), "clap_segments": pa.list_(span),
+                "clap_aggregate_strategy": pa.string(), **{f"clap_{name}": pa.string() for name in _TEXT_FIELDS}}
 
     def columns(self, block: dict) -> dict:
         return {"clap_embedding": block["embedding"], "clap_windows": len(block["segments"]),
-                "clap_aggregate_mode": block["aggregate_strategy"]["mode"]}
+                "clap_aggregate_mode": block["aggregate_strategy"]["mode"], "clap_segments": block["segments"],
+                "clap_aggregate_strategy": json.dumps(block["aggregate_strategy"], sort_keys=True),
+                **{f"clap_{name}": block.get(name) for name in _TEXT_FIELDS}}
+
+    @classmethod
+    def block_of(cls, row: dict) -> dict:
+        block = {name: row[f"clap_{name}"] for name in _TEXT_FIELDS if row[f"clap_{name}"] is not None}
+        return {**block, "embedding": row["clap_embedding"], "segments": row["clap_segments"],
+                "aggregate_strategy": json.loads(row["clap_aggregate_strategy"])}
 
     def block(self, store: ArtifactStore, content_key: str, stored: StoredArtifact, *, arrays: Any = None,
               kept: dict | None = None) -> dict:
@@ -320,6 +332,9 @@ def file_plan(file: DecodeRecord, window: int, hop: int, *, segment: bool, weigh
         frames = len(resample(np.zeros(frames, dtype=np.float32), sr, MODEL_SAMPLE_RATE))
     windows = tuple(plan_windows(max(1, frames), window, hop, segment=segment))
     return FilePlan(file.content_key, file.wav, windows, window, weighted)
+
+
+_TEXT_FIELDS = ("model", "weights", "precision", "segments_artifact")  # the block's strings (the last optional)
 
 
 def clap_artifact(output: np.ndarray, plan, aggregate_mode: str, seconds: float,

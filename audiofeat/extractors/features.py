@@ -1,6 +1,7 @@
 """Log-mel and MFCC statistics of a decoded WAV, from :mod:`audiofeat.dsp` (librosa's values, faster)."""
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -95,22 +96,33 @@ class FeaturesExtractor(Extractor):
 
 
     def column_types(self) -> dict:
-        """``features_n_frames`` and each statistic as ``list<float32>`` (``features_mel_mean``:
-        ``n_mels`` values; ``features_mfcc_median``: ``n_mfcc``; also ``features_mfcc_delta_mean``/``_std``)."""
+        """``features_n_frames``, ``features_params`` (JSON) and each statistic as ``list<float64>``
+        (``features_mel_mean``: ``n_mels`` values; ``features_mfcc_median``: ``n_mfcc``; also
+        ``features_mfcc_delta_mean``/``_std``)."""
         import pyarrow as pa
 
-        from ..dsp import STAT_NAMES
-
-        columns = {"features_n_frames": pa.int64()}
-        for part, names in (("mel", STAT_NAMES), ("mfcc", (*STAT_NAMES, "delta_mean", "delta_std"))):
-            columns.update({f"features_{part}_{name}": pa.list_(pa.float32()) for name in names})
+        columns = {"features_n_frames": pa.int64(), "features_params": pa.string()}
+        for part, names in _statistics():
+            columns.update({f"features_{part}_{name}": pa.list_(pa.float64()) for name in names})
         return columns
 
     def columns(self, block: dict) -> dict:
-        values = {"features_n_frames": block["n_frames"]}
-        for part in ("mel", "mfcc"):
-            values.update({f"features_{part}_{name}": stats for name, stats in block[part].items()})
+        values = {"features_n_frames": block["n_frames"], "features_params": json.dumps(block["params"], sort_keys=True)}
+        for part, names in _statistics():
+            values.update({f"features_{part}_{name}": block[part][name] for name in names})
         return values
+
+    @classmethod
+    def block_of(cls, row: dict) -> dict:
+        return {"params": json.loads(row["features_params"]), "n_frames": row["features_n_frames"],
+                **{part: {name: row[f"features_{part}_{name}"] for name in names} for part, names in _statistics()}}
+
+
+def _statistics() -> tuple:
+    """``(part, statistic names)`` of a features block, as the dataset's columns name them."""
+    from ..dsp import STAT_NAMES
+
+    return ("mel", STAT_NAMES), ("mfcc", (*STAT_NAMES, "delta_mean", "delta_std"))
 
 
 def features_block(y, params: FeaturesParams) -> dict:

@@ -1,10 +1,12 @@
 """The dataset as Apache Parquet: one part per shard (``dataset/<shard>.parquet``), one row per input, typed
 columns; and the embedding matrix patched in place, row *i* being the dataset's row *i*.
 
-Columns: the input (``path``, ``content_key``, ``size_bytes``, ``status``, ``error``), the decoded audio's facts
-(``duration_s``, ``sample_rate``, ``channels``, ``codec``, ``container``), each extractor's identity
-(``<name>_extractor``) and its values as each extractor's :meth:`~audiofeat.extractors.base.Extractor.columns`
-gives them: numbers as ``float64``, statistics vectors and the CLAP embedding as ``list<float32>`` (not
+A row holds every field of its input's manifest (:func:`row_manifest` gives the manifest back): the input
+(``path``, ``path_bytes``, ``content_key``, ``size_bytes``, ``status``, ``error``, ``audiofeat_version``), the
+decoded audio (``duration_s``, ``sample_rate``, ``channels``, ``codec``, ``container``, ``target_sr``, ``wav``),
+each stage's ``seconds_<stage>``, each extractor's identity (``<name>_extractor``) and its block as each
+extractor's :meth:`~audiofeat.extractors.base.Extractor.columns` gives it: numbers as ``float64``, statistics
+vectors as ``list<float64>`` and the CLAP embedding as ``list<float32>``, as computed (not
 ``fixed_size_list``: pyarrow before 26 cannot read one back with nulls in it, apache/arrow#35692, and failed
 inputs' rows are null).
 Parts sort by shard name, rows within a part by path: reading the folder gives the matrix's order.
@@ -16,16 +18,18 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from ..store.artifacts import atomic_write_bytes, blake2b_file
+from .manifest import SCHEMA_NAME
 
-BASE_COLUMNS = (("path", "string"), ("content_key", "string"), ("size_bytes", "int64"), ("status", "string"),
-                ("error", "string"), ("duration_s", "float64"), ("sample_rate", "int32"), ("channels", "int32"),
-                ("codec", "string"), ("container", "string"))
-AUDIO_FIELDS = ("duration_s", "sample_rate", "channels", "codec", "container")
+BASE_COLUMNS = (("path", "string"), ("path_bytes", "string"), ("content_key", "string"), ("size_bytes", "int64"),
+                ("status", "string"), ("error", "string"), ("audiofeat_version", "string"), ("duration_s", "float64"),
+                ("sample_rate", "int32"), ("channels", "int32"), ("codec", "string"), ("container", "string"),
+                ("target_sr", "int32"), ("wav", "string"))
+AUDIO_FIELDS = ("duration_s", "sample_rate", "channels", "codec", "container", "target_sr", "wav")
 
 
 def part_schema(extractors: dict):
@@ -33,24 +37,64 @@ def part_schema(extractors: dict):
     import pyarrow as pa
 
     fields = [pa.field(name, getattr(pa, kind)()) for name, kind in BASE_COLUMNS]
-    for name, extractor in extractors.items():
-        fields.append(pa.field(f"{name}_extractor", pa.string()))
+    for stage in ("decode", *extractors):
+        fields += [pa.field(f"seconds_{stage}", pa.float64()), pa.field(f"{stage}_extractor", pa.string())]
+    for extractor in extractors.values():
         fields += [pa.field(column, kind) for column, kind in extractor.column_types().items()]
     return pa.schema(fields)
 
 
-def manifest_row(manifest: dict, extractors: dict, blocks: dict) -> dict:
-    """A part's row for one input's manifest dict; ``blocks`` maps each extractor that gave one to its block,
-    as a dict."""
-    audio = manifest.get("audio") or {}
-    row = {"path": manifest["source"]["path"], "content_key": manifest["source"]["content_key"],
-           "size_bytes": manifest["source"]["size_bytes"], "status": manifest["status"],
-           "error": manifest.get("error"), **{name: audio.get(name) for name in AUDIO_FIELDS}}
+def manifest_row(manifest: dict, extractors: dict) -> dict:
+    """A part's row for one input's manifest dict: every field of it (:func:`row_manifest` gives it back)."""
+    source, audio = manifest["source"], manifest.get("audio") or {}
+    row = {"path": source["path"], "path_bytes": source.get("path_bytes"), "content_key": source["content_key"],
+           "size_bytes": source["size_bytes"], "status": manifest["status"], "error": manifest.get("error"),
+           "audiofeat_version": manifest["audiofeat_version"], **{name: audio.get(name) for name in AUDIO_FIELDS}}
+    for stage in ("decode", *extractors):
+        identity = manifest.get("extractors", {}).get(stage)
+        row[f"{stage}_extractor"] = json.dumps(identity, sort_keys=True) if identity else None
+        row[f"seconds_{stage}"] = manifest.get("timings", {}).get(stage)
     for name, extractor in extractors.items():
-        identity = manifest.get("extractors", {}).get(name)
-        row[f"{name}_extractor"] = json.dumps(identity, sort_keys=True) if identity else None
-        row.update(extractor.columns(blocks[name]) if name in blocks else {})
+        row.update(extractor.columns(manifest[name]) if name in manifest else {})
     return row
+
+
+def row_manifest(row: dict, extractors: dict) -> dict:
+    """The ``audio_manifest_v1`` dict a dataset row holds (``extractors``: {name: extractor or its class}, the
+    run's): what the input's manifest file holds, so that ``outputs.manifests: none`` loses nothing."""
+    source = {"path": row["path"], "content_key": row["content_key"], "size_bytes": row["size_bytes"]}
+    if row["path_bytes"] is not None:
+        source["path_bytes"] = row["path_bytes"]
+    manifest = {"schema": SCHEMA_NAME, "source": source, "status": row["status"],
+                "audiofeat_version": row["audiofeat_version"]}
+    if row["error"] is not None:
+        manifest["error"] = row["error"]
+    if row["status"] == "ok":
+        manifest["audio"] = {name: row[name] for name in AUDIO_FIELDS}
+    manifest["extractors"] = {stage: json.loads(row[f"{stage}_extractor"]) for stage in ("decode", *extractors)
+                              if row[f"{stage}_extractor"] is not None}
+    manifest["timings"] = {stage: row[f"seconds_{stage}"] for stage in ("decode", *extractors)
+                           if row[f"seconds_{stage}"] is not None}
+    if row["status"] == "ok":
+        manifest.update({name: extractor.block_of(row) for name, extractor in extractors.items()})
+    return manifest
+
+
+def dataset_manifests(dataset_dir: str | os.PathLike, *, paths: Iterable[str] = ()) -> Iterator[dict]:
+    """Each input's manifest as the dataset at ``dataset_dir`` holds it (of ``paths`` only, when given), in the
+    dataset's row order, a batch of rows at a time."""
+    import pyarrow.dataset as ds
+
+    from ..extractors.registry import EXTRACTORS
+
+    dataset = ds.dataset(dataset_dir, format="parquet")
+    kinds = {name[: -len("_extractor")]: EXTRACTORS[name[: -len("_extractor")]]
+             for name in dataset.schema.names if name.endswith("_extractor") and name != "decode_extractor"}
+    wanted = list(paths)
+    condition = ds.field("path").isin(wanted) if wanted else None
+    for fragment in sorted(dataset.get_fragments(filter=condition), key=lambda f: f.path):
+        for batch in fragment.to_batches(filter=condition):
+            yield from (row_manifest(row, kinds) for row in batch.to_pylist())
 
 
 def write_part(path: str | os.PathLike, table) -> None:

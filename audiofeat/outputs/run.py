@@ -45,7 +45,8 @@ class FinalizeResult(NamedTuple):
 
 def run_finalize(summaries: dict[str, str], errors_tsv: str, extractors: dict, *, dataset_dir: str,
                  manifests_dir: str, assembled_dir: str, summary_json: str, schema_json: str,
-                 embeddings_npy: str | None, embeddings_index: str, cache: CacheSettings, tables: dict[str, list[str]]) -> FinalizeResult:
+                 embeddings_npy: str | None, embeddings_index: str, cache: CacheSettings, tables: dict[str, list[str]],
+                 write_manifests: bool = True) -> FinalizeResult:
     """The run's outputs from the shards' summaries (``{shard: path}``): the unhashed inputs' manifests and
     part, the embedding matrix patched where parts changed (when CLAP ran), the manifest schema and the summary;
     then the store is bounded (``cache.ttl_hours``, ``cache.max_gb``) sparing what ``tables`` name."""
@@ -54,7 +55,7 @@ def run_finalize(summaries: dict[str, str], errors_tsv: str, extractors: dict, *
     by_shard[UNHASHED] = assemble_shard(
         errors_tsv, {}, extractors, shard=UNHASHED, manifests_dir=manifests_dir, dataset_dir=dataset_dir,
         summary_path=str(Path(assembled_dir) / f"{UNHASHED}.json"),
-        index_path=str(Path(assembled_dir) / f"{UNHASHED}.index.json"))
+        index_path=str(Path(assembled_dir) / f"{UNHASHED}.index.json"), write_manifests=write_manifests)
     parts = [PartRows(p["name"], p["rows"], p["digest"]) for shard in sorted(by_shard) for p in by_shard[shard]["parts"]]
     _check_parts(dataset, parts, summaries)
     remove_stale_parts(dataset, [p.shard for p in parts])

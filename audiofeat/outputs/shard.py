@@ -28,7 +28,7 @@ FAILURES_LISTED_PER_CAUSE = 50
 COST_BINS = tuple(10 ** (k / 4) for k in range(-12, 17))
 SLOWEST_KEPT = 10
 PART_ROWS = 1024  # a part's rows are in memory as dicts while it is rebuilt (~100 KB each)
-INDEX_FORMAT = 1  # bump when what a row's signature covers changes
+INDEX_FORMAT = 2  # bump when what a row's signature covers, or a part's columns, change
 
 
 def read_shard_tables(tables: dict[str, list[str]]) -> dict[str, dict[str, dict]]:
@@ -61,10 +61,12 @@ def part_of(relpath: str, parts: int) -> int:
 _NOT_IN_MANIFESTS = ("cache_hit",)
 
 
-def row_signatures(rows: list[dict], by_stage: dict[str, dict[str, dict]], extractors: list[str]) -> list[str]:
-    """Each row's signature: what its manifest is made of (its inventory row, its records, the extractors)."""
+def row_signatures(rows: list[dict], by_stage: dict[str, dict[str, dict]], extractors: list[str], *,
+                   write_manifests: bool = True) -> list[str]:
+    """Each row's signature: what its manifest is made of (its inventory row, its records, the extractors), and
+    whether it is written as a file."""
     record_digest: dict[str, bytes] = {}
-    header = json.dumps([INDEX_FORMAT, extractors]).encode()
+    header = json.dumps([INDEX_FORMAT, extractors, write_manifests]).encode()
     signatures = []
     for row in rows:
         key = row["content_key"]
@@ -80,10 +82,11 @@ def row_signatures(rows: list[dict], by_stage: dict[str, dict[str, dict]], extra
 
 
 def assemble_shard(paths_tsv: str, tables: dict[str, str], extractors: dict, *, shard: str, manifests_dir: str,
-                   dataset_dir: str, summary_path: str, index_path: str) -> dict:
+                   dataset_dir: str, summary_path: str, index_path: str, write_manifests: bool = True) -> dict:
     """Bring a shard's manifests and Parquet parts up to date with its inventory rows (``paths_tsv``: every path
     whose content is in the shard) and its tables (``{stage: path}``); write and return its summary. One part
-    at a time: memory follows a part's rows, not the shard's."""
+    at a time: memory follows a part's rows, not the shard's. Without ``write_manifests`` (``outputs.manifests:
+    none``) the manifests are the dataset's rows only, and the shard's manifest files are removed."""
     by_stage = read_shard_tables({stage: [path] for stage, path in tables.items()})
     rows = read_tsv(paths_tsv)
     index, dataset, root = _read_index(index_path), Path(dataset_dir), Path(manifests_dir)
@@ -92,7 +95,7 @@ def assemble_shard(paths_tsv: str, tables: dict[str, str], extractors: dict, *, 
     if index["parts"] != parts:  # re-partitioned: the old parts go
         for old in index["part_list"]:
             (dataset / f"{old['name']}.parquet").unlink(missing_ok=True)
-    signatures = row_signatures(rows, by_stage, list(extractors))
+    signatures = row_signatures(rows, by_stage, list(extractors), write_manifests=write_manifests)
     members: dict[int, list[int]] = {}
     for i, row in enumerate(rows):
         members.setdefault(part_of(row["relpath"], parts), []).append(i)
@@ -108,7 +111,7 @@ def assemble_shard(paths_tsv: str, tables: dict[str, str], extractors: dict, *, 
         lost = name not in previous or not path.exists()  # rebuilt whole: every row built again
         changed = [i for i in indices if lost or index["rows"].get(rows[i]["relpath"], [None])[0] != signatures[i]]
         entries, new_rows, count = _update_manifests(rows, changed, signatures, by_stage, extractors, tables,
-                                                     index["rows"], root)
+                                                     index["rows"], root, write=write_manifests)
         written += count
         current.update({rows[i]["relpath"]: entries.get(rows[i]["relpath"]) or index["rows"][rows[i]["relpath"]]
                         for i in indices})
@@ -121,14 +124,17 @@ def assemble_shard(paths_tsv: str, tables: dict[str, str], extractors: dict, *, 
     for k in touched - set(members):  # a part left empty
         (dataset / f"{shard}-{k:04d}.parquet").unlink(missing_ok=True)
     atomic_write_text(index_path, json.dumps({"parts": parts, "part_list": part_list, "rows": current}))
-    summary = {**shard_summary(rows, current, root.name), "parts": part_list, "manifests_written": written}
+    summary = {**shard_summary(rows, current, root.name if write_manifests else None), "parts": part_list,
+               "manifests_written": written}
     atomic_write_text(summary_path, json.dumps(summary, ensure_ascii=False))
     return summary
 
 
-def _update_manifests(rows, changed, signatures, by_stage, extractors, tables, previous: dict, root: Path):
-    """Build the ``changed`` rows' manifests and write those whose bytes changed (or are missing). Returns their
-    index entries and manifests as dicts (both by relpath), and how many were written."""
+def _update_manifests(rows, changed, signatures, by_stage, extractors, tables, previous: dict, root: Path, *,
+                      write: bool):
+    """Build the ``changed`` rows' manifests and write those whose bytes changed (or are missing); without
+    ``write``, remove the files of theirs written before. Returns their index entries and manifests as dicts
+    (both by relpath), and how many were written."""
     try:
         built = {i: build_manifest(rows[i], by_stage, list(extractors)).to_dict() for i in changed}
     except ArtifactGone as gone:
@@ -140,7 +146,10 @@ def _update_manifests(rows, changed, signatures, by_stage, extractors, tables, p
         line = json_line(manifest)
         entry = entries[relpath] = _index_entry(signatures[i], blake2b_bytes(line), manifest)
         path = root / f"{relpath}.json"
-        if previous.get(relpath, [None, None])[1] != entry[1] or not path.exists():
+        if not write:
+            if relpath in previous:
+                _remove_if_ours(path, previous[relpath][1])
+        elif previous.get(relpath, [None, None])[1] != entry[1] or not path.exists():
             atomic_write_bytes(path, line, durable=False)  # derived: rewritten by the next run if lost
             written += 1
         new_rows[relpath] = orjson.loads(line)  # stored blocks arrive unparsed: parsed once, here
@@ -178,7 +187,7 @@ def _rewrite_part(path: Path, part_rows: list[tuple[str, str]], new_rows: dict, 
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pylist([manifest_row(new_rows[r], extractors, new_rows[r])
+    table = pa.Table.from_pylist([manifest_row(new_rows[r], extractors)
                                   for r, _ in part_rows if r in new_rows], schema=schema)
     kept = [p for r, p in part_rows if r not in new_rows]
     if kept:
@@ -187,9 +196,10 @@ def _rewrite_part(path: Path, part_rows: list[tuple[str, str]], new_rows: dict, 
     write_part(path, table.sort_by("path"))
 
 
-def shard_summary(rows: list[dict], entries: dict[str, list], manifests_folder: str) -> dict:
-    """Counts, failures by cause (the first files of each), failed files, the slowest files and the per-file
-    cost histogram of a shard, from its index entries (no manifest is read)."""
+def shard_summary(rows: list[dict], entries: dict[str, list], manifests_folder: str | None) -> dict:
+    """Counts, failures by cause (the first files of each, with their manifests' paths in ``manifests_folder``
+    when they are written), failed files, the slowest files and the per-file cost histogram of a shard, from
+    its index entries (no manifest is read)."""
     histogram = [0] * (len(COST_BINS) + 1)
     costs, causes, failed = [], {}, []
     for row in rows:
@@ -202,7 +212,10 @@ def shard_summary(rows: list[dict], entries: dict[str, list], manifests_folder: 
             group = causes.setdefault(error.split(" (")[0], {"count": 0, "files": []})
             group["count"] += 1
             if len(group["files"]) < FAILURES_LISTED_PER_CAUSE:
-                group["files"].append({"path": path, "manifest": f"{manifests_folder}/{path_text(row['relpath'])}.json"})
+                listed = {"path": path}
+                if manifests_folder:
+                    listed["manifest"] = f"{manifests_folder}/{path_text(row['relpath'])}.json"
+                group["files"].append(listed)
     return {"rows": len(rows), "ok": len(rows) - len(failed), "failed": len(failed),
             "slowest": sorted(costs, key=lambda item: -item[1])[:SLOWEST_KEPT], "cost_histogram": histogram,
             "failures": [{"cause": c, "count": g["count"], "files": g["files"], "more": g["count"] - len(g["files"])}

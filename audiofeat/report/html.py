@@ -170,13 +170,15 @@ def _lookups_since(profiles: list[dict], finished: float) -> tuple[int, int] | N
 
 
 def _failures_html(summary: dict, results_link: str) -> str:
-    """Failures by cause, each with its files linked to their manifests (the first few; the rest counted)."""
+    """Failures by cause, each with its files linked to their manifests where they are written (the first few;
+    the rest counted)."""
     if not summary.get("failures"):
         return "<p>none</p>"
     parts = []
     for group in summary["failures"]:
         items = "".join(f"<li><a href='{html.escape(results_link + f['manifest'], quote=True)}'>"
-                        f"{html.escape(f['path'])}</a></li>" for f in group["files"])
+                        f"{html.escape(f['path'])}</a></li>" if "manifest" in f else
+                        f"<li>{html.escape(f['path'])}</li>" for f in group["files"])
         more = (f"<li>and {group['more']} more (every failed file: <code>summary.json</code>, "
                 "<code>failed_files</code>)</li>") if group["more"] else ""
         parts.append(f"<h3>{html.escape(group['cause'])}: {group['count']}</h3><ul>{items}{more}</ul>")

@@ -11,6 +11,7 @@ rule assemble_shard:
         # Per-file manifests and the shard's Parquet parts (dataset/<shard>-<k>.parquet) are not declared outputs:
         # Snakemake would delete them before the job, and only what changed is rewritten (the index says what).
         manifests_dir=results("manifests"),
+        write_manifests=SETTINGS.outputs.manifests == "files",
         dataset_dir=results("dataset"),
         index=lambda wildcards: bookkeeping(f"assembled/{wildcards.shard}.index.json"),
     log:
@@ -39,6 +40,7 @@ rule finalize:
     params:
         extractors=list(EXTRACTORS),
         manifests_dir=results("manifests"),
+        write_manifests=SETTINGS.outputs.manifests == "files",
         dataset_dir=results("dataset"),
         assembled_dir=bookkeeping("assembled"),
         # The embedding matrix, when CLAP runs: patched in place where parts changed, so not a declared output

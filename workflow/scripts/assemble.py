@@ -9,7 +9,7 @@ extractors = build_extractors(settings)
 summary = assemble_shard(job.input.paths, {stage: job.input[stage] for stage in ("decode", *extractors)},
                          extractors, shard=job.wildcards.shard, manifests_dir=job.params.manifests_dir,
                          dataset_dir=job.params.dataset_dir, summary_path=job.output.summary,
-                         index_path=job.params.index)
+                         index_path=job.params.index, write_manifests=job.params.write_manifests)
 log.info("%d inputs: %d ok, %d failed; %d manifests written; %d parts", summary["rows"], summary["ok"],
          summary["failed"], summary["manifests_written"], len(summary["parts"]))
 finish()

@@ -15,7 +15,8 @@ result = run_finalize(
     manifests_dir=job.params.manifests_dir, assembled_dir=job.params.assembled_dir, summary_json=job.output.summary,
     schema_json=job.output.schema, embeddings_npy=job.params.embeddings,
     embeddings_index=job.params.embeddings_index, cache=settings.cache,
-    tables={stage: list(job.input[stage]) for stage in ("decode", *extractors)})
+    tables={stage: list(job.input[stage]) for stage in ("decode", *extractors)},
+    write_manifests=settings.outputs.manifests == "files")
 log.info("%s", summary_line(result.summary))
 for path in result.summary["failed_files"]:
     log.info("failed: %s", path)
