@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pyarrow.dataset as ds
 
+from audiofeat.outputs import partition
 from audiofeat.outputs import shard as assemble
 from audiofeat.extractors import build_extractors, section_schemas
 from audiofeat.config.settings import load_settings
@@ -33,7 +34,7 @@ def test_only_the_part_and_manifest_of_a_removed_or_added_input_are_rewritten(tm
     extractors = build_extractors(load_settings(str(config), sections=section_schemas()))
     paths_tsv, = (tmp_path / "results" / "bookkeeping" / "inventory" / "paths").glob("*.tsv")
     shard = paths_tsv.stem
-    monkeypatch.setattr(assemble, "PART_ROWS", 4)
+    monkeypatch.setattr(partition, "PART_ROWS", 4)
     first = _assemble(tmp_path, shard, paths_tsv, extractors)
     assert len(first["parts"]) == 4 and first["manifests_written"] == 12 and first["ok"] == 12
     before = _parts(tmp_path)
@@ -126,3 +127,46 @@ def test_patching_a_large_matrix_holds_one_part_not_the_matrix(tmp_path, rng):
     grown_mb, matrix_mb = float(done.stdout.split()[-1]), n_parts * part_rows * dim * 4 / 2**20
     assert (tmp_path / "embeddings.npy").stat().st_size > matrix_mb * 2**20
     assert grown_mb < matrix_mb / 8, (grown_mb, matrix_mb)
+
+
+def test_a_shard_of_many_paths_is_assembled_in_the_memory_of_one_part(tmp_path):
+    """A thousand paths or thirty thousand of the same three contents (one shard either way): the assembly holds
+    one part's rows at a time, so its peak RSS does not grow with the paths (it held them all before: 38 MB more
+    at 30,000 rows)."""
+    import subprocess
+    import sys
+
+    write_tone_clips(tmp_path / "media", 3, seed=4, seconds=0.3)
+    config = write_config(tmp_path / "c.yaml", input_dir=str(tmp_path / "media"), results_dir="results",
+                          cache={"dir": str(tmp_path / "cache")}, extractors=["loudness"])
+    run_snakemake(tmp_path, config)
+    paths_tsv, = (tmp_path / "results" / "bookkeeping" / "inventory" / "paths").glob("*.tsv")
+    with open(paths_tsv, newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    script = (
+        "import json, resource, sys; from audiofeat.config.settings import load_settings\n"
+        "from audiofeat.extractors import build_extractors, section_schemas\n"
+        "from audiofeat.outputs.shard import assemble_shard\n"
+        "extractors = build_extractors(load_settings(sys.argv[2], sections=section_schemas()))\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "out = sys.argv[3]\n"
+        "summary = assemble_shard(sys.argv[1], json.loads(sys.argv[4]), extractors, shard='n1-000', "
+        "manifests_dir=out + '/manifests', dataset_dir=out + '/dataset', summary_path=out + '/s.json', "
+        "index_path=out + '/i.jsonl', write_manifests=False)\n"
+        "print(summary['rows'], (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)\n")
+    tables = json.dumps({stage: str(tmp_path / "results" / "bookkeeping" / stage / f"{paths_tsv.stem}.jsonl")
+                         for stage in ("decode", "loudness")})
+    grown = {}
+    for count in (1_000, 30_000):
+        many = tmp_path / f"{count}.tsv"
+        with open(many, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
+            writer.writeheader()
+            writer.writerows({**rows[i % 3], "relpath": f"copies/{i:06d}/{rows[i % 3]['relpath']}",
+                              "path": f"/data/copies/{i:06d}/{rows[i % 3]['relpath']}"} for i in range(count))
+        done = subprocess.run([sys.executable, "-c", script, str(many), str(config), str(tmp_path / f"out{count}"),
+                               tables], capture_output=True, text=True, check=True)
+        assembled, grown[count] = done.stdout.split()
+        assert int(assembled) == count
+        assert ds.dataset(tmp_path / f"out{count}" / "dataset").count_rows() == count
+    assert float(grown[30_000]) < float(grown[1_000]) + 12, grown

@@ -6,8 +6,7 @@ import pytest
 
 from audiofeat.report import advice
 from audiofeat.report.html import stage_totals, write_report
-from audiofeat.outputs.shard import shard_summary
-from audiofeat.outputs.shard import FAILURES_LISTED_PER_CAUSE
+from audiofeat.outputs.shard import FAILURES_LISTED_PER_CAUSE, ShardSummary
 from audiofeat.outputs.run import FinalizeResult, merged_summary
 
 
@@ -27,7 +26,9 @@ def failure_summary(entries, manifests_folder):
     rows = [{"path": e["manifest"]["source"]["path"], "relpath": e["relpath"]} for e in entries]
     index = {e["relpath"]: ["signature", "digest", e["manifest"]["status"], 0.0, e["manifest"].get("error")]
              for e in entries}
-    merged = merged_summary([shard_summary(rows, index, manifests_folder)], [])
+    summary = ShardSummary(manifests_folder)
+    summary.add(rows, index)
+    merged = merged_summary([summary.to_dict()], [])
     return {key: merged[key] for key in ("failures_by_cause", "failures", "failed_files")}
 
 

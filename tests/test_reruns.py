@@ -584,8 +584,9 @@ def test_manifests_none_leaves_no_file_per_input_and_the_dataset_holds_every_man
     with_files = read_manifests(tmp_path / "files")
     assert len(with_files) == 6 and sum(m["status"] == "error" for m in with_files) == 1
     started = time.time()
-    run_snakemake(tmp_path, write_config(tmp_path / "none.yaml", **base, results_dir="files",
-                                         outputs={"manifests": "none"}))
+    done = run_snakemake(tmp_path, write_config(tmp_path / "none.yaml", **base, results_dir="files",
+                                                outputs={"manifests": "none"}))
+    assert "5 ok, 1 failed; manifests in files/dataset;" in done.stdout + done.stderr
     assert created_since(cache, started) == {}
     assert not [p for p in (tmp_path / "files" / "manifests").rglob("*") if p.is_file()]
     printed = subprocess.run([sys.executable, "-m", "audiofeat.cli", "manifest", str(tmp_path / "files")],

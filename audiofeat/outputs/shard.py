@@ -3,32 +3,35 @@
 Each input (row) gets a *signature*: a digest of its inventory row and of its records in the shard's tables.
 The shard's index keeps, per row, the signature, its manifest's digest and what its summary needs (status, cost,
 error). A rerun builds manifests only for rows whose signature changed, writes only those whose bytes changed,
-and rewrites only the parts (``dataset/<shard>-<k>.parquet``, about :data:`PART_ROWS` rows each, a row's
-part picked by its path) that hold a changed, added or removed row, keeping the other rows of such a part from
-its previous file. Adding one file to 100,000 paths is one manifest and one part of about 1,000 rows, not 100,000.
+and rewrites only the parts (``dataset/<shard>-<k>.parquet``, about ``PART_ROWS`` rows each, a row's part
+picked by its path: :mod:`.partition`) that hold a changed, added or removed row, keeping the other rows of such a
+part from its previous file. Adding one file to 100,000 paths is one manifest and one part of about 1,000 rows,
+not 100,000; and a shard is assembled a part at a time, so memory follows a part, not the shard's paths.
 """
 from __future__ import annotations
 
 import bisect
 import hashlib
+import heapq
 import json
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
 from ..faults import ArtifactGone, Fault
-from ..inputs.inventory import path_text, read_tsv
+from ..inputs.inventory import path_text
 from ..store.artifacts import atomic_write_bytes, atomic_write_text, blake2b_bytes
 from ..store.tables import json_line, read_jsonl
 from .dataset import manifest_row, part_digest, part_schema, write_part
 from .manifest import build_manifest
+from .partition import INDEX_FORMAT, IndexWriter, count_rows, part_count, read_part, split_by_part
 
 FAILURES_LISTED_PER_CAUSE = 50
 # Per-file cost histogram bins (seconds, log-spaced, 4 per decade from 1 ms): shards' counts add up.
 COST_BINS = tuple(10 ** (k / 4) for k in range(-12, 17))
 SLOWEST_KEPT = 10
-PART_ROWS = 1024  # a part's rows are in memory as dicts while it is rebuilt (~100 KB each)
-INDEX_FORMAT = 2  # bump when what a row's signature covers, or a part's columns, change
 
 
 def read_shard_tables(tables: dict[str, list[str]]) -> dict[str, dict[str, dict]]:
@@ -40,20 +43,6 @@ def read_shard_tables(tables: dict[str, list[str]]) -> dict[str, dict[str, dict]
             for record in read_jsonl(path):
                 table[record["content_key"]] = record
     return by_stage
-
-
-def part_count(rows: int) -> int:
-    """Parts of a shard with ``rows`` inputs: the smallest power of two giving at most :data:`PART_ROWS` each
-    on average (a power of two, so that growing the shard moves few rows)."""
-    count = 1
-    while count * PART_ROWS < rows:
-        count *= 2
-    return count
-
-
-def part_of(relpath: str, parts: int) -> int:
-    return int.from_bytes(hashlib.blake2b(relpath.encode("utf-8", "surrogateescape"), digest_size=8).digest(),
-                          "big") % parts
 
 
 # Record fields no manifest shows: a rerun that finds a file's artifacts in the store rewrites its records with
@@ -85,49 +74,70 @@ def assemble_shard(paths_tsv: str, tables: dict[str, str], extractors: dict, *, 
                    dataset_dir: str, summary_path: str, index_path: str, write_manifests: bool = True) -> dict:
     """Bring a shard's manifests and Parquet parts up to date with its inventory rows (``paths_tsv``: every path
     whose content is in the shard) and its tables (``{stage: path}``); write and return its summary. One part
-    at a time: memory follows a part's rows, not the shard's. Without ``write_manifests`` (``outputs.manifests:
-    none``) the manifests are the dataset's rows only, and the shard's manifest files are removed."""
+    at a time: memory follows a part's rows, not the shard's paths. Without ``write_manifests``
+    (``outputs.manifests: none``) the manifests are the dataset's rows only, and the shard's manifest files are
+    removed."""
     by_stage = read_shard_tables({stage: [path] for stage, path in tables.items()})
-    rows = read_tsv(paths_tsv)
-    index, dataset, root = _read_index(index_path), Path(dataset_dir), Path(manifests_dir)
-    parts = part_count(len(rows))
-    previous = {p["name"]: p for p in index["part_list"]} if index["parts"] == parts else {}
-    if index["parts"] != parts:  # re-partitioned: the old parts go
-        for old in index["part_list"]:
-            (dataset / f"{old['name']}.parquet").unlink(missing_ok=True)
-    signatures = row_signatures(rows, by_stage, list(extractors), write_manifests=write_manifests)
-    members: dict[int, list[int]] = {}
-    for i, row in enumerate(rows):
-        members.setdefault(part_of(row["relpath"], parts), []).append(i)
-    relpaths = {row["relpath"] for row in rows}
-    removed = [relpath for relpath in index["rows"] if relpath not in relpaths]
-    for relpath in removed:
-        _remove_if_ours(root / f"{relpath}.json", index["rows"][relpath][1])
-    touched = {part_of(relpath, parts) for relpath in removed}
-    current, part_list, written = {}, [], 0
-    for k, indices in sorted(members.items()):
-        name = f"{shard}-{k:04d}"
-        path = dataset / f"{name}.parquet"
-        lost = name not in previous or not path.exists()  # rebuilt whole: every row built again
-        changed = [i for i in indices if lost or index["rows"].get(rows[i]["relpath"], [None])[0] != signatures[i]]
-        entries, new_rows, count = _update_manifests(rows, changed, signatures, by_stage, extractors, tables,
-                                                     index["rows"], root, write=write_manifests)
-        written += count
-        current.update({rows[i]["relpath"]: entries.get(rows[i]["relpath"]) or index["rows"][rows[i]["relpath"]]
-                        for i in indices})
-        if changed or k in touched:
-            _rewrite_part(path, [(rows[i]["relpath"], path_text(rows[i]["path"])) for i in indices], new_rows,
-                          extractors, part_schema(extractors))
-            part_list.append({"name": name, "rows": len(indices), "digest": part_digest(path)})
-        else:
-            part_list.append(previous[name])
-    for k in touched - set(members):  # a part left empty
-        (dataset / f"{shard}-{k:04d}.parquet").unlink(missing_ok=True)
-    atomic_write_text(index_path, json.dumps({"parts": parts, "part_list": part_list, "rows": current}))
-    summary = {**shard_summary(rows, current, root.name if write_manifests else None), "parts": part_list,
-               "manifests_written": written}
-    atomic_write_text(summary_path, json.dumps(summary, ensure_ascii=False))
-    return summary
+    parts = part_count(count_rows(paths_tsv))
+    job = _PartJob(by_stage, extractors, tables, Path(manifests_dir), Path(dataset_dir), write_manifests)
+    summary = ShardSummary(job.root.name if write_manifests else None)
+    Path(index_path).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{shard}.", dir=Path(index_path).parent) as tmp:
+        folder = Path(tmp)
+        previous = split_by_part(paths_tsv, index_path, parts, folder)
+        kept = {p["name"]: p for p in previous.part_list} if previous.parts == parts else {}
+        if previous.parts != parts:  # re-partitioned: the old parts go
+            for old in previous.part_list:
+                (job.dataset / f"{old['name']}.parquet").unlink(missing_ok=True)
+        index, part_list, written = IndexWriter(index_path, folder, parts), [], 0
+        for k in range(parts):
+            rows, old = read_part(folder, k)
+            name = f"{shard}-{k:04d}"
+            entries, part, count = job.assemble(rows, old, name, kept.get(name))
+            index.add(entries, part)
+            part_list += [part] if part else []
+            written += count
+            summary.add(rows, entries)
+        index.commit()
+    result = {**summary.to_dict(), "parts": part_list, "manifests_written": written}
+    atomic_write_text(summary_path, json.dumps(result, ensure_ascii=False))
+    return result
+
+
+@dataclass
+class _PartJob:
+    """What assembling each part of a shard needs: the shard's records, the extractors, where things go."""
+
+    by_stage: dict
+    extractors: dict
+    tables: dict
+    root: Path
+    dataset: Path
+    write_manifests: bool
+
+    def assemble(self, rows: list[dict], old: dict[str, list], name: str, kept: dict | None):
+        """One part: build the manifests of its changed rows, remove those of rows gone, rewrite its file when
+        anything changed. Returns its index entries, its part record (None when it has no rows) and how many
+        manifests were written."""
+        path = self.dataset / f"{name}.parquet"
+        signatures = row_signatures(rows, self.by_stage, list(self.extractors), write_manifests=self.write_manifests)
+        lost = kept is None or not path.exists()  # rebuilt whole: every row built again
+        changed = [i for i, row in enumerate(rows) if lost or old.get(row["relpath"], [None])[0] != signatures[i]]
+        relpaths = {row["relpath"] for row in rows}
+        removed = [relpath for relpath in old if relpath not in relpaths]
+        for relpath in removed:
+            _remove_if_ours(self.root / f"{relpath}.json", old[relpath][1])
+        built, new_rows, written = _update_manifests(rows, changed, signatures, self.by_stage, self.extractors,
+                                                     self.tables, old, self.root, write=self.write_manifests)
+        entries = {row["relpath"]: built.get(row["relpath"]) or old[row["relpath"]] for row in rows}
+        if not rows:
+            path.unlink(missing_ok=True)
+            return entries, None, written
+        if changed or removed or lost:
+            _rewrite_part(path, [(row["relpath"], path_text(row["path"])) for row in rows], new_rows,
+                          self.extractors, part_schema(self.extractors))
+            return entries, {"name": name, "rows": len(rows), "digest": part_digest(path)}, written
+        return entries, kept, written
 
 
 def _update_manifests(rows, changed, signatures, by_stage, extractors, tables, previous: dict, root: Path, *,
@@ -154,16 +164,6 @@ def _update_manifests(rows, changed, signatures, by_stage, extractors, tables, p
             written += 1
         new_rows[relpath] = orjson.loads(line)  # stored blocks arrive unparsed: parsed once, here
     return entries, new_rows, written
-
-
-def _read_index(index_path: str) -> dict:
-    try:
-        index = json.loads(Path(index_path).read_text(encoding="utf-8"))
-        if isinstance(index, dict) and {"parts", "part_list", "rows"} <= index.keys():
-            return index
-    except (FileNotFoundError, ValueError):
-        pass
-    return {"parts": 0, "part_list": [], "rows": {}}
 
 
 def _index_entry(signature: str, digest: str, manifest: dict) -> list:
@@ -196,28 +196,45 @@ def _rewrite_part(path: Path, part_rows: list[tuple[str, str]], new_rows: dict, 
     write_part(path, table.sort_by("path"))
 
 
-def shard_summary(rows: list[dict], entries: dict[str, list], manifests_folder: str | None) -> dict:
-    """Counts, failures by cause (the first files of each, with their manifests' paths in ``manifests_folder``
-    when they are written), failed files, the slowest files and the per-file cost histogram of a shard, from
-    its index entries (no manifest is read)."""
-    histogram = [0] * (len(COST_BINS) + 1)
-    costs, causes, failed = [], {}, []
-    for row in rows:
-        _signature, _digest, status, cost, error = entries[row["relpath"]]
-        path = path_text(row["path"])
-        histogram[bisect.bisect(COST_BINS, cost)] += 1
-        costs.append((path, cost))
-        if status == "error":
-            failed.append(path)
-            group = causes.setdefault(error.split(" (")[0], {"count": 0, "files": []})
-            group["count"] += 1
-            if len(group["files"]) < FAILURES_LISTED_PER_CAUSE:
-                listed = {"path": path}
-                if manifests_folder:
-                    listed["manifest"] = f"{manifests_folder}/{path_text(row['relpath'])}.json"
-                group["files"].append(listed)
-    return {"rows": len(rows), "ok": len(rows) - len(failed), "failed": len(failed),
-            "slowest": sorted(costs, key=lambda item: -item[1])[:SLOWEST_KEPT], "cost_histogram": histogram,
-            "failures": [{"cause": c, "count": g["count"], "files": g["files"], "more": g["count"] - len(g["files"])}
-                         for c, g in sorted(causes.items())],
-            "failed_files": failed}
+class ShardSummary:
+    """A shard's summary, a part's rows at a time: counts, failures by cause (the first files of each, with their
+    manifests' paths in ``manifests_folder`` when they are written), failed files, the slowest files and the
+    per-file cost histogram, from the rows' index entries (no manifest is read)."""
+
+    def __init__(self, manifests_folder: str | None) -> None:
+        self.manifests_folder = manifests_folder
+        self.rows = 0
+        self.histogram = [0] * (len(COST_BINS) + 1)
+        self.slowest: list[tuple[float, str]] = []  # a heap of the SLOWEST_KEPT costliest
+        self.causes: dict[str, dict] = {}
+        self.failed: list[str] = []
+
+    def add(self, rows: list[dict], entries: dict[str, list]) -> None:
+        for row in rows:
+            _signature, _digest, status, cost, error = entries[row["relpath"]]
+            path = path_text(row["path"])
+            self.rows += 1
+            self.histogram[bisect.bisect(COST_BINS, cost)] += 1
+            heapq.heappush(self.slowest, (cost, path))
+            if len(self.slowest) > SLOWEST_KEPT:
+                heapq.heappop(self.slowest)
+            if status == "error":
+                self._failure(row, path, error)
+
+    def _failure(self, row: dict, path: str, error: str) -> None:
+        self.failed.append(path)
+        group = self.causes.setdefault(error.split(" (")[0], {"count": 0, "files": []})
+        group["count"] += 1
+        if len(group["files"]) < FAILURES_LISTED_PER_CAUSE:
+            listed = {"path": path}
+            if self.manifests_folder:
+                listed["manifest"] = f"{self.manifests_folder}/{path_text(row['relpath'])}.json"
+            group["files"].append(listed)
+
+    def to_dict(self) -> dict:
+        return {"rows": self.rows, "ok": self.rows - len(self.failed), "failed": len(self.failed),
+                "slowest": [(path, cost) for cost, path in sorted(self.slowest, reverse=True)],
+                "cost_histogram": self.histogram,
+                "failures": [{"cause": c, "count": g["count"], "files": g["files"], "more": g["count"] - len(g["files"])}
+                             for c, g in sorted(self.causes.items())],
+                "failed_files": self.failed}

@@ -147,4 +147,5 @@ def print_summary():
         with open(path) as handle:
             data = json.load(handle)
         where = f"; failures by cause in {results('report/index.html')}" if data["failed"] else ""
-        print(f"audiofeat: {data['ok']} ok, {data['failed']} failed; manifests in {results('manifests')}{where}")
+        kept = results("manifests") if SETTINGS.outputs.manifests == "files" else results("dataset")
+        print(f"audiofeat: {data['ok']} ok, {data['failed']} failed; manifests in {kept}{where}")
