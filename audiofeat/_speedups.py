@@ -58,18 +58,15 @@ def fast_exit() -> None:
 
 def retain_freed_memory() -> bool:
     """glibc ``mallopt``: keep freed memory for reuse (trim threshold 1 GiB, mmap threshold 32 MiB) instead of
-    fresh pages for every CPU forward pass's activations, in one arena for every thread started from now on
-    (torch's among them): with an arena per thread, each kept its own fragmented share and the peak crept up
-    with every batch. Process-wide; False where libc is not glibc."""
+    fresh pages for every CPU forward pass's activations. Process-wide; False where libc is not glibc."""
     if not enabled():
         return False
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
     except (OSError, AttributeError, TypeError):
         return False
-    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8  # glibc's malloc.h
-    return all(mallopt(option, value) for option, value in
-               ((m_trim_threshold, 1 << 30), (m_mmap_threshold, 32 << 20), (m_arena_max, 1)))
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    return bool(mallopt(m_trim_threshold, 1 << 30)) and bool(mallopt(m_mmap_threshold, 32 << 20))
 
 
 # --- building the CLAP tower --------------------------------------------------------------------------------
