@@ -234,7 +234,8 @@ def test_gc_by_ttl_and_size_keeps_protected_and_recent(tmp_path):
     assert removed["removed_files"] == 2
     assert [p.exists() for p in paths] == [False, False, False, True, True, True]
     stats = store.stats()
-    assert stats["total_files"] == 3 and stats["extractors"]["features"]["bytes"] == sum(p.stat().st_size for p in paths[3:])
+    assert stats["total_files"] == 3
+    assert stats["extractors"]["features"]["bytes"] == sum(p.stat().st_size for p in paths[3:])
 
 
 def _stored_and_used_ago(store, now, hours_by_key):

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Computed:
-    """One file's new artifact: its payload and the metadata stored with it (``seconds``: what it cost), and the arrays it
-    was made from when the manifest block is built from them (extractors with ``inline_block``)."""
+    """One file's new artifact: its payload and the metadata stored with it (``seconds``: what it cost), and the
+    arrays it was made from when the manifest block is built from them (extractors with ``inline_block``)."""
 
     payload: bytes
     meta: dict

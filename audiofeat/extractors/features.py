@@ -107,7 +107,8 @@ class FeaturesExtractor(Extractor):
         return columns
 
     def columns(self, block: dict) -> dict:
-        values = {"features_n_frames": block["n_frames"], "features_params": json.dumps(block["params"], sort_keys=True)}
+        values = {"features_n_frames": block["n_frames"],
+                  "features_params": json.dumps(block["params"], sort_keys=True)}
         for part, names in _statistics():
             values.update({f"features_{part}_{name}": block[part][name] for name in names})
         return values

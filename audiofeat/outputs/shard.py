@@ -235,6 +235,6 @@ class ShardSummary:
         return {"rows": self.rows, "ok": self.rows - len(self.failed), "failed": len(self.failed),
                 "slowest": [(path, cost) for cost, path in sorted(self.slowest, reverse=True)],
                 "cost_histogram": self.histogram,
-                "failures": [{"cause": c, "count": g["count"], "files": g["files"], "more": g["count"] - len(g["files"])}
-                             for c, g in sorted(self.causes.items())],
+                "failures": [{"cause": c, "count": g["count"], "files": g["files"],
+                              "more": g["count"] - len(g["files"])} for c, g in sorted(self.causes.items())],
                 "failed_files": self.failed}
