@@ -170,3 +170,36 @@ def test_a_shard_of_many_paths_is_assembled_in_the_memory_of_one_part(tmp_path):
         assert int(assembled) == count
         assert ds.dataset(tmp_path / f"out{count}" / "dataset").count_rows() == count
     assert float(grown[30_000]) < float(grown[1_000]) + 12, grown
+
+
+def test_paths_beyond_the_target_are_cut_into_groups_each_assembled_while_contents_are_computed_once(tmp_path):
+    """Three contents under 21 paths with shard.target_files 4: one shard of extractor jobs (each content decoded
+    once), its paths cut into groups of at most 4, each its own assembly; the dataset and manifests hold all 21."""
+    import shutil
+
+    from conftest import assert_dataset_is_the_manifests, created_since, read_jsonl
+
+    clips = write_tone_clips(tmp_path / "media" / "a", 3, seed=5, seconds=0.3)
+    for copy in range(6):
+        for clip in clips:
+            target = tmp_path / "media" / f"copy{copy}" / clip.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(clip, target)
+    config = write_config(tmp_path / "c.yaml", input_dir=str(tmp_path / "media"), results_dir="results",
+                          cache={"dir": str(tmp_path / "cache")}, extractors=["features", "clap"],
+                          shard={"target_files": 4})
+    run_snakemake(tmp_path, config)
+    kept = tmp_path / "results" / "bookkeeping"
+    shards = sorted(p.stem for p in (kept / "inventory" / "shards").glob("*.tsv"))
+    groups = sorted(p.stem for p in (kept / "inventory" / "paths").glob("*.tsv"))
+    assert shards == ["n1-000"] and len(groups) >= 6 and all(g.startswith("n1-000.p") for g in groups)
+    sizes = [len(list(csv.DictReader(open(kept / "inventory" / "paths" / f"{g}.tsv"), delimiter="\t")))
+             for g in groups]
+    assert max(sizes) <= 4 and sum(sizes) == 21, sizes
+    assert len(read_jsonl(kept / "decode" / "n1-000.jsonl")) == 3
+    assert created_since(tmp_path / "cache", 0) == {"wav": 3, "features": 3, "clap": 3}
+    assert sorted(p.stem for p in (kept / "assembled").glob("n1-000*.json") if ".index" not in p.name) == groups
+    assert_dataset_is_the_manifests(tmp_path / "results")
+    assert len(np.load(tmp_path / "results" / "embeddings.npy")) == 21
+    again = run_snakemake(tmp_path, config, "--dry-run")
+    assert "Nothing to be done" in again.stdout + again.stderr

@@ -74,3 +74,16 @@ def test_inputs_that_are_not_regular_files_are_verdicts_and_never_block(tmp_path
                       "zeros.wav": "not a regular file (a character device)",
                       "random.flac": "not a regular file (a character device)",
                       "socket.mp3": "not a regular file (a socket)"}
+
+
+def test_path_groups_hold_at_most_the_target_and_growing_moves_few_paths():
+    from audiofeat.inputs.inventory import InputFile, content_shard, path_groups
+
+    records = [InputFile(f"/data/{i:05d}.wav", f"{i:05d}.wav", 1, "k", 1.0) for i in range(5000)]
+    assert path_groups("n2-001", records[:100], 100) == {"n2-001": records[:100]}
+    groups = path_groups("n2-001", records, 100)
+    assert max(len(g) for g in groups.values()) <= 100 and sum(len(g) for g in groups.values()) == 5000
+    assert {content_shard(name) for name in groups} == {"n2-001"}
+    # One more path: it joins one group and every other group keeps its paths.
+    grown = path_groups("n2-001", [*records, InputFile("/data/new.wav", "new.wav", 1, "k", 1.0)], 100)
+    assert grown.keys() == groups.keys() and sum(grown[name] != groups[name] for name in groups) == 1

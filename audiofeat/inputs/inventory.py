@@ -11,6 +11,10 @@ Paths are ``str`` as Python's ``os`` functions give them: bytes that are not UTF
 Shards group unique content keys into jobs. A key's shard is chosen by its hash bits, with a power-of-two
 shard count derived from the targets ``shard.target_files`` and ``shard.target_audio_seconds``: adding a file
 changes one shard only, so a rerun after adding files redoes one shard job per stage, not all of them.
+
+A shard's paths are cut by count as well: when more than ``shard.target_files`` paths share its contents (a
+million copies of a thousand clips), they are split by their hash into path groups (``<shard>.p<k>``) of at most
+that many, each assembled by a job of its own, while the shard's contents are still computed once.
 """
 from __future__ import annotations
 
@@ -38,7 +42,7 @@ MEDIA_EXTENSIONS = frozenset(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a million of them are in memory during an inventory
 class InputFile:
     """One input path and what the inventory knows of it."""
 
@@ -260,19 +264,49 @@ def plan_shards(files: list[InputFile], target_files: int, target_audio_seconds:
     return shards
 
 
+def path_groups(shard: str, records: list[InputFile], target_files: int) -> dict[str, list[InputFile]]:
+    """A shard's paths as assembly groups of at most ``target_files`` paths: ``{shard: records}`` when they fit,
+    else ``{shard.p<k>: ...}`` over the smallest power of two of groups, picked by each path's hash, whose largest
+    group fits (a power of two, so that growing the shard moves few paths)."""
+    if len(records) <= target_files:
+        return {shard: records}
+    hashes = [int.from_bytes(hashlib.blake2b(os.fsencode(r.path), digest_size=8).digest(), "big") for r in records]
+    count = 1 << (math.ceil(len(records) / target_files) - 1).bit_length()
+    while max(_group_sizes(hashes, count)) > target_files:
+        count *= 2
+    groups: dict[int, list[InputFile]] = {}
+    for record, value in zip(records, hashes):
+        groups.setdefault(value % count, []).append(record)
+    width = max(2, len(str(count - 1)))
+    return {f"{shard}.p{k:0{width}d}": groups[k] for k in sorted(groups)}
+
+
+def _group_sizes(hashes: list[int], count: int) -> list[int]:
+    sizes = [0] * count
+    for value in hashes:
+        sizes[value % count] += 1
+    return sizes
+
+
+def content_shard(group: str) -> str:
+    """The shard whose contents a path group's paths have (:func:`path_groups`)."""
+    return group.partition(".")[0]
+
+
 FILES_COLUMNS = ("path", "relpath", "size_bytes", "content_key", "duration_s", "error")
 SHARD_COLUMNS = ("content_key", "path", "duration_s", "stat")
 
 
-def write_tsv(path: str | os.PathLike, columns: tuple[str, ...], rows: Iterable[dict]) -> str:
-    """Write rows as a tab-separated table (atomic) and return its text."""
+def write_tsv(path: str | os.PathLike, columns: tuple[str, ...], rows: Iterable) -> str:
+    """Write rows (dicts, or records with those attributes) as a tab-separated table (atomic) and return its
+    text."""
     import io
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, delimiter="\t", lineterminator="\n",
                             extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(row if isinstance(row, dict) else {c: getattr(row, c) for c in columns} for row in rows)
     text = buffer.getvalue()
     atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))  # a path's bytes, as the filesystem has them
     return text
@@ -284,10 +318,10 @@ def read_tsv(path: str | os.PathLike) -> list[dict[str, str]]:
 
 
 def write_inventory(out_dir: str, files: list[InputFile], shards: dict[str, list[InputFile]],
-                    state_path: str | os.PathLike) -> None:
+                    state_path: str | os.PathLike, *, target_files: int) -> None:
     """Write ``files.tsv``; per shard, ``shards/<name>.tsv`` (its unique contents, the extractors' input) and
-    ``paths/<name>.tsv`` (every path whose content is in it, for its manifests and dataset part); and
-    ``errors.tsv`` (the inputs that could not be hashed).
+    ``paths/<name>.tsv`` (every path whose content is in it, for its manifests and dataset part; split into
+    :func:`path_groups` beyond ``target_files`` paths); and ``errors.tsv`` (the inputs that could not be hashed).
 
     A table whose content did not change keeps its previous mtime (remembered in ``state_path``), so Snakemake
     does not rerun the jobs that read it after the inventory itself reran.
@@ -295,7 +329,7 @@ def write_inventory(out_dir: str, files: list[InputFile], shards: dict[str, list
     out = Path(out_dir)
     for folder in ("shards", "paths"):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    write_tsv(out / "files.tsv", FILES_COLUMNS, (r.__dict__ for r in files))
+    write_tsv(out / "files.tsv", FILES_COLUMNS, files)
     try:
         state = json.loads(Path(state_path).read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
@@ -306,8 +340,9 @@ def write_inventory(out_dir: str, files: list[InputFile], shards: dict[str, list
         if record.content_key in shard_of_key:
             paths[shard_of_key[record.content_key]].append(record)
     tables = {f"shards/{name}.tsv": (SHARD_COLUMNS, records) for name, records in shards.items()}
-    tables.update({f"paths/{name}.tsv": (FILES_COLUMNS, sorted(records, key=lambda r: r.path))
-                   for name, records in paths.items()})
+    for name, records in paths.items():
+        tables.update({f"paths/{group}.tsv": (FILES_COLUMNS, sorted(members, key=lambda r: r.path))
+                       for group, members in path_groups(name, records, target_files).items()})
     tables["errors.tsv"] = (FILES_COLUMNS, [r for r in files if not r.content_key])
     new_state = {name: _write_keeping_mtime(out / name, columns, records, state.get(name))
                  for name, (columns, records) in tables.items()}
@@ -319,7 +354,7 @@ def write_inventory(out_dir: str, files: list[InputFile], shards: dict[str, list
 def _write_keeping_mtime(path: Path, columns: tuple[str, ...], records: list, previous: list | None) -> list:
     """Write a table; give it back its previous mtime when its digest is the one ``previous`` remembers.
     Returns ``[digest, mtime_ns]`` to remember."""
-    text = write_tsv(path, columns, (r.__dict__ for r in records))
+    text = write_tsv(path, columns, records)
     digest = hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
     if previous and previous[0] == digest:
         os.utime(path, ns=(previous[1], previous[1]))
@@ -346,7 +381,7 @@ def run_inventory(input_dir: str, input_list: str, out_dir: str, *, index_path: 
     finally:
         index.close()
     shards = plan_shards(files, target_files, target_audio_seconds)
-    write_inventory(out_dir, files, shards, state_path)
+    write_inventory(out_dir, files, shards, state_path, target_files=target_files)
     # Contents this run hashed (new or changed files) are what it will decode: the store's growth, roughly.
     known = {f.content_key for f in files if not f.hashed}
     new = [r for records in shards.values() for r in records if r.content_key not in known]

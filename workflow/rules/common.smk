@@ -14,7 +14,7 @@ from audiofeat.extractors.devices import local_gpus
 from audiofeat.extractors import EXTRACTORS as REGISTERED
 from audiofeat.extractors.clap import ClapSettings
 from audiofeat.extractors import DecodeExtractor, build_extractors, section_schemas
-from audiofeat.inputs.inventory import input_fingerprint
+from audiofeat.inputs.inventory import content_shard, input_fingerprint
 from audiofeat.faults import Fault
 from audiofeat.preflight import PreflightError, preflight
 from snakemake.exceptions import WorkflowError
@@ -93,10 +93,19 @@ def get_inventory_state(wildcards):
     return input_fingerprint(SETTINGS.input_dir, SETTINGS.input_list)
 
 
+def tables_in(folder):
+    return sorted(name[: -len(".tsv")] for name in os.listdir(folder) if name.endswith(".tsv"))
+
+
 def get_shards():
-    """Shard names, known once the inventory checkpoint has run."""
-    shards_dir = checkpoints.inventory.get().output.shards
-    return sorted(name[: -len(".tsv")] for name in os.listdir(shards_dir) if name.endswith(".tsv"))
+    """Shard names (the extractors' jobs), known once the inventory checkpoint has run."""
+    return tables_in(checkpoints.inventory.get().output.shards)
+
+
+def get_path_groups():
+    """The assembly jobs: a shard, or each of its path groups when more paths share its contents than
+    shard.target_files (``<shard>.p<k>``)."""
+    return tables_in(checkpoints.inventory.get().output.paths)
 
 
 def get_shard_tables(wildcards):
@@ -106,13 +115,14 @@ def get_shard_tables(wildcards):
 
 
 def get_shard_stage_tables(wildcards):
-    """One shard's ``decode`` and extractor tables, by stage (its assembly's named inputs)."""
-    return {stage: bookkeeping(f"{stage}/{wildcards.shard}.jsonl") for stage in ("decode", *EXTRACTORS)}
+    """The ``decode`` and extractor tables of a path group's shard, by stage (its assembly's named inputs)."""
+    shard = content_shard(wildcards.shard)
+    return {stage: bookkeeping(f"{stage}/{shard}.jsonl") for stage in ("decode", *EXTRACTORS)}
 
 
 def get_shard_summaries(wildcards):
-    """Every shard's assembly summary (finalize merges them)."""
-    return [bookkeeping(f"assembled/{shard}.json") for shard in get_shards()]
+    """Every assembly's summary (finalize merges them)."""
+    return [bookkeeping(f"assembled/{group}.json") for group in get_path_groups()]
 
 
 def get_shard_profiles(wildcards):

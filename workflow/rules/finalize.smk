@@ -1,3 +1,4 @@
+# {shard}: a shard, or one of its path groups when more paths share its contents than shard.target_files.
 rule assemble_shard:
     input:
         unpack(get_shard_stage_tables),
