@@ -192,7 +192,7 @@ def test_paths_beyond_the_target_are_cut_into_groups_each_assembled_while_conten
     kept = tmp_path / "results" / "bookkeeping"
     shards = sorted(p.stem for p in (kept / "inventory" / "shards").glob("*.tsv"))
     groups = sorted(p.stem for p in (kept / "inventory" / "paths").glob("*.tsv"))
-    assert shards == ["n1-000"] and len(groups) >= 6 and all(g.startswith("n1-000.p") for g in groups)
+    assert shards == ["n1-000"] and len(groups) >= 6 and all(g.startswith("n1-000.g") for g in groups)
     sizes = [len(list(csv.DictReader(open(kept / "inventory" / "paths" / f"{g}.tsv"), delimiter="\t")))
              for g in groups]
     assert max(sizes) <= 4 and sum(sizes) == 21, sizes

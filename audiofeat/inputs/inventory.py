@@ -13,7 +13,7 @@ shard count derived from the targets ``shard.target_files`` and ``shard.target_a
 changes one shard only, so a rerun after adding files redoes one shard job per stage, not all of them.
 
 A shard's paths are cut by count as well: when more than ``shard.target_files`` paths share its contents (a
-million copies of a thousand clips), they are split by their hash into path groups (``<shard>.p<k>``) of at most
+million copies of a thousand clips), they are split by their hash into path groups (``<shard>.g<count>-<k>``) of at most
 that many, each assembled by a job of its own, while the shard's contents are still computed once.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from ..store.artifacts import atomic_write_bytes, atomic_write_text, blake2b_file
 
@@ -266,7 +266,7 @@ def plan_shards(files: list[InputFile], target_files: int, target_audio_seconds:
 
 def path_groups(shard: str, records: list[InputFile], target_files: int) -> dict[str, list[InputFile]]:
     """A shard's paths as assembly groups of at most ``target_files`` paths: ``{shard: records}`` when they fit,
-    else ``{shard.p<k>: ...}`` over the smallest power of two of groups, picked by each path's hash, whose largest
+    else ``{<shard>.g<count>-<k>: ...}`` over the smallest power of two of groups, picked by each path's hash, whose largest
     group fits (a power of two, so that growing the shard moves few paths)."""
     if len(records) <= target_files:
         return {shard: records}
@@ -277,8 +277,9 @@ def path_groups(shard: str, records: list[InputFile], target_files: int) -> dict
     groups: dict[int, list[InputFile]] = {}
     for record, value in zip(records, hashes):
         groups.setdefault(value % count, []).append(record)
-    width = max(2, len(str(count - 1)))
-    return {f"{shard}.p{k:0{width}d}": groups[k] for k in sorted(groups)}
+    # The count in the name, as in a shard's: a group of another partition never takes an old group's index.
+    width = len(str(count - 1))
+    return {f"{shard}.g{count}-{k:0{width}d}": groups[k] for k in sorted(groups)}
 
 
 def _group_sizes(hashes: list[int], count: int) -> list[int]:
@@ -298,18 +299,31 @@ SHARD_COLUMNS = ("content_key", "path", "duration_s", "stat")
 
 
 def write_tsv(path: str | os.PathLike, columns: tuple[str, ...], rows: Iterable) -> str:
-    """Write rows (dicts, or records with those attributes) as a tab-separated table (atomic) and return its
-    text."""
+    """Write rows (dicts, or records with those attributes) as a tab-separated table (atomic), a batch of rows at
+    a time (a million rows are never one string); returns the BLAKE2b-128 digest of its bytes."""
     import io
 
+    digest = hashlib.blake2b(digest_size=16)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, delimiter="\t", lineterminator="\n",
-                            extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(row if isinstance(row, dict) else {c: getattr(row, c) for c in columns} for row in rows)
-    text = buffer.getvalue()
-    atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))  # a path's bytes, as the filesystem has them
-    return text
+    writer = csv.DictWriter(buffer, fieldnames=columns, delimiter="\t", lineterminator="\n", extrasaction="ignore")
+
+    def taken() -> bytes:
+        data = buffer.getvalue().encode("utf-8", "surrogateescape")  # a path's bytes, as the filesystem has them
+        buffer.seek(0)
+        buffer.truncate()
+        digest.update(data)
+        return data
+
+    def batches() -> Iterator[bytes]:
+        writer.writeheader()
+        for count, row in enumerate(rows, 1):
+            writer.writerow(row if isinstance(row, dict) else {c: getattr(row, c) for c in columns})
+            if count % 10_000 == 0:
+                yield taken()
+        yield taken()
+
+    atomic_write_bytes(path, batches())
+    return digest.hexdigest()
 
 
 def read_tsv(path: str | os.PathLike) -> list[dict[str, str]]:
@@ -354,8 +368,7 @@ def write_inventory(out_dir: str, files: list[InputFile], shards: dict[str, list
 def _write_keeping_mtime(path: Path, columns: tuple[str, ...], records: list, previous: list | None) -> list:
     """Write a table; give it back its previous mtime when its digest is the one ``previous`` remembers.
     Returns ``[digest, mtime_ns]`` to remember."""
-    text = write_tsv(path, columns, records)
-    digest = hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
+    digest = write_tsv(path, columns, records)
     if previous and previous[0] == digest:
         os.utime(path, ns=(previous[1], previous[1]))
     return [digest, path.stat().st_mtime_ns]

@@ -27,7 +27,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, NamedTuple
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple
 
 from ..faults import ENVIRONMENT_ERRNOS
 from .trailer import SIDECAR_SUFFIX, Trailer, read_trailer, seal_time_ns
@@ -64,9 +64,10 @@ def params_hash(params: Mapping[str, Any]) -> str:
     return hashlib.blake2b(canonical.encode(), digest_size=8).hexdigest()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True,
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | Iterable[bytes], *, durable: bool = True,
                        mtime_ns: int | None = None) -> None:
-    """Write ``data`` to ``path`` atomically: temporary file in the same folder, fsync, rename.
+    """Write ``data`` (bytes, or chunks of them written as they come) to ``path`` atomically: temporary file in
+    the same folder, fsync, rename.
 
     ``durable=False`` skips the fsync, for derived files a rerun rewrites anyway (readers still see the old or
     the new content, never a mix). ``mtime_ns`` is the mtime the file has when it appears.
@@ -79,7 +80,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = 
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            for chunk in (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data:
+                handle.write(chunk)
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())

@@ -104,7 +104,7 @@ def get_shards():
 
 def get_path_groups():
     """The assembly jobs: a shard, or each of its path groups when more paths share its contents than
-    shard.target_files (``<shard>.p<k>``)."""
+    shard.target_files (``<shard>.g<count>-<k>``)."""
     return tables_in(checkpoints.inventory.get().output.paths)
 
 

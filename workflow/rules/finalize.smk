@@ -15,6 +15,8 @@ rule assemble_shard:
         write_manifests=SETTINGS.outputs.manifests == "files",
         dataset_dir=results("dataset"),
         index=lambda wildcards: bookkeeping(f"assembled/{wildcards.shard}.index.json"),
+        # Removed when the job fails for a fault (an artifact gone from the store), so that the same command reruns.
+        run_summary=results("summary.json"),
     log:
         bookkeeping("logs/assemble_shard/{shard}.log"),
     benchmark:

@@ -2,14 +2,22 @@ from _job import finish, start  # workflow/scripts/ is on sys.path: Snakemake ad
 
 job = snakemake  # noqa: F821 - injected by Snakemake
 log, settings = start(job)
+from pathlib import Path  # noqa: E402
+
 from audiofeat.extractors import build_extractors  # noqa: E402
+from audiofeat.faults import Fault  # noqa: E402
 from audiofeat.outputs.shard import assemble_shard  # noqa: E402
 
 extractors = build_extractors(settings)
-summary = assemble_shard(job.input.paths, {stage: job.input[stage] for stage in ("decode", *extractors)},
-                         extractors, shard=job.wildcards.shard, manifests_dir=job.params.manifests_dir,
-                         dataset_dir=job.params.dataset_dir, summary_path=job.output.summary,
-                         index_path=job.params.index, write_manifests=job.params.write_manifests)
+try:
+    summary = assemble_shard(job.input.paths, {stage: job.input[stage] for stage in ("decode", *extractors)},
+                             extractors, shard=job.wildcards.shard, manifests_dir=job.params.manifests_dir,
+                             dataset_dir=job.params.dataset_dir, summary_path=job.output.summary,
+                             index_path=job.params.index, write_manifests=job.params.write_manifests)
+except Fault:
+    # Snakemake reruns nothing below an up-to-date summary: without it, the same command redoes what is gone.
+    Path(job.params.run_summary).unlink(missing_ok=True)
+    raise
 log.info("%d inputs: %d ok, %d failed; %d manifests written; %d parts", summary["rows"], summary["ok"],
          summary["failed"], summary["manifests_written"], len(summary["parts"]))
 finish()
