@@ -70,6 +70,7 @@ def extract(paths: Iterable[str | os.PathLike], *, extractors: Iterable[str] | N
     decoded = [decoder.decode(_row(f), store, profile)[0] for f in unique.values()]
     by_stage["decode"] = {r.content_key: r.to_dict() for r in decoded}
     for name, extractor in build_extractors(settings, job=True).items():
+        extractor.use_sources({key: _row(f) for key, f in unique.items()})
         records = extract_files(extractor, decoded, store, threads=threads, profile=JobProfile(name, "api"))
         by_stage[name] = {r.content_key: r.to_dict() for r in records}
     # Through JSON once: blocks read from the store as JSON text become dicts.

@@ -77,6 +77,23 @@ def run_snakemake(workdir: Path, configfile: Path, *extra: str, env: dict | None
     return done
 
 
+def bumped_copy(tmp_path: Path, extractor: str, old: str, new: str) -> Path:
+    """A copy of the workflow and package whose ``audiofeat/extractors/<extractor>.py`` says ``new`` for
+    ``old`` (a version bump); run it with ``snakefile=copy / "Snakefile"`` and ``PYTHONPATH`` set to it."""
+    copy = tmp_path / "audiofeat-bumped"
+    copy.mkdir()
+    for part in ("Snakefile", "workflow", "audiofeat", "config", "profiles", "environment.yaml"):
+        if (REPO / part).is_dir():
+            shutil.copytree(REPO / part, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(REPO / part, copy / part)
+    module = copy / "audiofeat" / "extractors" / f"{extractor}.py"
+    bumped = module.read_text().replace(old, new)
+    assert bumped != module.read_text()
+    module.write_text(bumped)
+    return copy
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 

@@ -18,7 +18,7 @@ from audiofeat.clap.windows import Window, active_fraction
 from audiofeat.inputs.wav import read_wav
 from audiofeat.testing.media import make_audio, write_tone_clips
 
-from conftest import assert_dataset_is_the_manifests, read_manifests, REPO, created_since, last_used_at, read_jsonl, run_snakemake, write_config
+from conftest import assert_dataset_is_the_manifests, bumped_copy, read_manifests, REPO, created_since, last_used_at, read_jsonl, run_snakemake, write_config
 
 
 def _write_clips(folder, count, seed=0, seconds=0.4, sr=16000):
@@ -79,17 +79,7 @@ def test_features_parameter_change_recomputes_only_features(small_run):
 
 def test_features_version_bump_recomputes_only_features(small_run, tmp_path):
     work, media, cache, base = small_run
-    copy = tmp_path / "audiofeat-bumped"
-    copy.mkdir()
-    for part in ("Snakefile", "workflow", "audiofeat", "config", "profiles", "environment.yaml"):
-        if (REPO / part).is_dir():
-            shutil.copytree(REPO / part, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(REPO / part, copy / part)
-    module = copy / "audiofeat" / "extractors" / "features.py"
-    bumped = module.read_text().replace('version = "1"  # bump', 'version = "2"  # bump')
-    assert bumped != module.read_text()
-    module.write_text(bumped)
+    copy = bumped_copy(tmp_path, "features", 'version = "1"  # bump', 'version = "2"  # bump')
     config = write_config(work / "bumped.yaml", **base)
     started = time.time()
     env = {"PYTHONPATH": str(copy)}  # the bumped package, in the jobs as in the Snakefile

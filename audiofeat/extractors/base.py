@@ -55,10 +55,21 @@ class Extractor(ABC):
     # The extractor's own config sections (``audiofeat.config.settings.Section`` subclasses): their schemas join
     # the config's, and :meth:`from_settings` reads them with ``settings.of(...)``.
     settings_sections: ClassVar[tuple] = ()
+    # True: computed from the input file itself (every channel at its own rate), found through the shard's
+    # inventory rows (:meth:`use_sources`), not from the decoded WAV.
+    reads_source: ClassVar[bool] = False
 
     def __init__(self, params: Any, *, wav_params_hash: str | None) -> None:
         self.params = params
         self.wav_params_hash = wav_params_hash  # the decoded WAV's identity, part of every key computed from it
+        self._sources: dict[str, dict] = {}
+
+    def use_sources(self, rows: dict[str, dict]) -> None:
+        """The shard's inventory rows by content key (path and stat), for an extractor that ``reads_source``."""
+        self._sources = rows
+
+    def source_row(self, file: DecodeRecord) -> dict:
+        return self._sources[file.content_key]
 
     @classmethod
     @abstractmethod

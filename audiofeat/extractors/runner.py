@@ -58,7 +58,7 @@ def run_decode(shard_tsv: str, out_jsonl: str, profile_json: str, settings: Sett
 
 def run_extractor(name: str, decode_jsonl: str, out_jsonl: str, profile_json: str, settings: Settings, *,
                   threads: int = 1, previous_jsonl: str | None = None, progress_json: str | None = None,
-                  run_summary: str | None = None) -> JobProfile:
+                  run_summary: str | None = None, shard_tsv: str | None = None) -> JobProfile:
     """One extractor over a shard's decoded files. ``previous_jsonl`` keeps a copy of the shard's table from one
     run to the next (Snakemake deletes a declared output before its job): an ``inline_block`` extractor takes a
     cached file's block from there while the artifact it names is the one in the store, digest included.
@@ -68,6 +68,8 @@ def run_extractor(name: str, decode_jsonl: str, out_jsonl: str, profile_json: st
     with profile.timer("setup"):
         extractor = EXTRACTORS[name].from_settings(settings, job=True)
     files = read_table(decode_jsonl, DecodeRecord)
+    if extractor.reads_source:
+        extractor.use_sources({row["content_key"]: row for row in read_tsv(shard_tsv)})
     try:
         records = extract(extractor, files, open_store(settings), threads=threads, profile=profile,
                           previous=_previous_records(previous_jsonl), progress_json=progress_json)
@@ -103,7 +105,7 @@ def extract(extractor: Extractor, files: list[DecodeRecord], store: ArtifactStor
             todo.append(file)
     profile.cache_hits, profile.cache_misses = sum(r.status == "ok" for r in done.values()), len(todo)
     for file in todo:  # decoded in an earlier run, and removed since (a gc of a store this run shares)
-        if not Path(file.wav).exists():
+        if not extractor.reads_source and not Path(file.wav).exists():
             raise ArtifactGone("wav", file.content_key, file.wav)
     progress = Progress(extractor.name, profile.shard, files=len(todo), units=sum(map(extractor.work_units, todo)),
                         unit_name=extractor.work_unit_name, path=progress_json, log=logger)

@@ -107,6 +107,16 @@ class SourceStream:
 
     facts: Probe
     chunks: Iterator[np.ndarray]
+    channel_names: tuple[str, ...] = ()  # FFmpeg's names of the chunks' channels (``FL``, ``LFE``, ...)
+
+
+def _layout_names(codec) -> tuple[str, ...]:
+    """The channels' names in FFmpeg's layout of ``codec`` (a PyAV codec context); a layout FFmpeg does not
+    know names none, and the channels count as front ones."""
+    try:
+        return tuple(channel.name for channel in codec.layout.channels)
+    except (AttributeError, ValueError):
+        return ()
 
 
 def open_pyav(path: str) -> SourceStream:
@@ -121,7 +131,8 @@ def open_pyav(path: str) -> SourceStream:
     declared = _declared_seconds(container, stream)
     facts = Probe(declared, int(codec.sample_rate or 0), int(codec.channels or 0), codec.name,
                   container.format.name.split(",")[0])
-    return SourceStream(facts, _pyav_chunks(container, stream, int(round(declared * facts.sample_rate))))
+    return SourceStream(facts, _pyav_chunks(container, stream, int(round(declared * facts.sample_rate))),
+                        _layout_names(codec))
 
 
 def _pyav_chunks(container, stream, declared_samples: int) -> Iterator[np.ndarray]:
@@ -251,10 +262,10 @@ def open_ffmpeg(path: str) -> SourceStream:
     import ffmpeg
 
     # The static binary has no ffprobe: the stream facts come from PyAV's header read, the samples from ffmpeg.
-    facts = probe(path)
+    facts, names = _probe(path)
     args = (ffmpeg.input(path).output("pipe:", format="f32le", acodec="pcm_f32le", map="0:a:0")
             .global_args("-loglevel", "error").compile(cmd=ffmpeg_executable()))
-    return SourceStream(facts, _ffmpeg_chunks(args, facts.channels))
+    return SourceStream(facts, _ffmpeg_chunks(args, facts.channels), names)
 
 
 def _ffmpeg_chunks(args: list[str], channels: int) -> Iterator[np.ndarray]:
@@ -289,6 +300,10 @@ def _declared_seconds(container, stream) -> float:
 
 def probe(path: str) -> Probe:
     """The first audio stream's facts, read from the container's header without decoding."""
+    return _probe(path)[0]
+
+
+def _probe(path: str) -> tuple[Probe, tuple[str, ...]]:
     _check_readable(path)
     with _open_container(path) as container:
         stream = next((s for s in container.streams if s.type == "audio"), None)
@@ -296,7 +311,7 @@ def probe(path: str) -> Probe:
             raise DecodeError("no audio stream")
         codec = stream.codec_context
         return Probe(_declared_seconds(container, stream), int(codec.sample_rate), int(codec.channels), codec.name,
-                     container.format.name.split(",")[0])
+                     container.format.name.split(",")[0]), _layout_names(codec)
 
 
 OPENERS = {"pyav": open_pyav, "ffmpeg": open_ffmpeg}
@@ -317,24 +332,30 @@ def open_source(path: str, *, decoder: str = "pyav") -> SourceStream:
         Empty, unreadable, not media, no audio stream; while ``chunks`` is read: undecodable, truncated or
         non-finite input.
     """
+    source = open_channels(path, decoder=decoder)
+    return SourceStream(source.facts, (downmix(chunk) for chunk in source.chunks), source.channel_names)
+
+
+def open_channels(path: str, *, decoder: str = "pyav") -> SourceStream:
+    """As :func:`open_source`, but every channel: float32 chunks [shape=(channels, n)] at the source's own rate,
+    for what must see the channels before a downmix (a loudness meter)."""
     try:
         opener = OPENERS[decoder]
     except KeyError:
         raise ValueError(f"decoder={decoder!r} must be one of {sorted(OPENERS)}") from None
     source = opener(path)
-    return SourceStream(source.facts, _checked_mono(source.facts, source.chunks))
+    return SourceStream(source.facts, _checked(source.facts, source.chunks), source.channel_names)
 
 
-def _checked_mono(facts: Probe, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+def _checked(facts: Probe, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
     decoded = 0
     for chunk in chunks:
-        y = downmix(chunk)
         # Checked before resampling: soxr keeps finite samples finite (short of absurd magnitudes, which the
         # features and CLAP stages catch as non-finite results).
-        if not np.isfinite(y).all():
+        if not np.isfinite(chunk).all():
             raise DecodeError("decoded samples contain NaN or infinity")
-        decoded += y.shape[0]
-        yield y
+        decoded += chunk.shape[1]
+        yield chunk
     if not decoded:
         raise DecodeError("no audio samples decoded")
     decoded_s = decoded / facts.sample_rate

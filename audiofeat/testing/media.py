@@ -6,6 +6,7 @@ Arguments go to ffmpeg as a list, never through a shell.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import subprocess
 import tempfile
@@ -194,3 +195,21 @@ def write_seeded_checkpoint(path: str | os.PathLike, *, model_name: str = "HTSAT
     state = {**tower.state_dict(), **(extra or {})}
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
     return path
+
+
+def ebur128_reference(path: str | os.PathLike) -> dict:
+    """What FFmpeg's ``ebur128`` filter (the EBU R128 meter) reads on ``path``'s first audio stream: its last
+    ``lavfi.r128`` values, ``{"I": LUFS or None, "LRA": LU, "true_peaks": dBFS per channel}`` (3 decimals;
+    its summary prints one)."""
+    cmd = [ffmpeg_executable(), "-hide_banner", "-nostats", "-nostdin", "-i", str(path), "-map", "0:a:0",
+           "-af", "ebur128=peak=true:metadata=1,ametadata=print:file=-", "-f", "null", "-"]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    last: dict[str, str] = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("lavfi.r128."):
+            key, _, value = line[len("lavfi.r128."):].partition("=")
+            last[key] = value
+    peaks = [float(last[k]) for k in sorted(k for k in last if k.startswith("true_peaks_ch"))]
+    measured = "I" in last and float(last["I"]) > -70  # -70: no block measured (shorter than 400 ms, silence)
+    return {"I": float(last["I"]) if measured else None, "LRA": float(last.get("LRA", 0.0)),
+            "true_peaks": [20 * math.log10(p) if p > 0 else None for p in peaks]}

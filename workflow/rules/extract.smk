@@ -7,6 +7,8 @@ for _name, _extractor in EXTRACTORS.items():
             f"extract_{_name}"
         input:
             table=rules.decode.output.table,
+            # Where an extractor that measures the input file itself (loudness) finds it: path and stat.
+            rows=bookkeeping("inventory/shards/{shard}.tsv"),
         output:
             table=bookkeeping(f"{_name}/{{shard}}.jsonl"),
             profile=bookkeeping(f"timings/{_name}/{{shard}}.json"),

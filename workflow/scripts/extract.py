@@ -11,6 +11,7 @@ if claim is not None:
 
 profile = run_extractor(job.params.extractor, job.input.table, job.output.table, job.output.profile, settings,
                         threads=job.threads, previous_jsonl=job.params.previous,
-                        progress_json=job.params.progress, run_summary=job.params.run_summary)
+                        progress_json=job.params.progress, run_summary=job.params.run_summary,
+                        shard_tsv=job.input.rows)
 log.info(profile.log_line())
 finish()
