@@ -41,7 +41,7 @@ def test_an_extractors_section_is_declared_by_the_extractor_alone():
     """A section the registry does not declare is an unknown key; each registered one has its defaults."""
     with pytest.raises(ConfigError, match="allowed keys"):
         validate_base({"input_dir": "x", "features": {}}, sections={})
-    assert set(section_schemas()) == {"features", "clap", "segment"}
+    assert set(section_schemas()) == {"features", "clap", "segment", "speech"}
     assert validate_config({"input_dir": "x"})["features"]["n_mfcc"] == 20
 
 
@@ -115,5 +115,5 @@ def test_settings_round_trip_and_the_console_script_reads_config_as_the_workflow
     with pytest.raises(SystemExit, match="cache.max_gb"):  # validated, as the workflow validates
         main(["cache", "stats", "--config", str(config)])
     monkeypatch.setenv("AUDIOFEAT_EXTRACTORS", "features,mfcc")
-    with pytest.raises(ConfigError, match="'mfcc' unknown; allowed values: features, clap, loudness"):
+    with pytest.raises(ConfigError, match="'mfcc' unknown; allowed values: features, clap, loudness, speech"):
         build_extractors(load_settings())  # the registry knows the names, not the schema

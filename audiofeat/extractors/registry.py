@@ -11,6 +11,7 @@ from .base import Extractor
 from .clap import ClapExtractor
 from .features import FeaturesExtractor
 from .loudness import LoudnessExtractor
+from .speech import SpeechExtractor
 
 if TYPE_CHECKING:
     from ..config.settings import Settings
@@ -19,6 +20,7 @@ EXTRACTORS: dict[str, type[Extractor]] = {
     "features": FeaturesExtractor,
     "clap": ClapExtractor,
     "loudness": LoudnessExtractor,
+    "speech": SpeechExtractor,
 }
 
 
