@@ -66,7 +66,10 @@ def extract(paths: Iterable[str | os.PathLike], *, extractors: Iterable[str] | N
     profile = JobProfile("api", "api")
     decoder = DecodeExtractor.from_settings(settings)
     by_stage: dict[str, dict[str, dict]] = {"decode": {}}
-    unique = {f.content_key: f for f in inputs if f.content_key}  # identical contents are computed once
+    unique: dict[str, Any] = {}  # identical contents are computed once, from their first path (it has the stat)
+    for f in inputs:
+        if f.content_key:
+            unique.setdefault(f.content_key, f)
     decoded = [decoder.decode(_row(f), store, profile)[0] for f in unique.values()]
     by_stage["decode"] = {r.content_key: r.to_dict() for r in decoded}
     for name, extractor in build_extractors(settings, job=True).items():

@@ -5,7 +5,7 @@ Each run is a real `snakemake --profile profiles/local` run. Prints, per run, th
 the cold run) and, per rule, the summed job wall time and the largest peak RSS (the jobs' own ``getrusage``; for
 finalize and the inventory, Snakemake's benchmark files), then the output sizes.
 
-With ``--inventory-only``, only the inventory runs (``--until inventory``): cold, then with nothing changed.
+With ``--inventory-only``, only the inventory runs (``--until inventory``): cold, with nothing changed, after adding a file.
 With ``--profile NAME``, ``--files`` distinct files whose durations, formats and rates are drawn from the
 published shape of a dataset (:data:`PROFILES`), one cold run: files/s and audio hours/s besides the above.
 ``--manifests none`` runs with ``outputs.manifests: none``.
@@ -155,16 +155,14 @@ def main() -> None:
         extra = ("--until", "inventory") if args.inventory_only else ()
         cold = snakemake(work, config, *extra)
         report("cold", cold, cold, job_costs(results, started))
-        if args.inventory_only:
-            started = time.time()
-            report("nothing changed", snakemake(work, config, *extra), cold, job_costs(results, started))
-            return
         if not args.long_hours:
             started = time.time()
-            report("nothing to do", snakemake(work, config), cold, job_costs(results, started))
+            report("nothing to do", snakemake(work, config, *extra), cold, job_costs(results, started))
             write_tone_clips(media / "added", 1, seed=99, seconds=1.0, sr=16000)
             started = time.time()
-            report("one file added", snakemake(work, config), cold, job_costs(results, started))
+            report("one file added", snakemake(work, config, *extra), cold, job_costs(results, started))
+        if args.inventory_only:
+            return
         print_outputs(results, work / "cache", inputs=args.paths + 1 if not args.long_hours else 1,
                       contents=args.clips + 1 if not args.long_hours else 1)
 

@@ -4,7 +4,7 @@ import logging
 import os
 from pathlib import Path
 
-from audiofeat.inputs.inventory import scan_inputs
+from audiofeat.inputs.inventory import iter_inputs
 from audiofeat.testing.media import make_audio
 
 
@@ -20,7 +20,7 @@ def test_a_folder_that_cannot_be_listed_is_named_in_a_warning(tmp_path, caplog):
         fd = inner
     os.close(fd)
     with caplog.at_level(logging.WARNING, logger="audiofeat.inputs.inventory"):
-        found = scan_inputs(str(tmp_path / "media"), "")
+        found = list(iter_inputs(str(tmp_path / "media"), ""))
     assert found == [(str(clip), "ok.wav")]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "cannot list folder" in warnings[0] and "d" * 250 in warnings[0]
@@ -39,14 +39,18 @@ def test_hard_links_are_hashed_once_and_each_name_is_remembered(tmp_path, monkey
     real = inventory.blake2b_file
     monkeypatch.setattr(inventory, "blake2b_file", lambda path: hashed.append(path) or real(path))
     index = inventory.StatIndex(tmp_path / "index.sqlite")
-    found = inventory.identify_inputs(inventory.scan_inputs(str(media), ""), index)
+    found = inventory.identify_inputs(inventory.iter_inputs(str(media), ""), index)
     assert sorted(os.path.basename(p) for p in hashed) in (["a.wav", "b.wav"], ["b.wav", "link0.wav"])
     keys = {os.path.basename(f.path): f.content_key for f in found}
     assert keys["a.wav"] == keys["link0.wav"] == keys["link2.wav"] == real(clip) != keys["b.wav"] == real(other)
     assert {f.relpath for f in found} == {"a.wav", "b.wav", "link0.wav", "link1.wav", "link2.wav"}
     hashed.clear()
-    again = inventory.identify_inputs(inventory.scan_inputs(str(media), ""), index)
-    assert hashed == [] and again == [dataclasses.replace(f, hashed=False) for f in found]  # every name remembered
+    again = inventory.identify_inputs(inventory.iter_inputs(str(media), ""), index)
+    # Every name remembered; only the first path of a content keeps its stat (the shard table's).
+    firsts = {f.content_key: f.path for f in reversed(found)}
+    assert hashed == [] and again == [dataclasses.replace(f, hashed=False, stat=f.stat if firsts[f.content_key] == f.path
+                                                          else "") for f in found]
+    assert all(f.stat for f in again if firsts[f.content_key] == f.path)
 
 
 def test_inputs_that_are_not_regular_files_are_verdicts_and_never_block(tmp_path):

@@ -18,7 +18,7 @@ import pytest
 
 from audiofeat.faults import FAULT, VERDICT, InputChanged, classify, fault_line
 from audiofeat.inputs.media import DecodeError, InputUnreadable
-from audiofeat.inputs.inventory import scan_inputs
+from audiofeat.inputs.inventory import iter_inputs
 from audiofeat.outputs.manifest import Source
 from audiofeat.store.artifacts import ArtifactStore, blake2b_file
 
@@ -222,7 +222,7 @@ def test_names_that_are_not_utf8_or_awkward_are_processed_like_any_other(tmp_pat
     assert not (tmp_path / "pwned").exists()
     listing = tmp_path / "inputs.txt"  # an input list naming it in its own bytes
     listing.write_bytes(b"media/latin1_\xe9t\xe9.wav\n")
-    assert scan_inputs("", str(listing)) == [(str(media / latin1), os.path.join("media", latin1))]
+    assert list(iter_inputs("", str(listing))) == [(str(media / latin1), os.path.join("media", latin1))]
 
 
 def test_a_decoders_verdict_is_stored_and_reused(tmp_path):

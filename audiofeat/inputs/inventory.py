@@ -21,12 +21,15 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import math
 import os
 import sqlite3
 import stat
+import sys
+from array import array
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,13 +50,24 @@ class InputFile:
     """One input path and what the inventory knows of it."""
 
     path: str  # absolute path
-    relpath: str  # path the manifest mirrors, relative to results/manifests
+    # The path the manifest mirrors, relative to results/manifests (:attr:`relpath`); where it is the end of
+    # ``path``, where it starts there: one string per input, not two (a million relpaths are 70 MB).
+    rel: str | int
     size_bytes: int
     content_key: str  # "" when the file cannot be read
     duration_s: float  # container's declared duration, 0 when unknown
     error: str = ""
     stat: str = ""  # input_signature() when it was hashed
     hashed: bool = False  # hashed by this run (new or changed), not found in the stat index
+
+    @property
+    def relpath(self) -> str:
+        return self.path[self.rel:] if isinstance(self.rel, int) else self.rel
+
+
+def _rel_field(path: str, rel: str) -> str | int:
+    """What :attr:`InputFile.rel` holds for ``rel``: where it starts in ``path`` when it is its end."""
+    return len(path) - len(rel) if rel and path.endswith(os.sep + rel) else rel
 
 
 def path_text(path: str) -> str:
@@ -72,14 +86,16 @@ def input_signature(st: os.stat_result) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
 
 
-def scan_inputs(input_dir: str, input_list: str) -> list[tuple[str, str]]:
-    """Return sorted, de-duplicated ``(absolute path, relpath)`` pairs of the configured inputs.
+def iter_inputs(input_dir: str, input_list: str) -> Iterator[tuple[str, str]]:
+    """The configured inputs' ``(absolute path, relpath)``, each once, streamed in a fixed order: ``input_dir``'s
+    files (a folder's sorted names, its subfolders sorted) first, then the rest of ``input_list``'s, sorted.
 
     ``input_dir`` is walked recursively for files with a media extension (a folder that cannot be listed is
     logged as a warning and left out); ``input_list`` names one path per line
     (blank lines and ``#`` comments ignored; relative paths are relative to the list's folder) and takes any file.
+    A path both name has ``input_dir``'s relpath. Memory follows the list, not the folder's files.
     """
-    found: dict[str, str] = {}
+    listed = _listed_inputs(input_list) if input_list else {}
     if input_dir:
         root = Path(input_dir).resolve()
         if not root.is_dir():
@@ -87,25 +103,31 @@ def scan_inputs(input_dir: str, input_list: str) -> list[tuple[str, str]]:
         prefix = os.path.join(str(root), "")  # every walked path starts with it: a slice, not os.path.relpath
         for dirpath, dirnames, filenames in os.walk(root, onerror=_warn_unlisted):
             dirnames.sort()
-            for name in filenames:
+            for name in sorted(filenames):
                 if name.rsplit(".", 1)[-1].lower() in MEDIA_EXTENSIONS and not name.startswith("."):
                     full = os.path.join(dirpath, name)
-                    found.setdefault(full, full[len(prefix):])
-    if input_list:
-        list_path = Path(input_list).resolve()
-        for line in list_path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():  # paths as bytes
-            entry = line.strip()
-            if not entry or entry.startswith("#"):
-                continue
-            full = str((list_path.parent / entry).resolve()) if not os.path.isabs(entry) else os.path.normpath(entry)
-            try:
-                rel = os.path.relpath(full, list_path.parent)
-            except ValueError:
-                rel = full
-            if rel.startswith(".."):
-                rel = full.lstrip(os.sep)
-            found.setdefault(full, rel)
-    return sorted(found.items())
+                    listed.pop(full, None)
+                    yield full, full[len(prefix):]
+    yield from sorted(listed.items())
+
+
+def _listed_inputs(input_list: str) -> dict[str, str]:
+    """``{absolute path: relpath}`` of a list file's entries."""
+    found: dict[str, str] = {}
+    list_path = Path(input_list).resolve()
+    for line in list_path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():  # paths as bytes
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        full = str((list_path.parent / entry).resolve()) if not os.path.isabs(entry) else os.path.normpath(entry)
+        try:
+            rel = os.path.relpath(full, list_path.parent)
+        except ValueError:
+            rel = full
+        if rel.startswith(".."):
+            rel = full.lstrip(os.sep)
+        found.setdefault(full, rel)
+    return found
 
 
 def _warn_unlisted(exc: OSError) -> None:
@@ -125,10 +147,11 @@ def input_fingerprint(input_dir: str, input_list: str) -> str:
     if input_list and os.path.exists(input_list):
         digest.update(os.fsencode(os.path.abspath(input_list)) + input_signature(os.stat(input_list)).encode())
     try:
-        items = scan_inputs(input_dir, input_list)
+        items = iter_inputs(input_dir, input_list)
+        first = next(items, None)
     except (FileNotFoundError, OSError):  # the inventory names the problem
         return digest.hexdigest()
-    for path, _rel in items:
+    for path, _rel in itertools.chain([first] if first else [], items):
         try:
             signature = input_signature(os.stat(path))
         except OSError as exc:
@@ -203,39 +226,57 @@ def _file_kind(mode: int) -> str:
     return next((name for test, name in kinds if test(mode)), "not a file")
 
 
-def identify_inputs(items: list[tuple[str, str]], index: StatIndex | None, threads: int = 4) -> list[InputFile]:
+def identify_inputs(items: Iterable[tuple[str, str]], index: StatIndex | None, threads: int = 4) -> list[InputFile]:
     """Content key and declared duration of every input, rehashing only files whose stat changed."""
     # SQLite connections belong to one thread: look up here, hash new files in the pool.
-    looked_up: list[InputFile | None] = []
-    to_hash: dict[tuple[int, int], list[tuple[int, tuple[str, str]]]] = {}  # by inode: hard links hashed once
-    for position, item in enumerate(items):
-        path, rel = item
+    records: list = []  # InputFile, or the (path, relpath) of one waiting for its inode's hash
+    seen: dict[str, tuple[int, float]] = {}  # content key -> its first path's size and duration
+    to_hash: dict[tuple[int, int], array] = {}  # positions by inode (8 bytes each): hard links hashed once
+    for path, relpath in items:
+        rel = _rel_field(path, relpath)
         try:
             st = os.stat(path)
         except OSError as exc:
-            looked_up.append(InputFile(path, rel, 0, "", 0.0, f"cannot read file: {exc.strerror}"))
+            records.append(InputFile(path, rel, 0, "", 0.0, f"cannot read file: {exc.strerror}"))
             continue
         if not stat.S_ISREG(st.st_mode):  # reading a pipe blocks, a device may never end: never opened
-            looked_up.append(InputFile(path, rel, 0, "", 0.0, f"not a regular file ({_file_kind(st.st_mode)})"))
+            records.append(InputFile(path, rel, 0, "", 0.0, f"not a regular file ({_file_kind(st.st_mode)})"))
             continue
         cached = index.lookup(path, st) if index else None
         if cached:
-            looked_up.append(InputFile(path, rel, st.st_size, cached[0], cached[1], stat=input_signature(st)))
+            # A key shared by many paths is one string; only its first path keeps a stat (the shard tables hold
+            # the first path's, checked before decoding): a million stat strings are 90 MB.
+            key = sys.intern(cached[0])
+            first = key not in seen
+            if first:
+                seen[key] = (st.st_size, cached[1])
+            size, duration = seen[key] if seen[key][0] == st.st_size else (st.st_size, cached[1])  # shared objects
+            records.append(InputFile(path, rel, size, key, duration, stat=input_signature(st) if first else ""))
         else:
-            looked_up.append(None)
-            to_hash.setdefault((st.st_dev, st.st_ino), []).append((position, item))
+            to_hash.setdefault((st.st_dev, st.st_ino), array("q")).append(len(records))
+            records.append((path, rel))
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        hashed = list(pool.map(lambda links: _hash_new(links[0][1]), to_hash.values()))
-    new_rows = []
-    for links, (record, row) in zip(to_hash.values(), hashed):
-        for position, (path, rel) in links:  # every name of the inode: the same bytes, the same stat
-            looked_up[position] = dataclasses.replace(record, path=path, relpath=rel)
-            if row:
-                new_rows.append((path, *row[1:]))
-    if index and new_rows:
-        index.store(new_rows)
-        index.rehashed += len(new_rows)
-    return [record for record in looked_up if record is not None]
+        hashed = list(pool.map(lambda positions: _hash_new(records[positions[0]]), to_hash.values()))
+    remembered = []
+    for positions, (record, row) in zip(to_hash.values(), hashed):
+        for position in positions:  # every name of the inode: the same bytes, the same stat
+            path, rel = records[position]
+            records[position] = dataclasses.replace(record, path=path, rel=rel)
+            if row and index:
+                remembered.append((path, *row[1:]))
+                if len(remembered) == 10_000:  # a batch at a time: a million rows are 80 MB
+                    remembered = _remember(index, remembered)
+    if index:
+        _remember(index, remembered)
+    return records
+
+
+def _remember(index: StatIndex, rows: list[tuple]) -> list:
+    """Store ``rows`` in the stat index; returns an empty batch."""
+    if rows:
+        index.store(rows)
+        index.rehashed += len(rows)
+    return []
 
 
 def shard_count(n_files: int, total_seconds: float, target_files: int, target_audio_seconds: float) -> int:
@@ -266,27 +307,24 @@ def plan_shards(files: list[InputFile], target_files: int, target_audio_seconds:
 
 def path_groups(shard: str, records: list[InputFile], target_files: int) -> dict[str, list[InputFile]]:
     """A shard's paths as assembly groups of at most ``target_files`` paths: ``{shard: records}`` when they fit,
-    else ``{<shard>.g<count>-<k>: ...}`` over the smallest power of two of groups, picked by each path's hash, whose largest
-    group fits (a power of two, so that growing the shard moves few paths)."""
+    else ``{<shard>.g<count>-<k>: ...}`` over the smallest power of two of groups, picked by each path's hash,
+    whose largest group fits (a power of two, so that growing the shard moves few paths)."""
+    import numpy as np
+
     if len(records) <= target_files:
         return {shard: records}
-    hashes = [int.from_bytes(hashlib.blake2b(os.fsencode(r.path), digest_size=8).digest(), "big") for r in records]
+    hashes = np.fromiter((int.from_bytes(hashlib.blake2b(os.fsencode(r.path), digest_size=8).digest(), "big")
+                          for r in records), dtype=np.uint64, count=len(records))
     count = 1 << (math.ceil(len(records) / target_files) - 1).bit_length()
-    while max(_group_sizes(hashes, count)) > target_files:
+    while np.bincount((hashes % np.uint64(count)).astype(np.int64), minlength=count).max() > target_files:
         count *= 2
-    groups: dict[int, list[InputFile]] = {}
-    for record, value in zip(records, hashes):
-        groups.setdefault(value % count, []).append(record)
+    group_of = (hashes % np.uint64(count)).astype(np.int64)
+    order = np.argsort(group_of, kind="stable")
+    edges = np.searchsorted(group_of[order], np.arange(count + 1))
     # The count in the name, as in a shard's: a group of another partition never takes an old group's index.
     width = len(str(count - 1))
-    return {f"{shard}.g{count}-{k:0{width}d}": groups[k] for k in sorted(groups)}
-
-
-def _group_sizes(hashes: list[int], count: int) -> list[int]:
-    sizes = [0] * count
-    for value in hashes:
-        sizes[value % count] += 1
-    return sizes
+    return {f"{shard}.g{count}-{k:0{width}d}": [records[i] for i in order[edges[k]:edges[k + 1]].tolist()]
+            for k in range(count) if edges[k + 1] > edges[k]}
 
 
 def content_shard(group: str) -> str:
@@ -386,10 +424,9 @@ def too_long(record: InputFile, max_hours: float) -> InputFile:
 def run_inventory(input_dir: str, input_list: str, out_dir: str, *, index_path: str, state_path: str,
                   target_files: int, target_audio_seconds: float, max_hours: float = 0.0, threads: int = 4) -> dict:
     """Scan, identify and shard the inputs; returns counts for the log."""
-    items = scan_inputs(input_dir, input_list)
     index = StatIndex(index_path)
     try:
-        files = [too_long(f, max_hours) for f in identify_inputs(items, index, threads)]
+        files = [too_long(f, max_hours) for f in identify_inputs(iter_inputs(input_dir, input_list), index, threads)]
         rehashed = index.rehashed
     finally:
         index.close()
