@@ -115,5 +115,5 @@ def test_settings_round_trip_and_the_console_script_reads_config_as_the_workflow
     with pytest.raises(SystemExit, match="cache.max_gb"):  # validated, as the workflow validates
         main(["cache", "stats", "--config", str(config)])
     monkeypatch.setenv("AUDIOFEAT_EXTRACTORS", "features,mfcc")
-    with pytest.raises(ConfigError, match="'mfcc' unknown; allowed values: features, clap, loudness, speech"):
+    with pytest.raises(ConfigError, match="'mfcc' unknown; allowed values: features, clap, loudness, speech, speech_quality"):
         build_extractors(load_settings())  # the registry knows the names, not the schema

@@ -72,7 +72,7 @@ def test_spans_of_any_size_give_the_same_segments(espeak_wav, tmp_path, monkeypa
     assert whole["first_speech_s"] == pytest.approx(1.0, abs=0.3)
 
 
-def test_a_run_with_speech_has_its_block_in_manifests_and_dataset(espeak_wav, tmp_path):
+def test_a_run_with_speech_and_speech_quality_has_their_blocks_in_manifests_and_dataset(espeak_wav, tmp_path):
     import shutil
 
     from audiofeat.outputs.dataset import dataset_manifests
@@ -81,7 +81,7 @@ def test_a_run_with_speech_has_its_block_in_manifests_and_dataset(espeak_wav, tm
     media.mkdir()
     shutil.copy(espeak_wav, media / "sentence.wav")
     make_audio(media / "tone.flac", seconds=2.0, sr=44100)
-    config = write_config(tmp_path / "c.yaml", input_dir=str(media), extractors=["speech"],
+    config = write_config(tmp_path / "c.yaml", input_dir=str(media), extractors=["speech", "speech_quality"],
                           cache={"dir": str(tmp_path / "cache")})
     run_snakemake(tmp_path, config)
     manifests = {m["source"]["path"].rsplit("/", 1)[-1]: m for m in read_manifests(tmp_path / "results")}
@@ -89,4 +89,6 @@ def test_a_run_with_speech_has_its_block_in_manifests_and_dataset(espeak_wav, tm
     assert manifests["tone.flac"]["speech"] == {"speech_ratio": 0.0, "speech_seconds": 0, "segment_count": 0,
                                                  "segments": [], "first_speech_s": None, "last_speech_s": None}
     assert manifests["sentence.wav"]["extractors"]["speech"]["params_hash"]
+    assert 1 < manifests["sentence.wav"]["speech_quality"]["ovrl_mos"] < 5
+    assert manifests["sentence.wav"]["speech_quality"]["segments"] >= 1
     assert list(dataset_manifests(tmp_path / "results" / "dataset")) == read_manifests(tmp_path / "results")

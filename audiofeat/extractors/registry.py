@@ -12,6 +12,7 @@ from .clap import ClapExtractor
 from .features import FeaturesExtractor
 from .loudness import LoudnessExtractor
 from .speech import SpeechExtractor
+from .speech_quality import SpeechQualityExtractor
 
 if TYPE_CHECKING:
     from ..config.settings import Settings
@@ -21,6 +22,7 @@ EXTRACTORS: dict[str, type[Extractor]] = {
     "clap": ClapExtractor,
     "loudness": LoudnessExtractor,
     "speech": SpeechExtractor,
+    "speech_quality": SpeechQualityExtractor,
 }
 
 

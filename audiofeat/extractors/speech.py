@@ -9,9 +9,11 @@ on the same 16 kHz audio (tested).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -60,12 +62,19 @@ class SpeechParams:
     resampler: str = RESAMPLER
 
 
+def package_folder(name: str) -> Path:
+    """An installed package's folder, found without importing it (silero-vad's ``__init__`` imports torch, and the
+    workflow's own process learns the models' digests)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"the {name} package is not installed")
+    return Path(spec.submodule_search_locations[0])
+
+
 @lru_cache(maxsize=1)
 def model_digest() -> str:
     """BLAKE2b-128 of the TorchScript model in silero-vad's wheel."""
-    from importlib.resources import files
-
-    return hashlib.blake2b(files("silero_vad.data").joinpath("silero_vad.jit").read_bytes(),
+    return hashlib.blake2b((package_folder("silero_vad") / "data" / "silero_vad.jit").read_bytes(),
                            digest_size=16).hexdigest()
 
 
@@ -81,6 +90,13 @@ def speech_probabilities(chunks, model) -> tuple[list[float], int]:
     import torch
 
     model.reset_states()
+    with torch.no_grad():  # as silero's own call: with autograd on, the model's state chained every window (10 GB)
+        return _windows(chunks, model)
+
+
+def _windows(chunks, model) -> tuple[list[float], int]:
+    import torch
+
     probabilities, samples, rest = [], 0, np.zeros(0, np.float32)
     for chunk in chunks:
         samples += chunk.shape[0]
