@@ -47,11 +47,19 @@ def models_digest() -> str:
 
 
 def _scorer():
-    """speechmos's DNSMOS with its own model files (what ``dnsmos.run`` builds)."""
+    """speechmos's DNSMOS with its own model files (what ``dnsmos.run`` builds), its two sessions on one thread
+    each: the job scores a file per thread (``perf.threads``), where onnxruntime's default took every core."""
+    import onnxruntime as ort
     from speechmos import dnsmos
 
-    folder = package_folder("speechmos") / "dnsmos_models"
-    return dnsmos.DNSMOS(*(str(folder / name) for name in MODELS))
+    paths = [str(package_folder("speechmos") / "dnsmos_models" / name) for name in MODELS]
+    scorer = dnsmos.DNSMOS(*paths)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    scorer.onnx_sess, scorer.p808_onnx_sess = (ort.InferenceSession(path, sess_options=options,
+                                                                    providers=["CPUExecutionProvider"])
+                                               for path in paths)
+    return scorer
 
 
 def score_segment(scorer, segment: np.ndarray) -> tuple[float, float, float, float]:
