@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import itertools
 import json
 import logging
 import math
@@ -147,16 +146,14 @@ def input_fingerprint(input_dir: str, input_list: str) -> str:
     if input_list and os.path.exists(input_list):
         digest.update(os.fsencode(os.path.abspath(input_list)) + input_signature(os.stat(input_list)).encode())
     try:
-        items = iter_inputs(input_dir, input_list)
-        first = next(items, None)
-    except (FileNotFoundError, OSError):  # the inventory names the problem
-        return digest.hexdigest()
-    for path, _rel in itertools.chain([first] if first else [], items):
-        try:
-            signature = input_signature(os.stat(path))
-        except OSError as exc:
-            signature = f"error {exc.errno}"
-        digest.update(os.fsencode(path) + b"\0" + signature.encode() + b"\n")
+        for path, _rel in iter_inputs(input_dir, input_list):
+            try:
+                signature = input_signature(os.stat(path))
+            except OSError as exc:
+                signature = f"error {exc.errno}"
+            digest.update(os.fsencode(path) + b"\0" + signature.encode() + b"\n")
+    except OSError:  # no such folder, an unreadable list (before any input): the inventory names the problem
+        pass
     return digest.hexdigest()
 
 
