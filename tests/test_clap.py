@@ -340,8 +340,8 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_numbers(loaded, rng):
 
     faulty = FaultyEmbedder(loaded, max_batch_windows=5)
     assert np.abs(faulty.embed(windows) - expected).max() <= 1e-5
-    # 4 + 1 windows (the CPU's per-pass cap), then 4 -> 2 + 2 -> 1 + 1 + 1 + 1: three halvings
-    assert faulty.stats.oom_retries == 3 and faulty.stats.batch_sizes == [1] * 5
+    # 2 + 2 + 1 windows (the CPU's per-pass cap), each pair halved to 1 + 1: two halvings
+    assert faulty.stats.oom_retries == 2 and faulty.stats.batch_sizes == [1] * 5
 
     class AlwaysOOM(ClapEmbedder):
         def _forward(self, samples, lengths):
@@ -451,13 +451,13 @@ def test_tower_constants_equal_librosas_and_no_heavy_imports():
     assert out.strip() == "[]"
 
 
-def test_cpu_passes_hold_at_most_four_windows_per_worker(loaded, rng):
+def test_cpu_passes_hold_at_most_two_windows_per_worker(loaded, rng):
     from audiofeat.clap.embed import CPU_WINDOWS_PER_PASS
 
-    windows = (0.1 * rng.standard_normal((10, L))).astype(np.float32)
+    windows = (0.1 * rng.standard_normal((7, L))).astype(np.float32)
     embedder = ClapEmbedder(loaded, max_batch_windows=16)
     embedder.embed(windows)
-    assert CPU_WINDOWS_PER_PASS == 4 and embedder.stats.batch_sizes == [4, 4, 2]
+    assert CPU_WINDOWS_PER_PASS == 2 and embedder.stats.batch_sizes == [2, 2, 2, 1]
 
 
 def test_glibc_keeps_freed_memory_when_asked():

@@ -28,9 +28,9 @@ from .model import LoadedModel
 
 logger = logging.getLogger(__name__)
 
-# On the CPU a forward pass holds at most this many windows per worker: larger passes were slower, their
-# activations outgrowing what the allocator keeps at hand (docs/benchmarks.md). The batch limit still applies.
-CPU_WINDOWS_PER_PASS = 4
+# On the CPU a forward pass holds at most this many windows per worker: each worker's activations stay in the
+# heap, so 4 took 200 MB more at the same speed, and 8 were slower (docs/benchmarks.md). The batch limit applies.
+CPU_WINDOWS_PER_PASS = 2
 
 def pass_windows(max_batch_windows: int, workers: int, cuda: bool) -> int:
     """Windows per forward pass: several CPU workers each take an equal share of the batch limit (at most
@@ -220,7 +220,9 @@ class ClapEmbedder:
         soon as all of a file's windows are done, or ``(file_id, error)`` when one of its windows failed even
         alone (or its preparation failed). Up to ``workers`` batches run at once, one more waits on the device;
         each batch's host buffer is released as soon as it is on the device."""
-        parts: dict[Hashable, list] = {}
+        rows: dict[Hashable, np.ndarray | None] = {}  # a file's embeddings, filled in as its windows finish
+        left: dict[Hashable, int] = {}  # its windows not yet back
+        sizes: dict[Hashable, int] = {}
         failed: dict[Hashable, BaseException] = {}
         order: deque[Hashable] = deque()
         inflight: deque[tuple[list, Future]] = deque()
@@ -230,19 +232,27 @@ class ClapEmbedder:
             while len(inflight) > keep:
                 tags, future = inflight.popleft()
                 for (file_id, index), output in zip(tags, future.result()):
+                    if file_id not in left:  # its file failed and was reported already
+                        continue
+                    left[file_id] -= 1
                     if isinstance(output, BaseException):
                         failed.setdefault(file_id, output)
-                    else:
-                        parts[file_id][index] = output
-                while order and (order[0] in failed or all(p is not None for p in parts[order[0]])):
+                        continue
+                    if rows[file_id] is None:
+                        rows[file_id] = np.empty((sizes[file_id], output.shape[-1]), np.float32)
+                    # Copied, so the pass's output is freed now: a long file's thousands of windows kept as
+                    # views held their passes' buffers scattered over the heap until the file ended.
+                    rows[file_id][index] = output
+                while order and (order[0] in failed or left[order[0]] == 0):
                     done = order.popleft()
-                    result = parts.pop(done)
-                    yield (done, failed.pop(done)) if done in failed else (done, np.stack(result))
+                    result = rows.pop(done)
+                    del left[done], sizes[done]
+                    yield (done, failed.pop(done)) if done in failed else (done, result)
 
         try:
             for batch in batches:
                 for file_id, windows in batch.starts:
-                    parts[file_id] = [None] * windows
+                    rows[file_id], left[file_id], sizes[file_id] = None, windows, windows
                     order.append(file_id)
                 for row, exc in batch.failed.items():
                     failed.setdefault(batch.tags[row][0], exc)
