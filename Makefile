@@ -7,8 +7,9 @@ COMPILED := $(VENV)/.compiled
 # torch and torchvision are pinned as a pair: laion-clap imports torchvision, and PyPI's torchvision fails to
 # load beside other torch builds ("operator torchvision::nms does not exist").
 TORCH := torch==2.14.1 torchvision==0.29.1
-# Without its declared dependencies (numpy<2 among them): pyproject.toml declares what its module code needs.
-LAION_CLAP := laion-clap==1.1.7
+# Without their declared dependencies: laion-clap pins numpy<2; resemblyzer asks for webrtcvad (a source build:
+# webrtcvad-wheels ships the same module built) and PyPI's `typing` backport. pyproject.toml declares what they need.
+NO_DEPS := laion-clap==1.1.7 resemblyzer==0.1.4
 
 .PHONY: setup demo test test-deps lint bench clean
 
@@ -18,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH) -e '.[test]'
-	$(BIN)/python -m pip install -q --no-deps $(LAION_CLAP)
+	$(BIN)/python -m pip install -q --no-deps $(NO_DEPS)
 	touch $@
 
 # Bytecode of the package and the rule scripts' helpers, so that no job compiles them from source. Python caches

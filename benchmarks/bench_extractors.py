@@ -7,12 +7,11 @@ store, three times; the median is reported. ``decode`` is the decode stage (to t
 ``loudness``, which decodes the input again on every channel at its own rate, the table splits its time into that
 decode and the meter.
 
-Usage: python benchmarks/bench_extractors.py [--extractors decode,features,clap,loudness,speech,speech_quality] [--repeats 3]
+Usage: python benchmarks/bench_extractors.py [--extractors decode,features,clap,loudness,speech,speech_quality,pitch,speaker]
+       [--repeats 3]
 """
 import argparse
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ from audiofeat.inputs.inventory import InputFile, identify_inputs  # noqa: E402
 from audiofeat.inputs.media import open_channels  # noqa: E402
 from audiofeat.config.settings import load_settings  # noqa: E402
 from audiofeat.store.artifacts import ArtifactStore  # noqa: E402
-from audiofeat.testing.media import run_ffmpeg  # noqa: E402
+from audiofeat.testing.media import run_ffmpeg, spoken_sentence  # noqa: E402
 
 RECORDINGS = sorted(Path("/usr/share/sounds/alsa").glob("*.wav")) + sorted(
     Path("/usr/share/sounds/freedesktop/stereo").glob("*.oga"))
@@ -37,13 +36,7 @@ RECORDINGS = sorted(Path("/usr/share/sounds/alsa").glob("*.wav")) + sorted(
 
 def recordings(folder: Path) -> list[Path]:
     """The real recordings, a sentence and a 10-minute stereo MP3 of one of them looped."""
-    files = list(RECORDINGS)
-    espeak = shutil.which("espeak-ng")
-    if espeak:
-        sentence = folder / "sentence.wav"
-        subprocess.run([espeak, "-w", str(sentence), "The quick brown fox jumps over the lazy dog, twice."],
-                       check=True)
-        files.append(sentence)
+    files = list(RECORDINGS) + [p for p in [spoken_sentence(folder / "sentence.wav")] if p]
     long = folder / "podcast.mp3"
     looped = Path("/usr/share/sounds/freedesktop/stereo/alarm-clock-elapsed.oga")  # 6 s of stereo
     run_ffmpeg("-stream_loop", "-1", "-i", str(looped), "-t", "600", "-ac", "2", "-ar", "44100", "-c:a",
@@ -115,7 +108,7 @@ def loudness_parity(rows: list[dict], decoded) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--extractors", default="decode,features,clap,loudness,speech,speech_quality")
+    parser.add_argument("--extractors", default="decode,features,clap,loudness,speech,speech_quality,pitch,speaker")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     import torch

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from audiofeat.store.trailer import read_trailer
+from audiofeat.testing.media import spoken_sentence
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -32,11 +33,9 @@ def real_recordings() -> list[Path]:
 @pytest.fixture(scope="session")
 def espeak_wav(tmp_path_factory) -> Path:
     """A real synthesised sentence (espeak-ng), 22.05 kHz mono."""
-    exe = shutil.which("espeak-ng")
-    if exe is None:
+    out = spoken_sentence(tmp_path_factory.mktemp("speech") / "sentence.wav")
+    if out is None:
         raise RuntimeError("espeak-ng missing: run `make test-deps`")
-    out = tmp_path_factory.mktemp("speech") / "sentence.wav"
-    subprocess.run([exe, "-w", str(out), "The quick brown fox jumps over the lazy dog, twice."], check=True)
     return out
 
 

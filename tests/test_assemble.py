@@ -86,7 +86,7 @@ def test_the_matrix_is_patched_part_by_part_to_the_parts_rows(tmp_path, rng):
 
     def patch(names, digests):
         parts = [PartRows(name, rows[name], digests[name]) for name in names]
-        return patch_embeddings(npy, parts, lambda name: tmp_path / f"{name}.parquet", dim=dim,
+        return patch_embeddings(npy, parts, lambda name: tmp_path / f"{name}.parquet", column="clap_embedding", dim=dim,
                                 index_path=f"{npy}.index.json")
 
     digests = {name: f"d-{name}" for name in rows}
@@ -119,7 +119,8 @@ def test_patching_a_large_matrix_holds_one_part_not_the_matrix(tmp_path, rng):
         "import json, resource, sys; from audiofeat.outputs.dataset import PartRows, patch_embeddings\n"
         "parts = [PartRows(*p) for p in json.loads(sys.argv[1])]\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        f"patch_embeddings(sys.argv[2], parts, lambda name: {str(tmp_path)!r} + '/p.parquet', dim={dim}, "
+        f"patch_embeddings(sys.argv[2], parts, lambda name: {str(tmp_path)!r} + '/p.parquet', "
+        f"column='clap_embedding', dim={dim}, "
         "index_path=sys.argv[2] + '.index.json')\n"
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)\n")
     done = subprocess.run([sys.executable, "-c", script, json.dumps([[p.shard, p.rows, p.digest] for p in parts]),

@@ -26,7 +26,7 @@ def test_defaults_are_filled_from_the_schema():
     ({"clap": {"modle": "HTSAT-tiny"}}, ["modle", "allowed keys", "checkpoint"]),
     ({"segment": {"window_seconds": 20}}, ["segment.window_seconds"]),
     ({"segment": {"window_seconds": 4, "hop_seconds": 5}}, ["segment.hop_seconds"]),
-    ({"loudnes": {}}, ["loudnes", "allowed keys", "features, input_dir"]),
+    ({"loudnes": {}}, ["loudnes", "allowed keys", "features, flags, input_dir"]),
 ])
 def test_errors_name_the_key_and_allowed_values(bad, words):
     from audiofeat.config.settings import Settings
@@ -41,7 +41,7 @@ def test_an_extractors_section_is_declared_by_the_extractor_alone():
     """A section the registry does not declare is an unknown key; each registered one has its defaults."""
     with pytest.raises(ConfigError, match="allowed keys"):
         validate_base({"input_dir": "x", "features": {}}, sections={})
-    assert set(section_schemas()) == {"features", "clap", "segment", "speech"}
+    assert set(section_schemas()) == {"features", "clap", "segment", "speech", "pitch", "speaker"}
     assert validate_config({"input_dir": "x"})["features"]["n_mfcc"] == 20
 
 

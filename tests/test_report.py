@@ -7,7 +7,10 @@ import pytest
 from audiofeat.report import advice
 from audiofeat.report.html import stage_totals, write_report
 from audiofeat.outputs.shard import FAILURES_LISTED_PER_CAUSE, ShardSummary
-from audiofeat.outputs.run import FinalizeResult, merged_summary
+from audiofeat.outputs.curation import DISTRIBUTIONS, CurationCounts
+from audiofeat.outputs.run import FinalizeResult, merged_curation, merged_summary
+
+NO_CURATION = CurationCounts().to_dict()
 
 
 def _profile(stage, wall=10.0, hits=0, misses=10, **seconds):
@@ -24,8 +27,8 @@ def _entry(name, status="ok", error=None):
 def failure_summary(entries, manifests_folder):
     """The failure keys of a run's summary, through a shard's summary (from its index) and the merge of shards."""
     rows = [{"path": e["manifest"]["source"]["path"], "relpath": e["relpath"]} for e in entries]
-    index = {e["relpath"]: ["signature", "digest", e["manifest"]["status"], 0.0, e["manifest"].get("error")]
-             for e in entries}
+    index = {e["relpath"]: ["signature", "digest", e["manifest"]["status"], 0.0, e["manifest"].get("error"), [],
+                            [None] * len(DISTRIBUTIONS)] for e in entries}
     summary = ShardSummary(manifests_folder)
     summary.add(rows, index)
     merged = merged_summary([summary.to_dict()], [])
@@ -45,21 +48,22 @@ def test_failures_are_listed_per_cause_with_their_manifests_and_the_rest_counted
     assert len(no_audio["files"]) == FAILURES_LISTED_PER_CAUSE and len(summary["failed_files"]) == 61
 
 
-def _config(tmp_path, cache="cache"):
+def _config(tmp_path, cache="cache", **settings):
     from audiofeat.config.settings import CacheSettings, PerfSettings, Settings
 
     return Settings(perf=PerfSettings(threads=2), cache=CacheSettings(dir=str(tmp_path / cache)),
-                    results_dir=str(tmp_path / "results"))
+                    results_dir=str(tmp_path / "results"), **settings)
 
 
-def _report(tmp_path, profiles, summary, cache="cache"):
+def _report(tmp_path, profiles, summary, cache="cache", curation=NO_CURATION, **settings):
     paths = []
     for i, profile in enumerate(profiles):
         path = tmp_path / f"p{i}.json"
         path.write_text(json.dumps(profile))
         paths.append(str(path))
     html_path = tmp_path / "results" / "report" / "index.html"
-    numbers = write_report(paths, FinalizeResult(summary, [], []), _config(tmp_path, cache), str(html_path),
+    numbers = write_report(paths, FinalizeResult(summary, [], [], curation), _config(tmp_path, cache, **settings),
+                           str(html_path),
                            str(tmp_path / "results" / "report" / "timings.tsv"),
                            str(tmp_path / "results" / "run_state.json"))
     return numbers, html_path.read_text(encoding="utf-8")
@@ -72,6 +76,42 @@ def test_report_links_each_failed_file_to_its_manifest(tmp_path):
     assert "<a href='../manifests/bad0.wav.json'>/in/bad0.wav</a>" in page
     assert "<h3>decode: no audio stream: 55</h3>" in page and "and 5 more" in page
     assert "bad50.wav" not in page
+
+
+def test_flagged_files_are_listed_per_reason_with_thresholds_and_each_main_number_is_a_histogram(tmp_path):
+    """Two shards' rows through their summaries' counts and the run's merge, into the report."""
+    from audiofeat.config.settings import FlagsSettings, Settings
+    from audiofeat.outputs.curation import input_flags, main_numbers
+
+    flags = FlagsSettings(clipping_ratio=0.01)
+    loud = {"clipping_ratio": 0.0, "silent_frame_ratio": 0.0, "effective_bandwidth_hz": 20000.0,
+            "sample_rate": 44100, "integrated_lufs": -20.0}
+    manifests = [{"status": "ok", "audio": {"duration_s": 2.0 + i}, "speech": {"speech_ratio": 0.5},
+                  "loudness": {**loud, "clipping_ratio": 0.02 if i < 53 else 0.0}} for i in range(60)]
+    manifests[0]["loudness"]["effective_bandwidth_hz"] = 3900.0  # an 8 kHz recording at 44.1 kHz
+    manifests[1]["speech"]["speech_ratio"] = 0.0
+    shards = []
+    for half in (manifests[:30], manifests[30:]):
+        rows = [{"path": f"/in/f{id(m)}.wav", "relpath": f"f{id(m)}.wav"} for m in half]
+        index = {row["relpath"]: ["s", "d", "ok", 0.0, None, input_flags(m, flags), main_numbers(m)]
+                 for row, m in zip(rows, half)}
+        summary = ShardSummary("manifests")
+        summary.add(rows, index)
+        shards.append(summary.to_dict())
+    curation = merged_curation(shards)
+    assert [(g["reason"], g["count"], g["more"]) for g in curation["flagged"]] == [
+        ("clipped", 53, 3), ("upsampled", 1, 0), ("no speech", 1, 0)]
+    assert sum(curation["distributions"]["Duration"]) == 60 and sum(curation["distributions"]["Median pitch"]) == 0
+    assert merged_summary(shards, [])["flagged_by_reason"] == {"clipped": 53, "upsampled": 1, "no speech": 1}
+    _, page = _report(tmp_path, [_profile("decode")], {"ok": 60, "failed": 0, **failure_summary([], "manifests")},
+                      curation=curation, extractors=("loudness", "speech"), flags=flags)
+    assert "<h3>clipped (loudness.clipping_ratio &gt;= 0.01): 53</h3>" in page and "and 3 more" in page
+    first = curation["flagged"][1]["files"][0]
+    assert f"<a href='../{first['manifest']}'>{first['path']}</a>" in page
+    assert "<h3>Duration</h3><svg" in page and "<h3>Integrated loudness</h3><svg" in page
+    assert "<h3>Median pitch</h3>" not in page  # pitch did not run
+    assert "low speech quality" not in page  # speech_quality did not run: not judged
+    assert Settings().flags == FlagsSettings()
 
 
 def _facts(profiles, **kwargs):
@@ -110,7 +150,8 @@ def test_a_first_run_gets_no_cold_store_advice_and_a_first_run_elsewhere_does(tm
     # Finalize alone again (no shard job reran, their profiles are the cold run's): nothing to say about the store.
     html_path = tmp_path / "results" / "report" / "index.html"
     profiles = sorted(str(p) for p in tmp_path.glob("p*.json"))
-    numbers = write_report(profiles, FinalizeResult({"ok": 10, "failed": 0, **failure_summary([], "manifests")}, [], []),
+    numbers = write_report(profiles, FinalizeResult({"ok": 10, "failed": 0, **failure_summary([], "manifests")}, [], [],
+                                                     NO_CURATION),
                            _config(tmp_path, "another-cache"), str(html_path), str(html_path.with_name("t.tsv")),
                            str(tmp_path / "results" / "run_state.json"))
     assert not any("Nothing came from the store" in a for a in numbers["advice"])

@@ -72,7 +72,8 @@ def test_spans_of_any_size_give_the_same_segments(espeak_wav, tmp_path, monkeypa
     assert whole["first_speech_s"] == pytest.approx(1.0, abs=0.3)
 
 
-def test_a_run_with_speech_and_speech_quality_has_their_blocks_in_manifests_and_dataset(espeak_wav, tmp_path):
+def test_a_run_with_speech_speech_quality_pitch_and_speaker_has_their_blocks_in_manifests_and_dataset(
+        espeak_wav, tmp_path):
     import shutil
 
     from audiofeat.outputs.dataset import dataset_manifests
@@ -81,14 +82,26 @@ def test_a_run_with_speech_and_speech_quality_has_their_blocks_in_manifests_and_
     media.mkdir()
     shutil.copy(espeak_wav, media / "sentence.wav")
     make_audio(media / "tone.flac", seconds=2.0, sr=44100)
-    config = write_config(tmp_path / "c.yaml", input_dir=str(media), extractors=["speech", "speech_quality"],
+    config = write_config(tmp_path / "c.yaml", input_dir=str(media),
+                          extractors=["speech", "speech_quality", "pitch", "speaker"],
                           cache={"dir": str(tmp_path / "cache")})
     run_snakemake(tmp_path, config)
-    manifests = {m["source"]["path"].rsplit("/", 1)[-1]: m for m in read_manifests(tmp_path / "results")}
-    assert manifests["sentence.wav"]["speech"]["speech_ratio"] > 0.5
-    assert manifests["tone.flac"]["speech"] == {"speech_ratio": 0.0, "speech_seconds": 0, "segment_count": 0,
-                                                 "segments": [], "first_speech_s": None, "last_speech_s": None}
-    assert manifests["sentence.wav"]["extractors"]["speech"]["params_hash"]
-    assert 1 < manifests["sentence.wav"]["speech_quality"]["ovrl_mos"] < 5
-    assert manifests["sentence.wav"]["speech_quality"]["segments"] >= 1
-    assert list(dataset_manifests(tmp_path / "results" / "dataset")) == read_manifests(tmp_path / "results")
+    results = tmp_path / "results"
+    manifests = {m["source"]["path"].rsplit("/", 1)[-1]: m for m in read_manifests(results)}
+    sentence, tone = manifests["sentence.wav"], manifests["tone.flac"]
+    assert sentence["speech"]["speech_ratio"] > 0.5
+    assert tone["speech"] == {"speech_ratio": 0.0, "speech_seconds": 0, "segment_count": 0,
+                              "segments": [], "first_speech_s": None, "last_speech_s": None}
+    assert sentence["extractors"]["speech"]["params_hash"]
+    assert 1 < sentence["speech_quality"]["ovrl_mos"] < 5
+    assert sentence["speech_quality"]["segments"] >= 1
+    assert 70 < sentence["pitch"]["f0_median_hz"] < 200 and tone["pitch"]["voiced_ratio"] > 0.9
+    assert abs(tone["pitch"]["f0_median_hz"] - 440) < 5  # make_audio's tone
+    assert list(dataset_manifests(results / "dataset")) == read_manifests(results)
+    matrix = np.load(results / "speaker_embeddings.npy")
+    order = [m["source"]["path"].rsplit("/", 1)[-1] for m in read_manifests(results)]
+    for name, manifest in manifests.items():
+        embedding = manifest["speaker"]["embedding"]
+        row = matrix[order.index(name)]
+        assert np.array_equal(row, np.zeros(256, np.float32) if embedding is None else np.float32(embedding))
+    assert sentence["speaker"]["partials"] >= 1 and not (results / "embeddings.npy").exists()

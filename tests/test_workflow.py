@@ -146,7 +146,8 @@ def test_dataset_outputs_and_summary(finished_run):
     listed = {f["path"]: f["manifest"] for group in summary["failures"] for f in group["files"]}
     assert set(listed) == {str(media / name) for name in BAD}
     assert all((work / "results" / link).is_file() for link in listed.values())  # each links its manifest
-    assert (work / "results" / "report" / "index.html").read_text(encoding="utf-8").count("<svg") == 2  # plots
+    # plots: time per stage, per-file cost, durations (the run's other extractors have no main number to draw)
+    assert (work / "results" / "report" / "index.html").read_text(encoding="utf-8").count("<svg") == 3
     timings = (work / "results" / "report" / "timings.tsv").read_text().splitlines()
     assert timings[0].startswith("stage") and len(timings) == 4
     # One column per timed step: decoding and resampling apart, features, CLAP's preparation and forward, writes.
@@ -302,7 +303,7 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     parsed = Collect()
     parsed.feed(text)
     assert {"Advice", "Stages", "Time per stage", "Per-file cost", "Slowest files", "Failures by cause",
-            "Settings"} <= set(parsed.headings)
+            "Distributions", "Flagged files", "Settings"} <= set(parsed.headings)
     assert "decode" in parsed.cells and "clap" in parsed.cells
     assert "Model-busy fraction" in text and "not a media file" in text
     assert "Seeded random weights (random(seed=0)): embeddings carry no meaning" in text.split("<h2")[0]
@@ -313,9 +314,9 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     assert not re.search(r"(?:src|href)=['\"](?:https?:)?//", text)  # self-contained: nothing fetched
     slowest = text.split("<h2>Slowest files</h2>")[1].split("<h2")[0]
     assert slowest.count("<tr>") == 1 + 10  # the header and the ten slowest of 13 files
-    # The two plots are inline SVG whose bars carry their numbers: the stage bars are timings.tsv's wall
-    # seconds, and the histogram counts every processed file once.
-    stages_svg, files_svg = (ET.fromstring(svg) for svg in re.findall(r"<svg.*?</svg>", text, re.S))
+    # The plots are inline SVG whose bars carry their numbers: the stage bars are timings.tsv's wall seconds, the
+    # cost histogram counts every processed file once, the durations every decoded one.
+    stages_svg, files_svg, durations_svg = (ET.fromstring(svg) for svg in re.findall(r"<svg.*?</svg>", text, re.S))
     ns = "{http://www.w3.org/2000/svg}"
 
     def bars(svg):
@@ -332,6 +333,9 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     counts = [int(title.rsplit(": ", 1)[1].split()[0]) for _, _, title in bars(files_svg)]
     manifests = read_manifests(work / "results")
     assert sum(counts) == len(manifests) and max(counts) > 0
+    durations = [int(title.rsplit(": ", 1)[1].split()[0]) for _, _, title in bars(durations_svg)]
+    assert sum(durations) == sum(m["status"] == "ok" for m in manifests)
+    assert "no extractor that flags files ran" in text  # features and clap flag nothing
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "chromium missing: run `make test-deps`"

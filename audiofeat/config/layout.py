@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 
 # What a user opens, at the top of results_dir.
-USER_ENTRIES = ("manifests", "dataset", "embeddings.npy", "summary.json", "manifest.schema.json", "report")
+USER_ENTRIES = ("manifests", "dataset", "embeddings.npy", "speaker_embeddings.npy", "summary.json",
+                "manifest.schema.json", "report")
 # Everything else: shard tables, inventory, logs, profiles, progress, Snakemake's benchmarks, state files.
 BOOKKEEPING = "bookkeeping"
 

@@ -80,6 +80,17 @@ class OutputsSettings(Section):
 
 
 @dataclass(frozen=True)
+class FlagsSettings(Section):
+    """When an input is flagged for a curator (the dataset's ``flags`` column, the report's lists)."""
+
+    clipping_ratio: float = 0.001  # loudness.clipping_ratio at or above: "clipped"
+    silent_frame_ratio: float = 0.95  # loudness.silent_frame_ratio at or above: "silent"
+    upsampled_bandwidth: float = 0.5  # loudness.effective_bandwidth_hz under this share of Nyquist: "upsampled"
+    no_speech_ratio: float = 0.01  # speech.speech_ratio under: "no speech"
+    low_quality_mos: float = 3.0  # speech_quality.ovrl_mos under: "low speech quality"
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every section of a validated config; ``extractors`` are the ones this run computes, in order."""
 
@@ -93,6 +104,7 @@ class Settings:
     perf: PerfSettings = field(default_factory=PerfSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
     outputs: OutputsSettings = field(default_factory=OutputsSettings)
+    flags: FlagsSettings = field(default_factory=FlagsSettings)
     sections: Mapping[str, Mapping] = field(default_factory=dict)  # the extractors' own sections, by config key
 
     @classmethod
@@ -121,7 +133,7 @@ class Settings:
 
 
 _SECTIONS = {"shard": ShardSettings, "cache": CacheSettings, "perf": PerfSettings, "audio": AudioSettings,
-             "outputs": OutputsSettings}
+             "outputs": OutputsSettings, "flags": FlagsSettings}
 
 
 def validated_config(config: Mapping[str, Any], *, sections: Mapping[str, dict],

@@ -58,6 +58,9 @@ class Extractor(ABC):
     # True: computed from the input file itself (every channel at its own rate), found through the shard's
     # inventory rows (:meth:`use_sources`), not from the decoded WAV.
     reads_source: ClassVar[bool] = False
+    # A dataset-level matrix of one of its columns, a row per dataset row (zeros where a file has none):
+    # ``(file name in results_dir, column, width)``, patched by finalize where parts changed.
+    matrix: ClassVar[tuple[str, str, int] | None] = None
 
     def __init__(self, params: Any, *, wav_params_hash: str | None) -> None:
         self.params = params

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..clap import MODEL_SAMPLE_RATE
+from ..clap import EMBEDDING_DIM, MODEL_SAMPLE_RATE
 from ..config.schema import ConfigError
 from ..config.settings import Section
 from ..faults import Verdict, is_fault, one_line
@@ -129,6 +129,7 @@ class ClapExtractor(Extractor):
     reports_progress = True  # windows as their batches finish: a ten-hour file says how far it is
     work_unit_name = "windows"
     settings_sections = (ClapSettings, SegmentSettings)
+    matrix = ("embeddings.npy", "clap_embedding", EMBEDDING_DIM)
     block_schema = {
         "type": "object", "additionalProperties": False,
         "required": ["model", "weights", "embedding", "segments", "aggregate_strategy", "precision"],

@@ -11,6 +11,8 @@ from .base import Extractor
 from .clap import ClapExtractor
 from .features import FeaturesExtractor
 from .loudness import LoudnessExtractor
+from .pitch import PitchExtractor
+from .speaker import SpeakerExtractor
 from .speech import SpeechExtractor
 from .speech_quality import SpeechQualityExtractor
 
@@ -23,6 +25,8 @@ EXTRACTORS: dict[str, type[Extractor]] = {
     "loudness": LoudnessExtractor,
     "speech": SpeechExtractor,
     "speech_quality": SpeechQualityExtractor,
+    "pitch": PitchExtractor,
+    "speaker": SpeakerExtractor,
 }
 
 

@@ -41,6 +41,7 @@ def part_schema(extractors: dict):
         fields += [pa.field(f"seconds_{stage}", pa.float64()), pa.field(f"{stage}_extractor", pa.string())]
     for extractor in extractors.values():
         fields += [pa.field(column, kind) for column, kind in extractor.column_types().items()]
+    fields.append(pa.field("flags", pa.list_(pa.string())))  # judged at assembly (outputs.curation); not a field
     return pa.schema(fields)
 
 
@@ -115,9 +116,10 @@ class PartRows:
     digest: str
 
 
-def patch_embeddings(npy_path: str | os.PathLike, parts: list[PartRows], part_path, *, dim: int,
+def patch_embeddings(npy_path: str | os.PathLike, parts: list[PartRows], part_path, *, column: str, dim: int,
                      index_path: str | os.PathLike) -> int:
-    """Bring ``embeddings.npy`` ``[shape=(rows, dim)]`` float32 up to date with ``parts`` (in dataset order),
+    """Bring a matrix of the list column ``column`` (``embeddings.npy`` of ``clap_embedding``, say)
+    ``[shape=(rows, dim)]`` float32 up to date with ``parts`` (in dataset order),
     rewriting only the rows of parts that changed or moved; ``part_path(name)`` is a part's file. The rows of
     inputs that failed are zero. Returns the number of parts whose rows were written.
 
@@ -140,7 +142,8 @@ def patch_embeddings(npy_path: str | os.PathLike, parts: list[PartRows], part_pa
         for shard, offset, rows, digest in wanted:
             if held is not None and (shard, offset, rows, digest) in held:
                 continue
-            os.pwrite(fd, _part_embeddings(part_path(shard), rows, dim).tobytes(), data_offset + offset * dim * 4)
+            os.pwrite(fd, _part_embeddings(part_path(shard), column, rows, dim).tobytes(),
+                      data_offset + offset * dim * 4)
             written += 1
         os.fsync(fd)
     finally:
@@ -189,11 +192,11 @@ def _sized_matrix(npy_path, total: int, dim: int, *, old_offset: int | None) -> 
     return len(header), kept
 
 
-def _part_embeddings(path, rows: int, dim: int) -> np.ndarray:
-    """A part's ``clap_embedding`` column as ``[shape=(rows, dim)]`` float32, zero where an input failed."""
+def _part_embeddings(path, name: str, rows: int, dim: int) -> np.ndarray:
+    """A part's list column ``name`` as ``[shape=(rows, dim)]`` float32, zero where an input has none."""
     import pyarrow.parquet as pq
 
-    column = pq.read_table(path, columns=["clap_embedding"]).column(0).combine_chunks()
+    column = pq.read_table(path, columns=[name]).column(0).combine_chunks()
     out = np.zeros((rows, dim), dtype=np.float32)
     valid = ~np.asarray(column.is_null())
     if valid.any():

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 PART_ROWS = 1024  # a part's rows are in memory as dicts while it is rebuilt (~100 KB each)
-INDEX_FORMAT = 3  # bump when what a row's signature covers, or a part's columns, change
+INDEX_FORMAT = 4  # bump when what a row's signature covers, or a part's columns, change
 
 
 def part_count(rows: int) -> int:

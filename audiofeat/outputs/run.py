@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 from typing import NamedTuple
 
-from ..clap import EMBEDDING_DIM
-from ..config.settings import CacheSettings
+from ..config.settings import CacheSettings, FlagsSettings
 from ..faults import Fault
 from ..store.artifacts import ArtifactStore, atomic_write_text
+from .curation import CurationCounts
 from .dataset import PartRows, patch_embeddings, remove_stale_parts
 from .manifest import run_schema
 from .shard import FAILURES_LISTED_PER_CAUSE, SLOWEST_KEPT, assemble_shard, read_shard_tables
@@ -41,27 +41,31 @@ class FinalizeResult(NamedTuple):
     summary: dict
     slowest: list
     cost_histogram: list
+    curation: dict  # flagged inputs by reason and the main numbers' bin counts (CurationCounts.to_dict)
 
 
 def run_finalize(summaries: dict[str, str], errors_tsv: str, extractors: dict, *, dataset_dir: str,
                  manifests_dir: str, assembled_dir: str, summary_json: str, schema_json: str,
-                 embeddings_npy: str | None, embeddings_index: str, cache: CacheSettings, tables: dict[str, list[str]],
-                 write_manifests: bool = True) -> FinalizeResult:
+                 matrices: dict[str, tuple[str, str]], cache: CacheSettings, tables: dict[str, list[str]],
+                 write_manifests: bool = True, flags: FlagsSettings = FlagsSettings()) -> FinalizeResult:
     """The run's outputs from the shards' summaries (``{shard: path}``): the unhashed inputs' manifests and
-    part, the embedding matrix patched where parts changed (when CLAP ran), the manifest schema and the summary;
-    then the store is bounded (``cache.ttl_hours``, ``cache.max_gb``) sparing what ``tables`` name."""
+    part, the extractors' matrices (``matrices``: ``{extractor: (npy path, index path)}``, see
+    :attr:`Extractor.matrix`) patched where parts changed, the manifest schema and the summary; then the store is
+    bounded (``cache.ttl_hours``, ``cache.max_gb``) sparing what ``tables`` name."""
     by_shard = {shard: json.loads(Path(path).read_text(encoding="utf-8")) for shard, path in summaries.items()}
     dataset = Path(dataset_dir)
     by_shard[UNHASHED] = assemble_shard(
         errors_tsv, {}, extractors, shard=UNHASHED, manifests_dir=manifests_dir, dataset_dir=dataset_dir,
         summary_path=str(Path(assembled_dir) / f"{UNHASHED}.json"),
-        index_path=str(Path(assembled_dir) / f"{UNHASHED}.index.json"), write_manifests=write_manifests)
+        index_path=str(Path(assembled_dir) / f"{UNHASHED}.index.json"), write_manifests=write_manifests,
+        flags=flags)
     parts = [PartRows(p["name"], p["rows"], p["digest"]) for shard in sorted(by_shard) for p in by_shard[shard]["parts"]]
     _check_parts(dataset, parts, summaries)
     remove_stale_parts(dataset, [p.shard for p in parts])
-    if embeddings_npy:
-        patch_embeddings(embeddings_npy, parts, lambda name: dataset / f"{name}.parquet", dim=EMBEDDING_DIM,
-                         index_path=embeddings_index)
+    for extractor, (npy, index) in matrices.items():
+        _, column, dim = extractors[extractor].matrix
+        patch_embeddings(npy, parts, lambda name: dataset / f"{name}.parquet", column=column, dim=dim,
+                         index_path=index)
     atomic_write_text(schema_json, json.dumps(run_schema({name: e.block_schema for name, e in extractors.items()}), indent=1))
     summary = merged_summary(list(by_shard.values()), list(extractors))
     if cache.enabled and (cache.ttl_hours or cache.max_gb):
@@ -70,7 +74,23 @@ def run_finalize(summaries: dict[str, str], errors_tsv: str, extractors: dict, *
     atomic_write_text(summary_json, json.dumps(summary, indent=1, ensure_ascii=False))
     slowest = sorted((tuple(x) for s in by_shard.values() for x in s["slowest"]), key=lambda x: -x[1])[:SLOWEST_KEPT]
     histogram = [sum(counts) for counts in zip(*(s["cost_histogram"] for s in by_shard.values()))]
-    return FinalizeResult(summary, slowest, histogram)
+    return FinalizeResult(summary, slowest, histogram, merged_curation(list(by_shard.values())))
+
+
+def _flag_counts(shards: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for shard in shards:
+        for group in shard.get("flagged", []):
+            counts[group["reason"]] = counts.get(group["reason"], 0) + group["count"]
+    return counts
+
+
+def merged_curation(shards: list[dict]) -> dict:
+    """The run's flagged inputs by reason (the first of each listed) and the main numbers' bin counts."""
+    counts = CurationCounts()
+    for shard in shards:
+        counts.merge(shard)
+    return counts.to_dict()
 
 
 def _check_parts(dataset: Path, parts: list[PartRows], summaries: dict[str, str]) -> None:
@@ -95,6 +115,7 @@ def merged_summary(shards: list[dict], extractors: list[str]) -> dict:
             merged["files"] += group["files"][:FAILURES_LISTED_PER_CAUSE - len(merged["files"])]
     return {"ok": sum(s["ok"] for s in shards), "failed": sum(s["failed"] for s in shards), "extractors": extractors,
             "failures_by_cause": {cause: g["count"] for cause, g in sorted(causes.items())},
+            "flagged_by_reason": _flag_counts(shards),
             "failures": [{"cause": cause, "count": g["count"], "files": g["files"], "more": g["count"] - len(g["files"])}
                          for cause, g in sorted(causes.items())],
             "failed_files": [path for s in shards for path in s["failed_files"]]}

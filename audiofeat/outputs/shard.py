@@ -20,10 +20,12 @@ from pathlib import Path
 
 import orjson
 
+from ..config.settings import FlagsSettings
 from ..faults import ArtifactGone, Fault
 from ..inputs.inventory import path_text
 from ..store.artifacts import atomic_write_bytes, atomic_write_text, blake2b_bytes
 from ..store.tables import json_line, read_jsonl
+from .curation import CurationCounts, input_flags, main_numbers
 from .dataset import manifest_row, part_digest, part_schema, write_part
 from .manifest import build_manifest
 from .partition import INDEX_FORMAT, IndexWriter, count_rows, part_count, read_part, split_by_part
@@ -51,11 +53,11 @@ _NOT_IN_MANIFESTS = ("cache_hit",)
 
 
 def row_signatures(rows: list[dict], by_stage: dict[str, dict[str, dict]], extractors: list[str], *,
-                   write_manifests: bool = True) -> list[str]:
-    """Each row's signature: what its manifest is made of (its inventory row, its records, the extractors), and
-    whether it is written as a file."""
+                   write_manifests: bool = True, flags: FlagsSettings = FlagsSettings()) -> list[str]:
+    """Each row's signature: what its manifest is made of (its inventory row, its records, the extractors),
+    whether it is written as a file, and the thresholds its flags are judged by."""
     record_digest: dict[str, bytes] = {}
-    header = json.dumps([INDEX_FORMAT, extractors, write_manifests]).encode()
+    header = json.dumps([INDEX_FORMAT, extractors, write_manifests, flags.to_dict()], sort_keys=True).encode()
     signatures = []
     for row in rows:
         key = row["content_key"]
@@ -71,15 +73,16 @@ def row_signatures(rows: list[dict], by_stage: dict[str, dict[str, dict]], extra
 
 
 def assemble_shard(paths_tsv: str, tables: dict[str, str], extractors: dict, *, shard: str, manifests_dir: str,
-                   dataset_dir: str, summary_path: str, index_path: str, write_manifests: bool = True) -> dict:
+                   dataset_dir: str, summary_path: str, index_path: str, write_manifests: bool = True,
+                   flags: FlagsSettings = FlagsSettings()) -> dict:
     """Bring a shard's manifests and Parquet parts up to date with its inventory rows (``paths_tsv``: every path
     whose content is in the shard) and its tables (``{stage: path}``); write and return its summary. One part
     at a time: memory follows a part's rows, not the shard's paths. Without ``write_manifests``
     (``outputs.manifests: none``) the manifests are the dataset's rows only, and the shard's manifest files are
-    removed."""
+    removed. ``flags``: the thresholds of each row's flags (:mod:`.curation`)."""
     by_stage = read_shard_tables({stage: [path] for stage, path in tables.items()})
     parts = part_count(count_rows(paths_tsv))
-    job = _PartJob(by_stage, extractors, tables, Path(manifests_dir), Path(dataset_dir), write_manifests)
+    job = _PartJob(by_stage, extractors, tables, Path(manifests_dir), Path(dataset_dir), write_manifests, flags)
     summary = ShardSummary(job.root.name if write_manifests else None)
     Path(index_path).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{shard}.", dir=Path(index_path).parent) as tmp:
@@ -114,62 +117,63 @@ class _PartJob:
     root: Path
     dataset: Path
     write_manifests: bool
+    flags: FlagsSettings
 
     def assemble(self, rows: list[dict], old: dict[str, list], name: str, kept: dict | None):
         """One part: build the manifests of its changed rows, remove those of rows gone, rewrite its file when
         anything changed. Returns its index entries, its part record (None when it has no rows) and how many
         manifests were written."""
         path = self.dataset / f"{name}.parquet"
-        signatures = row_signatures(rows, self.by_stage, list(self.extractors), write_manifests=self.write_manifests)
+        signatures = row_signatures(rows, self.by_stage, list(self.extractors), write_manifests=self.write_manifests,
+                                    flags=self.flags)
         lost = kept is None or not path.exists()  # rebuilt whole: every row built again
         changed = [i for i, row in enumerate(rows) if lost or old.get(row["relpath"], [None])[0] != signatures[i]]
         relpaths = {row["relpath"] for row in rows}
         removed = [relpath for relpath in old if relpath not in relpaths]
         for relpath in removed:
             _remove_if_ours(self.root / f"{relpath}.json", old[relpath][1])
-        built, new_rows, written = _update_manifests(rows, changed, signatures, self.by_stage, self.extractors,
-                                                     self.tables, old, self.root, write=self.write_manifests)
+        built, new_rows, written = _update_manifests(rows, changed, signatures, self, old)
         entries = {row["relpath"]: built.get(row["relpath"]) or old[row["relpath"]] for row in rows}
         if not rows:
             path.unlink(missing_ok=True)
             return entries, None, written
         if changed or removed or lost:
             _rewrite_part(path, [(row["relpath"], path_text(row["path"])) for row in rows], new_rows,
-                          self.extractors, part_schema(self.extractors))
+                          {relpath: entry[5] for relpath, entry in built.items()}, self.extractors)
             return entries, {"name": name, "rows": len(rows), "digest": part_digest(path)}, written
         return entries, kept, written
 
 
-def _update_manifests(rows, changed, signatures, by_stage, extractors, tables, previous: dict, root: Path, *,
-                      write: bool):
+def _update_manifests(rows, changed, signatures, job: _PartJob, previous: dict):
     """Build the ``changed`` rows' manifests and write those whose bytes changed (or are missing); without
-    ``write``, remove the files of theirs written before. Returns their index entries and manifests as dicts
-    (both by relpath), and how many were written."""
+    ``job.write_manifests``, remove the files of theirs written before. Returns their index entries and manifests
+    as dicts (both by relpath), and how many were written."""
     try:
-        built = {i: build_manifest(rows[i], by_stage, list(extractors)).to_dict() for i in changed}
+        built = {i: build_manifest(rows[i], job.by_stage, list(job.extractors)).to_dict() for i in changed}
     except ArtifactGone as gone:
-        Path(tables[gone.stage]).unlink()  # the same command then recomputes what the table held
+        Path(job.tables[gone.stage]).unlink()  # the same command then recomputes what the table held
         raise Fault(f"{gone}; its shard's {gone.stage} table was removed: rerun the same command") from None
     entries, new_rows, written = {}, {}, 0
     for i, manifest in built.items():
         relpath = rows[i]["relpath"]
         line = json_line(manifest)
-        entry = entries[relpath] = _index_entry(signatures[i], blake2b_bytes(line), manifest)
-        path = root / f"{relpath}.json"
-        if not write:
+        parsed = new_rows[relpath] = orjson.loads(line)  # stored blocks arrive unparsed: parsed once, here
+        entry = entries[relpath] = _index_entry(signatures[i], blake2b_bytes(line), parsed, job.flags)
+        path = job.root / f"{relpath}.json"
+        if not job.write_manifests:
             if relpath in previous:
                 _remove_if_ours(path, previous[relpath][1])
         elif previous.get(relpath, [None, None])[1] != entry[1] or not path.exists():
             atomic_write_bytes(path, line, durable=False)  # derived: rewritten by the next run if lost
             written += 1
-        new_rows[relpath] = orjson.loads(line)  # stored blocks arrive unparsed: parsed once, here
     return entries, new_rows, written
 
 
-def _index_entry(signature: str, digest: str, manifest: dict) -> list:
-    """``[signature, manifest digest, status, cost in seconds, error]``: what the summary needs of a row."""
+def _index_entry(signature: str, digest: str, manifest: dict, flags: FlagsSettings) -> list:
+    """``[signature, manifest digest, status, cost in seconds, error, flags, main numbers]``: what the summary
+    needs of a row."""
     return [signature, digest, manifest["status"], round(sum(manifest.get("timings", {}).values()), 6),
-            manifest.get("error")]
+            manifest.get("error"), input_flags(manifest, flags), main_numbers(manifest)]
 
 
 def _remove_if_ours(path: Path, digest: str) -> None:
@@ -181,13 +185,15 @@ def _remove_if_ours(path: Path, digest: str) -> None:
         pass
 
 
-def _rewrite_part(path: Path, part_rows: list[tuple[str, str]], new_rows: dict, extractors: dict, schema) -> None:
-    """A part's rows sorted by path: the rebuilt ones from ``new_rows``, the others from its previous file."""
+def _rewrite_part(path: Path, part_rows: list[tuple[str, str]], new_rows: dict, flags: dict, extractors: dict) -> None:
+    """A part's rows sorted by path: the rebuilt ones from ``new_rows`` (manifest dicts) and ``flags`` (by
+    relpath), the others from its previous file."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pylist([manifest_row(new_rows[r], extractors)
+    schema = part_schema(extractors)
+    table = pa.Table.from_pylist([{**manifest_row(new_rows[r], extractors), "flags": flags[r]}
                                   for r, _ in part_rows if r in new_rows], schema=schema)
     kept = [p for r, p in part_rows if r not in new_rows]
     if kept:
@@ -208,11 +214,13 @@ class ShardSummary:
         self.slowest: list[tuple[float, str]] = []  # a heap of the SLOWEST_KEPT costliest
         self.causes: dict[str, dict] = {}
         self.failed: list[str] = []
+        self.curation = CurationCounts()
 
     def add(self, rows: list[dict], entries: dict[str, list]) -> None:
         for row in rows:
-            _signature, _digest, status, cost, error = entries[row["relpath"]]
+            _signature, _digest, status, cost, error, flags, numbers = entries[row["relpath"]]
             path = path_text(row["path"])
+            self.curation.add(flags, numbers, self._listed(row, path))
             self.rows += 1
             self.histogram[bisect.bisect(COST_BINS, cost)] += 1
             heapq.heappush(self.slowest, (cost, path))
@@ -226,10 +234,13 @@ class ShardSummary:
         group = self.causes.setdefault(error.split(" (")[0], {"count": 0, "files": []})
         group["count"] += 1
         if len(group["files"]) < FAILURES_LISTED_PER_CAUSE:
-            listed = {"path": path}
-            if self.manifests_folder:
-                listed["manifest"] = f"{self.manifests_folder}/{path_text(row['relpath'])}.json"
-            group["files"].append(listed)
+            group["files"].append(self._listed(row, path))
+
+    def _listed(self, row: dict, path: str) -> dict:
+        """A file as the summary lists it: its path, and its manifest's when manifests are written."""
+        if not self.manifests_folder:
+            return {"path": path}
+        return {"path": path, "manifest": f"{self.manifests_folder}/{path_text(row['relpath'])}.json"}
 
     def to_dict(self) -> dict:
         return {"rows": self.rows, "ok": self.rows - len(self.failed), "failed": len(self.failed),
@@ -237,4 +248,4 @@ class ShardSummary:
                 "cost_histogram": self.histogram,
                 "failures": [{"cause": c, "count": g["count"], "files": g["files"],
                               "more": g["count"] - len(g["files"])} for c, g in sorted(self.causes.items())],
-                "failed_files": self.failed}
+                "failed_files": self.failed, **self.curation.to_dict()}

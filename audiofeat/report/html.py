@@ -12,6 +12,7 @@ from pathlib import Path
 from ..clap.checkpoint import checkpoint_file
 from ..config.settings import Settings
 from ..extractors.clap import ClapSettings, SegmentSettings
+from ..outputs.curation import DISTRIBUTIONS, FLAG_RULES, flag_thresholds
 from ..store.artifacts import atomic_write_text
 from .advice import RunFacts, advise, model_busy_fraction
 
@@ -83,10 +84,10 @@ def svg_bars(labels: list[str], values: list[float], *, xlabel: str, width: int 
     return "".join(parts) + "</svg>"
 
 
-def svg_histogram(counts: list[int], edges: tuple[float, ...], *, xlabel: str, width: int = 600,
-                  height: int = 220) -> str:
-    """Bars of ``counts`` (bin ``i`` spans ``edges[i]`` to ``edges[i + 1]``) as an inline ``<svg>``, without the
-    empty bins at either end; each bar's tooltip gives its range and count."""
+def svg_histogram(counts: list[int], edges: tuple[float, ...], *, xlabel: str, unit: str = "s", log: bool = True,
+                  width: int = 600, height: int = 220) -> str:
+    """Bars of ``counts`` (bin ``i`` spans ``edges[i]`` to ``edges[i + 1]``, in ``unit``) as an inline ``<svg>``,
+    without the empty bins at either end; each bar's tooltip gives its range and count."""
     used = [i for i, count in enumerate(counts) if count]
     first, last = used[0], used[-1]
     shown = counts[first:last + 1]
@@ -103,12 +104,14 @@ def svg_histogram(counts: list[int], edges: tuple[float, ...], *, xlabel: str, w
         a, b = edges[first + i], edges[first + i + 1]
         parts.append(f"<rect class='bar' x='{left + i * bar_w:.2f}' y='{top + plot_h - h:.2f}' "
                      f"width='{max(bar_w - 1, 0.5):.2f}' height='{h:.2f}' fill='{BAR_COLOURS[0]}'>"
-                     f"<title>{a:.4g}-{b:.4g} s: {count} files</title></rect>")
-    parts.append(f"<text x='{left}' y='{top + plot_h + 16}'>{edges[first]:.3g} s</text>"
-                 f"<text x='{left + plot_w}' y='{top + plot_h + 16}' text-anchor='end'>{edges[last + 1]:.3g} s</text>"
+                     f"<title>{a:.4g} to {b:.4g} {html.escape(unit)}: {count} files</title></rect>")
+    unit_text = html.escape(unit if len(unit) < 6 else "")
+    parts.append(f"<text x='{left}' y='{top + plot_h + 16}'>{edges[first]:.3g} {unit_text}</text>"
+                 f"<text x='{left + plot_w}' y='{top + plot_h + 16}' text-anchor='end'>"
+                 f"{edges[last + 1]:.3g} {unit_text}</text>"
                  f"<line x1='{left}' y1='{top + plot_h}' x2='{left + plot_w}' y2='{top + plot_h}' stroke='#333'/>"
                  f"<text x='{left + plot_w / 2:.1f}' y='{top + plot_h + 34}' text-anchor='middle'>"
-                 f"{html.escape(xlabel)} (log scale)</text>")
+                 f"{html.escape(xlabel)}{' (log scale)' if log else ''}</text>")
     return "".join(parts) + "</svg>"
 
 
@@ -169,20 +172,42 @@ def _lookups_since(profiles: list[dict], finished: float) -> tuple[int, int] | N
     return sum(p["cache_hits"] for p in recent), sum(p["cache_misses"] for p in recent)
 
 
-def _failures_html(summary: dict, results_link: str) -> str:
-    """Failures by cause, each with its files linked to their manifests where they are written (the first few;
-    the rest counted)."""
-    if not summary.get("failures"):
+def _groups_html(groups: list[dict], results_link: str, *, titles: dict, where_all: str) -> str:
+    """Groups of files (failures by cause, flagged files by reason), each file linked to its manifest where
+    manifests are written (the first few; the rest counted); ``titles``: each group's heading by its name."""
+    if not groups:
         return "<p>none</p>"
     parts = []
-    for group in summary["failures"]:
+    for group in groups:
         items = "".join(f"<li><a href='{html.escape(results_link + f['manifest'], quote=True)}'>"
                         f"{html.escape(f['path'])}</a></li>" if "manifest" in f else
                         f"<li>{html.escape(f['path'])}</li>" for f in group["files"])
-        more = (f"<li>and {group['more']} more (every failed file: <code>summary.json</code>, "
-                "<code>failed_files</code>)</li>") if group["more"] else ""
-        parts.append(f"<h3>{html.escape(group['cause'])}: {group['count']}</h3><ul>{items}{more}</ul>")
+        more = f"<li>and {group['more']} more ({where_all})</li>" if group["more"] else ""
+        name = group.get("cause") or group["reason"]
+        parts.append(f"<h3>{html.escape(titles.get(name, name))}: {group['count']}</h3><ul>{items}{more}</ul>")
     return "".join(parts)
+
+
+def _curation_html(curation: dict, settings: Settings, results_link: str) -> list[str]:
+    """The distributions of the extractors' main numbers that ran, and the flagged files by reason with the
+    thresholds that flagged them."""
+    parts = ["<h2 id='distributions'>Distributions</h2>"]
+    for d in DISTRIBUTIONS:
+        counts = curation["distributions"].get(d.title, [])
+        if any(counts):
+            edges = d.edges
+            lo, hi = ((edges[0] ** 2 / edges[1], edges[-1] ** 2 / edges[-2]) if d.log
+                      else (2 * edges[0] - edges[1], 2 * edges[-1] - edges[-2]))
+            parts.append(f"<h3>{html.escape(d.title)}</h3>" + svg_histogram(
+                counts, (lo, *edges, hi), xlabel=f"{d.title} ({d.unit})", unit=d.unit, log=d.log))
+    reasons = [rule.reason for rule in FLAG_RULES if rule.extractor in settings.extractors]
+    parts.append("<h2 id='flagged'>Flagged files</h2>")
+    if not reasons:
+        return parts + ["<p>no extractor that flags files ran (loudness, speech, speech_quality)</p>"]
+    rules = flag_thresholds(settings.flags)
+    parts.append("<p>Judged: " + html.escape("; ".join(f"{r} ({rules[r]})" for r in reasons)) + ".</p>")
+    return parts + [_groups_html(curation["flagged"], results_link, where_all="the dataset's <code>flags</code>",
+                                 titles={r: f"{r} ({rules[r]})" for r in reasons})]
 
 
 def write_report(profile_paths: list[str], finalized, settings: Settings, html_path: str, tsv_path: str,
@@ -260,7 +285,10 @@ def _report_html(finalized, rows, totals_and_stages, busy, advice, profiles, set
     for title, svg in _plots(totals, stages, finalized.cost_histogram):
         parts.append(f"<h2>{html.escape(title)}</h2>{svg}")
     parts += ["<h2>Slowest files</h2>", _table([{"file": p, "seconds": round(s, 4)} for p, s in slowest]),
-              "<h2 id='failures'>Failures by cause</h2>", _failures_html(summary, results_link),
+              "<h2 id='failures'>Failures by cause</h2>",
+              _groups_html(summary.get("failures", []), results_link, titles={},
+                           where_all="every failed file: <code>summary.json</code>, <code>failed_files</code>"),
+              *_curation_html(finalized.curation, settings, results_link),
               "<h2>Settings</h2>", _table([{"setting": k, "value": v} for k, v in shown.items()]),
               "</body></html>"]
     return "\n".join(parts)

@@ -177,6 +177,37 @@ def write_tone_clips(folder: str | os.PathLike, count: int, *, seed: int = 0, se
     return paths
 
 
+SENTENCE = "The quick brown fox jumps over the lazy dog, twice."
+
+
+def spoken_sentence(path: str | os.PathLike) -> Path | None:
+    """:data:`SENTENCE` spoken by espeak-ng into the WAV ``path`` (22.05 kHz mono); None without espeak-ng."""
+    import shutil
+
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        return None
+    subprocess.run([exe, "-w", str(path), SENTENCE], check=True)
+    return Path(path)
+
+
+def plucked_note(f0: float, *, seconds: float = 2.0, sr: int = 16000, seed: int = 0) -> np.ndarray:
+    """A plucked string at ``f0`` Hz (Karplus-Strong, the fractional delay by linear interpolation): a played
+    note whose fundamental is known, ``[shape=(seconds * sr,)]`` float32 peaking at 0.5."""
+    import numpy as np
+
+    period = sr / f0 - 0.5  # the loop's two-point average delays by half a sample
+    n, frac = int(period), period - int(period)
+    line = list(np.random.default_rng(seed).uniform(-1, 1, n + 2))
+    out = np.empty(int(seconds * sr), np.float32)
+    for i in range(out.shape[0]):
+        delayed = (1 - frac) * line[-n] + frac * line[-n - 1]
+        previous = (1 - frac) * line[-n - 1] + frac * line[-n - 2]
+        line.append(0.996 * 0.5 * (delayed + previous))
+        out[i] = line[-1]
+    return 0.5 * out / np.abs(out).max()
+
+
 def write_seeded_checkpoint(path: str | os.PathLike, *, model_name: str = "HTSAT-tiny", seed: int = 0,
                             extra: dict | None = None) -> Path:
     """Save a seeded random CLAP audio tower as a LAION-format checkpoint (``{"state_dict": {"module.<key>":

@@ -88,6 +88,12 @@ def bookkeeping(path):
     return bookkeeping_path(RESULTS, path)
 
 
+def get_matrices():
+    """``{extractor: [its matrix in results_dir, the matrix's index in bookkeeping]}`` of the chosen extractors."""
+    return {name: [results(e.matrix[0]), bookkeeping(e.matrix[0].replace(".npy", ".index.json"))]
+            for name, e in EXTRACTORS.items() if e.matrix}
+
+
 def get_inventory_state(wildcards):
     """Changes whenever a file is added, removed, renamed or changed under the inputs (reruns the inventory)."""
     return input_fingerprint(SETTINGS.input_dir, SETTINGS.input_list)

@@ -13,6 +13,8 @@ rule assemble_shard:
         # Snakemake would delete them before the job, and only what changed is rewritten (the index says what).
         manifests_dir=results("manifests"),
         write_manifests=SETTINGS.outputs.manifests == "files",
+        # The thresholds of the dataset's flags column: a change rebuilds the rows (not their artifacts).
+        flags=SETTINGS.flags.to_dict(),
         dataset_dir=results("dataset"),
         index=lambda wildcards: bookkeeping(f"assembled/{wildcards.shard}.index.json"),
         # Removed when the job fails for a fault (an artifact gone from the store), so that the same command reruns.
@@ -46,11 +48,10 @@ rule finalize:
         write_manifests=SETTINGS.outputs.manifests == "files",
         dataset_dir=results("dataset"),
         assembled_dir=bookkeeping("assembled"),
-        # The embedding matrix, when CLAP runs: patched in place where parts changed, so not a declared output
-        # (Snakemake would delete it before the job).
-        embeddings=results("embeddings.npy") if "clap" in EXTRACTORS else None,
-        # Which part's rows the matrix holds (the next finalize rewrites only the parts that changed).
-        embeddings_index=bookkeeping("embeddings.index.json"),
+        # The extractors' matrices (embeddings.npy of CLAP, speaker_embeddings.npy): patched in place where parts
+        # changed, so not declared outputs (Snakemake would delete them before the job); each with an index of
+        # which part's rows it holds (the next finalize rewrites only the parts that changed).
+        matrices=get_matrices(),
         # This run's store, read by the next run's advice (a results folder finished before with another store).
         run_state=bookkeeping("run_state.json"),
     log:

@@ -13,7 +13,8 @@ try:
     summary = assemble_shard(job.input.paths, {stage: job.input[stage] for stage in ("decode", *extractors)},
                              extractors, shard=job.wildcards.shard, manifests_dir=job.params.manifests_dir,
                              dataset_dir=job.params.dataset_dir, summary_path=job.output.summary,
-                             index_path=job.params.index, write_manifests=job.params.write_manifests)
+                             index_path=job.params.index, write_manifests=job.params.write_manifests,
+                             flags=settings.flags)
 except Fault:
     # Snakemake reruns nothing below an up-to-date summary: without it, the same command redoes what is gone.
     Path(job.params.run_summary).unlink(missing_ok=True)

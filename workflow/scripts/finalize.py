@@ -13,10 +13,9 @@ summaries = {os.path.basename(path)[: -len(".json")]: path for path in job.input
 result = run_finalize(
     summaries, job.input.errors, extractors, dataset_dir=job.params.dataset_dir,
     manifests_dir=job.params.manifests_dir, assembled_dir=job.params.assembled_dir, summary_json=job.output.summary,
-    schema_json=job.output.schema, embeddings_npy=job.params.embeddings,
-    embeddings_index=job.params.embeddings_index, cache=settings.cache,
+    schema_json=job.output.schema, matrices=job.params.matrices, cache=settings.cache,
     tables={stage: list(job.input[stage]) for stage in ("decode", *extractors)},
-    write_manifests=settings.outputs.manifests == "files")
+    write_manifests=settings.outputs.manifests == "files", flags=settings.flags)
 log.info("%s", summary_line(result.summary))
 for path in result.summary["failed_files"]:
     log.info("failed: %s", path)

@@ -1,0 +1,74 @@
+"""The speaker extractor against resemblyzer's own embed_utterance(preprocess_wav(...)) on the same 16 kHz audio
+(its voice encoder from its wheel, real speech and the machine's recordings), streamed in spans of any size."""
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+
+from audiofeat.extractors import speech
+from audiofeat.extractors.speaker import SpeakerExtractor, SpeakerParams, VoicedStream, model_digest
+from audiofeat.inputs.media import resample
+from audiofeat.inputs.wav import read_wav, write_wav
+
+from test_speech import _decoded
+
+PARAMS = SpeakerParams(1.3, 0.75, model_digest())
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    return SpeakerExtractor(PARAMS, wav_params_hash=None)
+
+
+def _resemblyzer(extractor, wav_path) -> np.ndarray:
+    """resemblyzer's own calls on the decoded WAV resampled to 16 kHz at once."""
+    from resemblyzer import preprocess_wav
+
+    y, sr = read_wav(wav_path)
+    return extractor.encoder().embed_utterance(preprocess_wav(resample(y, sr, 16000).astype(np.float32)))
+
+
+def _block(extractor, record) -> dict:
+    return orjson.loads(extractor.compute_one(record).payload)
+
+
+def test_embeddings_are_resemblyzers_own_on_speech_and_real_recordings(extractor, espeak_wav, real_recordings,
+                                                                       tmp_path):
+    records = _decoded([espeak_wav, *real_recordings[:12]], tmp_path / "store")
+    for record in records:
+        block = _block(extractor, record)
+        expected = _resemblyzer(extractor, record.wav)
+        assert np.abs(np.array(block["embedding"]) - expected).max() <= 1e-5, record.path
+        assert block["partials"] >= 1 and 0 < block["voiced_seconds"] <= record.duration_s
+    sentence = np.array(_block(extractor, records[0])["embedding"])
+    channel_names = np.array(_block(extractor, records[1])["embedding"])
+    assert np.linalg.norm(sentence) == pytest.approx(1.0, abs=1e-6)
+    assert sentence @ channel_names < 0.99  # two voices, two embeddings
+
+
+def test_a_long_file_streamed_in_small_spans_is_embedded_as_resemblyzer_embeds_it_whole(extractor, espeak_wav,
+                                                                                      tmp_path, monkeypatch):
+    """Speech, long and short silences (some cut, some kept) and quiet speech (raised to -30 dBFS): many partials,
+    each crossing spans, voice windows and mel frames at every edge."""
+    y, sr = read_wav(_decoded([espeak_wav], tmp_path / "store")[0].wav)
+    gaps = [np.zeros(int(s * sr), np.float32) for s in (0.1, 2.0, 0.25, 0.7)]
+    long = np.concatenate([gaps[1], y, gaps[0], 0.05 * y, gaps[3], y[::-1], gaps[2], y, gaps[1], y[: sr // 3]])
+    wav = tmp_path / "long.wav"
+    write_wav(wav, [long], sr=sr)
+    record = _decoded([wav], tmp_path / "store2")[0]
+    expected = _resemblyzer(extractor, record.wav)
+    monkeypatch.setattr(speech, "READ_SAMPLES", 1000)
+    block = _block(extractor, record)
+    assert block["partials"] >= 10
+    assert block["voiced_seconds"] < record.duration_s - 3  # the long silences were cut, as resemblyzer cuts them
+    assert np.abs(np.array(block["embedding"]) - expected).max() <= 1e-5
+
+
+def test_a_silent_file_has_no_embedding(extractor, tmp_path):
+    wav = tmp_path / "silence.wav"
+    write_wav(wav, [np.zeros(48000 * 2, np.float32)], sr=48000)
+    assert _block(extractor, _decoded([wav], tmp_path / "store")[0]) == {"embedding": None, "partials": 0,
+                                                                          "voiced_seconds": 0.0}
+    stream = VoicedStream(0)
+    assert stream.push(np.zeros(960, np.float32)) == [] and stream.finish() == []
