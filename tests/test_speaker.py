@@ -2,6 +2,9 @@
 (its voice encoder from its wheel, real speech and the machine's recordings), streamed in spans of any size."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import orjson
 import pytest
@@ -72,3 +75,25 @@ def test_a_silent_file_has_no_embedding(extractor, tmp_path):
                                                                           "voiced_seconds": 0.0}
     stream = VoicedStream(0)
     assert stream.push(np.zeros(960, np.float32)) == [] and stream.finish() == []
+
+
+def test_a_20_minute_file_costs_what_a_short_one_does(tmp_path):
+    """One process embeds a 2.5-minute file, then a 20-minute one: its peak RSS may not grow by the long file's
+    16 kHz audio (77 MB) or anything like it. In one process, so that the libraries' pages, which a fresh
+    environment maps in differing amounts from run to run (1,013 and 1,131 MB for the same job), count once."""
+    from audiofeat.testing.media import run_ffmpeg
+
+    for name, seconds in (("short", 150), ("long", 1200)):
+        run_ffmpeg("-f", "lavfi", "-i", f"anoisesrc=color=pink:sample_rate=48000:duration={seconds}:amplitude=0.3",
+                   "-c:a", "pcm_f32le", str(tmp_path / f"{name}.wav"))
+    probe = ("import resource, sys; from audiofeat.extractors.speaker import *; from audiofeat.inputs.wav import "
+             "WavReader; e = SpeakerExtractor(SpeakerParams(1.3, 0.75, model_digest()), wav_params_hash=None)\n"
+             "for path in sys.argv[1:]:\n"
+             "    with WavReader(path) as wav: _, partials, _ = speaker_embedding(wav, e.encoder(), e.params)\n"
+             "    print(partials, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    done = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "short.wav"), str(tmp_path / "long.wav")],
+                          capture_output=True, text=True, check=True)
+    (short_partials, short_mb), (long_partials, long_mb) = [map(float, line.split()) for line in
+                                                            done.stdout.splitlines()]
+    assert long_partials > 7 * short_partials  # the long file was embedded whole
+    assert long_mb < short_mb + 30, (short_mb, long_mb)
