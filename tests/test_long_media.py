@@ -38,13 +38,15 @@ def _peaks(work, name, seconds):
 
 
 @pytest.mark.parametrize("stage, allowance_mb", [("decode", 30), ("features", 100), ("clap", 120),
-                                                 ("clap workers", 30), ("loudness", 30), ("speech", 30)])
+                                                 ("clap workers", 30), ("loudness", 100), ("speech", 30)])
 def test_a_20_minute_recording_costs_each_job_about_what_a_short_one_does(long_and_short, stage, allowance_mb):
     """The whole waveform is 230 MB at 48 kHz (more while decoding); CLAP's 120 windows 230 MB: a job that held
     either fails. Allowed: features' one chunk of per-frame values (57 MB of log-mel here; bounded at 46 minutes),
     and CLAP's allocator, whose peak creeps up over many forward passes (about 80 MB from 15 to 120 windows).
-    The loudness meter keeps one energy per 100 ms, speech one probability per 32 ms (its model's state chained
-    every window with autograd on: 10 GB into a 10-hour file)."""
+    The loudness meter keeps one energy per 100 ms, but its job's peak varies from run to run of the same file
+    (243 to 277 MB at 20 minutes, its file-backed pages the same), while holding the file's stereo at 44.1 kHz
+    would take 423 MB. Speech keeps one probability per 32 ms (its model's state chained every window with
+    autograd on: 10 GB into a 10-hour file)."""
     long, short = long_and_short
     assert long[stage] < short[stage] + allowance_mb, (stage, long, short)
     assert short["clap workers"] > 20  # the workers ran (an interpreter with numpy), and were counted
