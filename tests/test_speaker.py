@@ -79,8 +79,9 @@ def test_a_silent_file_has_no_embedding(extractor, tmp_path):
 
 def test_a_20_minute_file_costs_what_a_short_one_does(tmp_path):
     """One process embeds a 2.5-minute file, then a 20-minute one: its peak RSS may not grow by the long file's
-    16 kHz audio (77 MB) or anything like it. In one process, so that the libraries' pages, which a fresh
-    environment maps in differing amounts from run to run (1,013 and 1,131 MB for the same job), count once."""
+    16 kHz audio (77 MB) or anything like it (it grew by 3 to 14 MB). In one process: whole speaker jobs of the
+    same 20-minute file peaked at 1,013 to 1,151 MB from run to run on a fresh clone's venv, their file-backed
+    pages the same (607 MB), so a comparison of two jobs measured that variance, not the file."""
     from audiofeat.testing.media import run_ffmpeg
 
     for name, seconds in (("short", 150), ("long", 1200)):
