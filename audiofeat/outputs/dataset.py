@@ -6,9 +6,10 @@ A row holds every field of its input's manifest (:func:`row_manifest` gives the 
 decoded audio (``duration_s``, ``sample_rate``, ``channels``, ``codec``, ``container``, ``target_sr``, ``wav``),
 each stage's ``seconds_<stage>``, each extractor's identity (``<name>_extractor``) and its block as each
 extractor's :meth:`~audiofeat.extractors.base.Extractor.columns` gives it: numbers as ``float64``, statistics
-vectors as ``list<float64>`` and the CLAP embedding as ``list<float32>``, as computed (not
+vectors as ``list<float64>`` and the embeddings as ``list<float32>``, as computed (not
 ``fixed_size_list``: pyarrow before 26 cannot read one back with nulls in it, apache/arrow#35692, and failed
-inputs' rows are null).
+inputs' rows are null). Beside them, ``flags``: the reasons a curator would look at the input
+(:mod:`.curation`), judged under the run's thresholds; not a manifest field.
 Parts sort by shard name, rows within a part by path: reading the folder gives the matrix's order.
 """
 from __future__ import annotations
