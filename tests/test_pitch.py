@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import numpy as np
-import orjson
 import pytest
 
 from audiofeat.extractors.pitch import PitchExtractor, PitchParams, frame_spans, model_digest, pitch_block, voiced_f0
@@ -15,7 +14,7 @@ from audiofeat.inputs.media import resample
 from audiofeat.inputs.wav import read_wav, write_wav
 from audiofeat.testing.media import plucked_note
 
-from test_speech import _decoded
+from test_speech import _block, _decoded
 
 PARAMS = PitchParams("tiny", 50.0, 1100.0, 0.21, model_digest("tiny"))
 
@@ -36,10 +35,6 @@ def _torchcrepe(audio_16k: np.ndarray) -> dict:
                                          decoder=torchcrepe.decode.weighted_argmax, return_periodicity=True)
     f0 = torchcrepe.threshold.At(0.21)(f0, periodicity)[0].numpy()
     return pitch_block(f0[~np.isnan(f0)], f0.shape[0])
-
-
-def _block(extractor, record) -> dict:
-    return orjson.loads(extractor.compute_one(record).payload)
 
 
 def test_pitch_is_torchcrepes_own_on_speech_and_real_recordings(extractor, espeak_wav, real_recordings, tmp_path):

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import numpy as np
-import orjson
 import pytest
 
 from audiofeat.extractors import speech
@@ -14,7 +13,7 @@ from audiofeat.extractors.speaker import SpeakerExtractor, SpeakerParams, Voiced
 from audiofeat.inputs.media import resample
 from audiofeat.inputs.wav import read_wav, write_wav
 
-from test_speech import _decoded
+from test_speech import _block, _decoded
 
 PARAMS = SpeakerParams(1.3, 0.75, model_digest())
 
@@ -30,10 +29,6 @@ def _resemblyzer(extractor, wav_path) -> np.ndarray:
 
     y, sr = read_wav(wav_path)
     return extractor.encoder().embed_utterance(preprocess_wav(resample(y, sr, 16000).astype(np.float32)))
-
-
-def _block(extractor, record) -> dict:
-    return orjson.loads(extractor.compute_one(record).payload)
 
 
 def test_embeddings_are_resemblyzers_own_on_speech_and_real_recordings(extractor, espeak_wav, real_recordings,

@@ -129,11 +129,16 @@ class VoicedStream:
         return self._release(final=True)
 
 
+def partial_step(partials_per_second: float) -> int:
+    """Mel frames from one partial utterance's start to the next's (``compute_partial_slices``' frame step)."""
+    return int(np.round((VAD_RATE / partials_per_second) / MEL_HOP))
+
+
 def partial_starts(samples: int, partials_per_second: float, min_coverage: float) -> list[int]:
     """The first mel frame of each partial ``embed_utterance`` makes of ``samples`` voiced samples (resemblyzer's
     ``compute_partial_slices``)."""
     frames = int(np.ceil((samples + 1) / MEL_HOP))
-    step = int(np.round((VAD_RATE / partials_per_second) / MEL_HOP))
+    step = partial_step(partials_per_second)
     starts = list(range(0, max(1, frames - PARTIAL_FRAMES + step + 1), step))
     coverage = (samples - starts[-1] * MEL_HOP) / (PARTIAL_FRAMES * MEL_HOP)
     return starts[:-1] if coverage < min_coverage and len(starts) > 1 else starts
@@ -152,8 +157,9 @@ class Partials:
     """The voiced samples' mel frames and partial utterances, each made once the samples it spans are in; the
     partials go through the encoder ``PARTIALS_PER_PASS`` at a time and are summed."""
 
-    def __init__(self, encoder, step: int) -> None:
-        self.encoder, self.step = encoder, step
+    def __init__(self, encoder, partials_per_second: float, min_coverage: float) -> None:
+        self.encoder, self.partials_per_second, self.min_coverage = encoder, partials_per_second, min_coverage
+        self.step = partial_step(partials_per_second)
         self.samples, self.sample_base, self.count = np.zeros(0, np.float32), 0, 0
         self.mels, self.mel_base = np.zeros((0, MEL_BANDS), np.float32), 0
         self.next_partial, self.pending, self.partials = 0, [], 0
@@ -166,11 +172,11 @@ class Partials:
             self._frames(until=(self.count - MEL_FFT // 2) // MEL_HOP + 1)  # frames of real samples only
             self._partials(lambda start: start + PARTIAL_FRAMES <= self.mel_base + len(self.mels))
 
-    def finish(self, partials_per_second: float, min_coverage: float) -> np.ndarray | None:
+    def finish(self) -> np.ndarray | None:
         """The L2-normed mean of the partials' embeddings [shape=(256,)] float32; None without a voiced sample."""
         if not self.count:
             return None
-        starts = partial_starts(self.count, partials_per_second, min_coverage)
+        starts = partial_starts(self.count, self.partials_per_second, self.min_coverage)
         self._frames(until=starts[-1] + PARTIAL_FRAMES)  # zeros past the end, as embed_utterance pads
         self._partials(lambda start: start <= starts[-1])
         self._embed()
@@ -215,12 +221,11 @@ def speaker_embedding(wav: WavReader, encoder, params: SpeakerParams) -> tuple[n
     """``(embedding or None, partials, voiced samples)`` of a decoded WAV, streamed twice at 16 kHz."""
     gain, samples = volume_gain(audio_16k(wav))
     voiced = VoicedStream(samples - samples % VAD_WINDOW)
-    step = int(np.round((VAD_RATE / params.partials_per_second) / MEL_HOP))
-    partials = Partials(encoder, step)
+    partials = Partials(encoder, params.partials_per_second, params.min_coverage)
     for chunk in audio_16k(wav):
         partials.push(voiced.push(chunk * gain if gain != 1.0 else chunk))
     partials.push(voiced.finish())
-    embedding = partials.finish(params.partials_per_second, params.min_coverage)
+    embedding = partials.finish()
     return embedding, partials.partials, partials.count
 
 

@@ -18,21 +18,28 @@ FLAGS_LISTED_PER_REASON = 50
 
 @dataclass(frozen=True)
 class FlagRule:
-    """A reason to flag an input: the extractor whose block decides, the test, and the threshold's setting."""
+    """A reason to flag an input: the extractor whose block decides, the test, the threshold's setting, and the
+    test in words (``{}`` for the threshold), for the report."""
 
     reason: str
     extractor: str
     setting: str
     test: Callable[[dict, float], bool]
+    words: str
 
 
 FLAG_RULES = (
-    FlagRule("clipped", "loudness", "clipping_ratio", lambda b, t: b["clipping_ratio"] >= t),
-    FlagRule("silent", "loudness", "silent_frame_ratio", lambda b, t: b["silent_frame_ratio"] >= t),
+    FlagRule("clipped", "loudness", "clipping_ratio", lambda b, t: b["clipping_ratio"] >= t,
+             "loudness.clipping_ratio >= {}"),
+    FlagRule("silent", "loudness", "silent_frame_ratio", lambda b, t: b["silent_frame_ratio"] >= t,
+             "loudness.silent_frame_ratio >= {}"),
     FlagRule("upsampled", "loudness", "upsampled_bandwidth",
-             lambda b, t: b["effective_bandwidth_hz"] < t * b["sample_rate"] / 2),
-    FlagRule("no speech", "speech", "no_speech_ratio", lambda b, t: b["speech_ratio"] < t),
-    FlagRule("low speech quality", "speech_quality", "low_quality_mos", lambda b, t: b["ovrl_mos"] < t),
+             lambda b, t: b["effective_bandwidth_hz"] < t * b["sample_rate"] / 2,
+             "effective bandwidth < {} x Nyquist"),
+    FlagRule("no speech", "speech", "no_speech_ratio", lambda b, t: b["speech_ratio"] < t,
+             "speech.speech_ratio < {}"),
+    FlagRule("low speech quality", "speech_quality", "low_quality_mos", lambda b, t: b["ovrl_mos"] < t,
+             "speech_quality.ovrl_mos < {}"),
 )
 
 
@@ -46,10 +53,7 @@ def input_flags(manifest: dict, thresholds: FlagsSettings) -> list[str]:
 
 def flag_thresholds(thresholds: FlagsSettings) -> dict[str, str]:
     """``{reason: its rule in words}``, for the report."""
-    words = {"clipped": "loudness.clipping_ratio >= {}", "silent": "loudness.silent_frame_ratio >= {}",
-             "upsampled": "effective bandwidth < {} x Nyquist", "no speech": "speech.speech_ratio < {}",
-             "low speech quality": "speech_quality.ovrl_mos < {}"}
-    return {rule.reason: words[rule.reason].format(getattr(thresholds, rule.setting)) for rule in FLAG_RULES}
+    return {rule.reason: rule.words.format(getattr(thresholds, rule.setting)) for rule in FLAG_RULES}
 
 
 def _steps(start: float, stop: float, step: float) -> tuple[float, ...]:

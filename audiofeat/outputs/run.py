@@ -67,22 +67,15 @@ def run_finalize(summaries: dict[str, str], errors_tsv: str, extractors: dict, *
         patch_embeddings(npy, parts, lambda name: dataset / f"{name}.parquet", column=column, dim=dim,
                          index_path=index)
     atomic_write_text(schema_json, json.dumps(run_schema({name: e.block_schema for name, e in extractors.items()}), indent=1))
-    summary = merged_summary(list(by_shard.values()), list(extractors))
+    curation = merged_curation(list(by_shard.values()))
+    summary = merged_summary(list(by_shard.values()), list(extractors), curation)
     if cache.enabled and (cache.ttl_hours or cache.max_gb):
         summary["cache_gc"] = ArtifactStore(cache.dir).collect_garbage(
             ttl_hours=cache.ttl_hours, max_gb=cache.max_gb, grace_hours=cache.gc_grace_hours, protect=artifacts_in_use(read_shard_tables(tables)))
     atomic_write_text(summary_json, json.dumps(summary, indent=1, ensure_ascii=False))
     slowest = sorted((tuple(x) for s in by_shard.values() for x in s["slowest"]), key=lambda x: -x[1])[:SLOWEST_KEPT]
     histogram = [sum(counts) for counts in zip(*(s["cost_histogram"] for s in by_shard.values()))]
-    return FinalizeResult(summary, slowest, histogram, merged_curation(list(by_shard.values())))
-
-
-def _flag_counts(shards: list[dict]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for shard in shards:
-        for group in shard.get("flagged", []):
-            counts[group["reason"]] = counts.get(group["reason"], 0) + group["count"]
-    return counts
+    return FinalizeResult(summary, slowest, histogram, curation)
 
 
 def merged_curation(shards: list[dict]) -> dict:
@@ -105,8 +98,10 @@ def _check_parts(dataset: Path, parts: list[PartRows], summaries: dict[str, str]
                         "rerun the same command")
 
 
-def merged_summary(shards: list[dict], extractors: list[str]) -> dict:
-    """The run's summary from its shards': counts, failures by cause (the first files of each), failed files."""
+def merged_summary(shards: list[dict], extractors: list[str], curation: dict | None = None) -> dict:
+    """The run's summary from its shards': counts, failures by cause (the first files of each), failed files,
+    flagged files by reason (from ``curation``, :func:`merged_curation`'s, merged here when not given)."""
+    curation = curation or merged_curation(shards)
     causes: dict[str, dict] = {}
     for shard in shards:
         for group in shard["failures"]:
@@ -115,7 +110,7 @@ def merged_summary(shards: list[dict], extractors: list[str]) -> dict:
             merged["files"] += group["files"][:FAILURES_LISTED_PER_CAUSE - len(merged["files"])]
     return {"ok": sum(s["ok"] for s in shards), "failed": sum(s["failed"] for s in shards), "extractors": extractors,
             "failures_by_cause": {cause: g["count"] for cause, g in sorted(causes.items())},
-            "flagged_by_reason": _flag_counts(shards),
+            "flagged_by_reason": {g["reason"]: g["count"] for g in curation["flagged"]},
             "failures": [{"cause": cause, "count": g["count"], "files": g["files"], "more": g["count"] - len(g["files"])}
                          for cause, g in sorted(causes.items())],
             "failed_files": [path for s in shards for path in s["failed_files"]]}
