@@ -41,7 +41,8 @@ def test_an_extractors_section_is_declared_by_the_extractor_alone():
     """A section the registry does not declare is an unknown key; each registered one has its defaults."""
     with pytest.raises(ConfigError, match="allowed keys"):
         validate_base({"input_dir": "x", "features": {}}, sections={})
-    assert set(section_schemas()) == {"features", "clap", "segment", "speech", "pitch", "speaker"}
+    assert set(section_schemas()) == {"features", "clap", "segment", "speech", "pitch", "speaker",
+                                     "spectral"}
     assert validate_config({"input_dir": "x"})["features"]["n_mfcc"] == 20
 
 

@@ -72,7 +72,7 @@ def test_spans_of_any_size_give_the_same_segments(espeak_wav, tmp_path, monkeypa
     assert whole["first_speech_s"] == pytest.approx(1.0, abs=0.3)
 
 
-def test_a_run_with_speech_speech_quality_pitch_and_speaker_has_their_blocks_in_manifests_and_dataset(
+def test_a_run_with_speech_speech_quality_pitch_speaker_and_spectral_has_their_blocks_in_manifests_and_dataset(
         espeak_wav, tmp_path):
     import shutil
 
@@ -83,7 +83,7 @@ def test_a_run_with_speech_speech_quality_pitch_and_speaker_has_their_blocks_in_
     shutil.copy(espeak_wav, media / "sentence.wav")
     make_audio(media / "tone.flac", seconds=2.0, sr=44100)
     config = write_config(tmp_path / "c.yaml", input_dir=str(media),
-                          extractors=["speech", "speech_quality", "pitch", "speaker"],
+                          extractors=["speech", "speech_quality", "pitch", "speaker", "spectral"],
                           cache={"dir": str(tmp_path / "cache")})
     run_snakemake(tmp_path, config)
     results = tmp_path / "results"
@@ -97,6 +97,8 @@ def test_a_run_with_speech_speech_quality_pitch_and_speaker_has_their_blocks_in_
     assert sentence["speech_quality"]["segments"] >= 1
     assert 70 < sentence["pitch"]["f0_median_hz"] < 200 and tone["pitch"]["voiced_ratio"] > 0.9
     assert abs(tone["pitch"]["f0_median_hz"] - 440) < 5  # make_audio's tone
+    assert int(np.argmax(tone["spectral"]["chroma"]["median"])) == 9  # A, from C
+    assert sentence["spectral"]["onsets"] >= 3 and sentence["spectral"]["zcr"]["mean"] > 0
     assert list(dataset_manifests(results / "dataset")) == read_manifests(results)
     matrix = np.load(results / "speaker_embeddings.npy")
     order = [m["source"]["path"].rsplit("/", 1)[-1] for m in read_manifests(results)]

@@ -72,3 +72,47 @@ def rfft_block(n_fft: int) -> RfftBlock:
         _load_wisdom()
         block = plans[n_fft] = RfftBlock(n_fft)
     return block
+
+
+class AutocorrelationBlock:
+    """Aligned float64 ``frames`` [shape=(AUTOCORRELATION_FRAMES, 2 * win_length)] (zero past ``win_length``),
+    their rfft ``spectrum``, the ``power`` spectra (complex, imaginary part zero) and their inverse rfft:
+    ``2 * win_length`` times each frame's linear autocorrelation at lags ``0 .. win_length``."""
+
+    def __init__(self, win_length: int) -> None:
+        self.size = size = 2 * win_length
+        self.frames = pyfftw.zeros_aligned((AUTOCORRELATION_FRAMES, size), dtype="float64")
+        self.spectrum = pyfftw.empty_aligned((AUTOCORRELATION_FRAMES, size // 2 + 1), dtype="complex128")
+        self.power = pyfftw.empty_aligned((AUTOCORRELATION_FRAMES, size // 2 + 1), dtype="complex128")
+        self.lags = pyfftw.empty_aligned((AUTOCORRELATION_FRAMES, size), dtype="float64")
+        before = pyfftw.export_wisdom()
+        self._forward = pyfftw.FFTW(self.frames, self.spectrum, axes=(1,), flags=("FFTW_MEASURE",), threads=1)
+        self._inverse = pyfftw.FFTW(self.power, self.lags, axes=(1,), direction="FFTW_BACKWARD",
+                                    flags=("FFTW_MEASURE",), threads=1)
+        self.frames[:] = 0.0  # FFTW_MEASURE overwrites its arrays while planning
+        if pyfftw.export_wisdom() != before:
+            _save_wisdom()
+
+    def forward(self) -> np.ndarray:
+        self._forward()
+        return self.spectrum
+
+    def inverse(self) -> np.ndarray:
+        """The unnormalised inverse of ``power`` (which it overwrites)."""
+        self._inverse(normalise_idft=False)
+        return self.lags
+
+
+AUTOCORRELATION_FRAMES = 1024
+
+
+def autocorrelation_block(win_length: int) -> AutocorrelationBlock:
+    """This thread's reusable :class:`AutocorrelationBlock` for ``win_length``."""
+    plans = getattr(_local, "autocorrelation", None)
+    if plans is None:
+        plans = _local.autocorrelation = {}
+    block = plans.get(win_length)
+    if block is None:
+        _load_wisdom()
+        block = plans[win_length] = AutocorrelationBlock(win_length)
+    return block

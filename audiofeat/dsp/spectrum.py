@@ -196,6 +196,15 @@ def _stft_blocks(read: Callable[[int, int], np.ndarray], n: int, offset: int, n_
                  window: np.ndarray):
     """Yield ``(first_frame, n_frames, spectrum)`` per block of frames of a signal of ``n`` samples, read a
     span of :data:`SPAN_FRAMES` frames at a time by ``read(start, stop)``; ``spectrum`` is reused between blocks.
+    """
+    for first, count, spectrum, _samples, _lo in _stft_span_blocks(read, n, offset, n_fft, hop_length, window):
+        yield first, count, spectrum
+
+
+def _stft_span_blocks(read: Callable[[int, int], np.ndarray], n: int, offset: int, n_fft: int, hop_length: int,
+                      window: np.ndarray):
+    """:func:`_stft_blocks`, each block with its span's samples and the index of their first sample in the signal
+    (``samples, lo``), for descriptors of the unwindowed frames.
 
     A span's samples are passed with the offset shifted by the span's first sample, so the kernel sees exactly
     the samples (and the zero padding at the signal's ends) it would see in the whole signal.
@@ -213,7 +222,7 @@ def _stft_blocks(read: Callable[[int, int], np.ndarray], n: int, offset: int, n_
         for first in range(span, span_end, BLOCK_FRAMES):
             count = min(BLOCK_FRAMES, span_end - first)
             _frame_block(samples, offset + lo, first, count, hop_length, window, block.frames)
-            yield first, count, block.execute()
+            yield first, count, block.execute(), samples, lo
 
 
 def _array_reader(signal: np.ndarray) -> Callable[[int, int], np.ndarray]:

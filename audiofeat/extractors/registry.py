@@ -13,6 +13,7 @@ from .features import FeaturesExtractor
 from .loudness import LoudnessExtractor
 from .pitch import PitchExtractor
 from .speaker import SpeakerExtractor
+from .spectral import SpectralExtractor
 from .speech import SpeechExtractor
 from .speech_quality import SpeechQualityExtractor
 
@@ -27,6 +28,7 @@ EXTRACTORS: dict[str, type[Extractor]] = {
     "speech_quality": SpeechQualityExtractor,
     "pitch": PitchExtractor,
     "speaker": SpeakerExtractor,
+    "spectral": SpectralExtractor,
 }
 
 
