@@ -7,7 +7,8 @@ store, three times; the median is reported. ``decode`` is the decode stage (to t
 ``loudness``, which decodes the input again on every channel at its own rate, the table splits its time into that
 decode and the meter.
 
-Usage: python benchmarks/bench_extractors.py [--extractors decode,features,clap,loudness,speech,speech_quality,pitch,speaker]
+Usage: python benchmarks/bench_extractors.py
+       [--extractors decode,features,clap,loudness,speech,speech_quality,pitch,speaker,spectral]
        [--repeats 3]
 """
 import argparse
@@ -108,7 +109,8 @@ def loudness_parity(rows: list[dict], decoded) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--extractors", default="decode,features,clap,loudness,speech,speech_quality,pitch,speaker")
+    parser.add_argument("--extractors",
+                        default="decode,features,clap,loudness,speech,speech_quality,pitch,speaker,spectral")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     import torch

@@ -26,7 +26,8 @@ def _librosa(y: np.ndarray) -> dict:
               "bandwidth_hz": librosa.feature.spectral_bandwidth(S=S, sr=SR),
               "rolloff_hz": librosa.feature.spectral_rolloff(S=S, sr=SR),
               "flatness": librosa.feature.spectral_flatness(S=S), "rms": librosa.feature.rms(y=y),
-              "zcr": librosa.feature.zero_crossing_rate(y), "contrast_db": librosa.feature.spectral_contrast(S=S, sr=SR),
+              "zcr": librosa.feature.zero_crossing_rate(y),
+              "contrast_db": librosa.feature.spectral_contrast(S=S, sr=SR),
               "chroma": librosa.feature.chroma_stft(S=S ** 2, sr=SR, tuning=0.0)}
     out = {name: np.column_stack([X.mean(1), X.std(1), X.min(1), X.max(1),
                                   *np.percentile(X.astype(np.float64), [10, 25, 50, 75, 90], axis=1)])
