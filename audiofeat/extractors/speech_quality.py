@@ -52,14 +52,17 @@ def _scorer():
     import onnxruntime as ort
     from speechmos import dnsmos
 
-    paths = [str(package_folder("speechmos") / "dnsmos_models" / name) for name in MODELS]
-    scorer = dnsmos.DNSMOS(*paths)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    scorer.onnx_sess, scorer.p808_onnx_sess = (ort.InferenceSession(path, sess_options=options,
-                                                                    providers=["CPUExecutionProvider"])
-                                               for path in paths)
-    return scorer
+    class OneThreadDNSMOS(dnsmos.DNSMOS):
+        def __init__(self, primary_model_path: str, p808_model_path: str) -> None:
+            # speechmos's __init__ builds both sessions with onnxruntime's defaults: built once here instead.
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = options.inter_op_num_threads = 1
+            self.primary_model_path = primary_model_path
+            self.onnx_sess, self.p808_onnx_sess = (
+                ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+                for path in (primary_model_path, p808_model_path))
+
+    return OneThreadDNSMOS(*(str(package_folder("speechmos") / "dnsmos_models" / name) for name in MODELS))
 
 
 def score_segment(scorer, segment: np.ndarray) -> tuple[float, float, float, float]:
