@@ -62,16 +62,21 @@ class RfftBlock:
         return self.spectrum
 
 
-def rfft_block(n_fft: int) -> RfftBlock:
-    """This thread's reusable block plan for ``n_fft`` (plans and buffers are not shared between threads)."""
+def _thread_plan(kind: type, size: int):
+    """This thread's reusable ``kind(size)`` (plans and buffers are not shared between threads)."""
     plans = getattr(_local, "plans", None)
     if plans is None:
         plans = _local.plans = {}
-    block = plans.get(n_fft)
+    block = plans.get((kind, size))
     if block is None:
         _load_wisdom()
-        block = plans[n_fft] = RfftBlock(n_fft)
+        block = plans[(kind, size)] = kind(size)
     return block
+
+
+def rfft_block(n_fft: int) -> RfftBlock:
+    """This thread's reusable :class:`RfftBlock` for ``n_fft``."""
+    return _thread_plan(RfftBlock, n_fft)
 
 
 class AutocorrelationBlock:
@@ -108,11 +113,4 @@ AUTOCORRELATION_FRAMES = 1024
 
 def autocorrelation_block(win_length: int) -> AutocorrelationBlock:
     """This thread's reusable :class:`AutocorrelationBlock` for ``win_length``."""
-    plans = getattr(_local, "autocorrelation", None)
-    if plans is None:
-        plans = _local.autocorrelation = {}
-    block = plans.get(win_length)
-    if block is None:
-        _load_wisdom()
-        block = plans[win_length] = AutocorrelationBlock(win_length)
-    return block
+    return _thread_plan(AutocorrelationBlock, win_length)
