@@ -164,3 +164,17 @@ def test_frame_kernels_equal_their_numpy_references():
     total = np.zeros(750)
     kernels._add_normalized(lags, 20, 750, 1 / 1500, total)
     np.testing.assert_allclose(total, kernels._add_normalized_ref(lags, 20, 750, 1 / 1500), rtol=1e-12)
+
+
+def test_a_rate_whose_nyquist_is_under_contrasts_bands_is_a_config_error():
+    from audiofeat.config.schema import ConfigError, validate_config
+    from audiofeat.config.settings import Settings
+    from audiofeat.extractors.spectral import SpectralExtractor
+
+    def extractor(sr):
+        config = validate_config({"input_dir": "x", "extractors": ["spectral"], "audio": {"target_sr": sr}})
+        return SpectralExtractor.from_settings(Settings.from_config(config))
+
+    assert extractor(16000).params.sr == 16000  # bands up to 6,400 Hz fit under 8 kHz
+    with pytest.raises(ConfigError, match="spectral: contrast's bands reach 6400 Hz"):
+        extractor(12000)
