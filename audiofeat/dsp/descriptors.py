@@ -50,7 +50,7 @@ def contrast_bands(*, sr: float, n_fft: int, fmin: float = 200.0, n_bands: int =
 
 
 def spectral_summary(y, *, sr: float, n_fft: int = 2048, hop_length: int = 512, roll_percent: float = 0.85,
-                     contrast_fmin: float = 200.0, contrast_bands_n: int = 6, contrast_quantile: float = 0.02,
+                     contrast_fmin: float = 200.0, contrast_n_bands: int = 6, contrast_quantile: float = 0.02,
                      n_chroma: int = 12, tuning: float = 0.0, n_mels: int = 128, top_db: float = 80.0,
                      ac_size: float = 8.0, start_bpm: float = 120.0) -> dict:
     """Spectral descriptors of mono ``y`` [shape=(n,)] (or a reader: ``frames`` and ``read(start, stop)``), with
@@ -75,7 +75,7 @@ def spectral_summary(y, *, sr: float, n_fft: int = 2048, hop_length: int = 512, 
             raise ParameterError(f"spectral_summary takes mono audio of shape (n,), not {y.shape}")
     n = y.shape[0] if isinstance(y, np.ndarray) else y.frames
     read = (lambda start, stop: y[start:stop]) if isinstance(y, np.ndarray) else y.read
-    bands = contrast_bands(sr=sr, n_fft=n_fft, fmin=contrast_fmin, n_bands=contrast_bands_n,
+    bands = contrast_bands(sr=sr, n_fft=n_fft, fmin=contrast_fmin, n_bands=contrast_n_bands,
                            quantile=contrast_quantile)
     chroma_fb = _chroma_filters(sr, n_fft, n_chroma, tuning)
     rows = _PEAK + 2 * len(bands.lo) + n_chroma

@@ -46,7 +46,7 @@ class SpectralParams:
     roll_percent: float
     tuning: float
     contrast_fmin: float = 200.0
-    contrast_bands_n: int = 6
+    contrast_n_bands: int = 6
     contrast_quantile: float = 0.02
     n_chroma: int = 12
     n_mels: int = 128
@@ -90,7 +90,7 @@ class SpectralExtractor(Extractor):
         params = SpectralParams(sr=int(settings.audio.target_sr), n_fft=int(section.n_fft),
                                 hop_length=int(section.hop_length), roll_percent=float(section.roll_percent),
                                 tuning=float(section.tuning))
-        top_edge = params.contrast_fmin * 2 ** (params.contrast_bands_n - 1)
+        top_edge = params.contrast_fmin * 2 ** (params.contrast_n_bands - 1)
         if top_edge >= params.sr / 2:
             raise ConfigError(f"spectral: contrast's bands reach {top_edge:g} Hz, not below audio.target_sr / 2")
         return cls(params, wav_params_hash=DecodeExtractor.from_settings(settings).params_hash)
