@@ -102,6 +102,7 @@ def _spool_frames(read, n, frames: FrameSpool, log_mel: FrameSpool, *, sr, n_fft
                   bands: Bands, chroma_fb) -> dict:
     """Every frame's descriptors into ``frames`` (contrast's peaks and valleys in dB, unfloored) and its mel
     bands in dB into ``log_mel``; returns the maxima the ``top_db`` floors are relative to."""
+    from ._descriptor_kernels import _rms_zcr
     from ._fft import BLOCK_FRAMES
     from ._kernels import _mel_from_power, _power_transposed
     from .spectrum import SPAN_FRAMES, _n_frames, _stft_span_blocks
@@ -110,6 +111,7 @@ def _spool_frames(read, n, frames: FrameSpool, log_mel: FrameSpool, *, sr, n_fft
     weights, mel_lo, mel_hi = _sparse_filters(float(sr), n_fft, log_mel.rows, 0.0, None, False, "slaney")
     edges = np.asarray([read(0, 1)[0], read(n - 1, n)[0]] if n else [0.0, 0.0], dtype=np.float32)
     total = _n_frames(n, n_fft // 2, n_fft, hop_length)
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
     power_t = np.empty((n_fft // 2 + 1, BLOCK_FRAMES), dtype=np.float32)
     mag_t, acc = np.empty_like(power_t), np.empty(BLOCK_FRAMES, dtype=np.float32)
     scratch = (np.empty_like(power_t), np.empty_like(power_t), np.empty((len(chroma_fb), BLOCK_FRAMES), np.float32))
@@ -124,30 +126,23 @@ def _spool_frames(read, n, frames: FrameSpool, log_mel: FrameSpool, *, sr, n_fft
             mel = np.empty((log_mel.rows, width), np.float32)
         _power_transposed(spectrum, count, 2.0, power_t)
         _mel_from_power(count, weights, mel_lo, mel_hi, power_t, acc, mel, col)
-        _block_descriptors(power_t, mag_t, scratch, count, span, col, sr=sr, n_fft=n_fft, roll_percent=roll_percent,
+        _block_descriptors(power_t, mag_t, scratch, count, span, col, freqs=freqs, roll_percent=roll_percent,
                            bands=bands, chroma_fb=chroma_fb)
-        _rms_zcr_block(samples, lo, n, edges, first, count, hop_length, n_fft, span, col)
+        _rms_zcr(samples, lo, n, edges, first, count, hop_length, n_fft, span, _RMS, _ZCR, col)
     _flush(span, mel, frames, log_mel, len(bands.lo), maxima)
     return maxima
 
 
-def _block_descriptors(power_t, mag_t, scratch, count, span, col, *, sr, n_fft, roll_percent, bands, chroma_fb):
+def _block_descriptors(power_t, mag_t, scratch, count, span, col, *, freqs, roll_percent, bands, chroma_fb):
     from ._descriptor_kernels import _chroma_from_power, _contrast_bands, _flatness, _shape_descriptors
 
     np.sqrt(power_t[:, :count], out=mag_t[:, :count])
-    freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
     _shape_descriptors(mag_t, count, freqs, roll_percent, span, col)
     floored = np.maximum(power_t[:, :count], np.float32(1e-10), out=scratch[0][:, :count])
     _flatness(floored, np.log(floored, out=scratch[1][:, :count]), count, span, 3, col)
     n_bands = len(bands.lo)
     _contrast_bands(mag_t, count, bands.lo, bands.hi, bands.take, span, _PEAK, _PEAK + n_bands, col)
     _chroma_from_power(count, chroma_fb, power_t, scratch[2], span, _PEAK + 2 * n_bands, col)
-
-
-def _rms_zcr_block(samples, lo, n, edges, first, count, hop_length, frame_length, span, col):
-    from ._descriptor_kernels import _rms_zcr
-
-    _rms_zcr(samples, lo, n, edges, first, count, hop_length, frame_length, span, _RMS, _ZCR, col)
 
 
 def _flush(span, mel, frames: FrameSpool, log_mel: FrameSpool, n_bands: int, maxima: dict) -> None:
