@@ -310,17 +310,22 @@ def test_sigkill_at_a_random_point_then_rerun_equals_a_clean_run(tmp_path):
     settings = dict(input_dir=str(media), results_dir="out", shard={"target_files": 4})  # two shards
     clean_cfg = write_config(clean_dir / "c.yaml", **settings, cache={"dir": str(clean_dir / "cache")})
     killed_cfg = write_config(killed_dir / "c.yaml", **settings, cache={"dir": str(killed_dir / "cache")})
-    started = time.time()
     run_snakemake(clean_dir, clean_cfg)
-    clean_seconds = time.time() - started
+    total = sum(created_since(clean_dir / "cache", 0).values())
 
-    delay = random.Random(os.environ.get("AUDIOFEAT_KILL_SEED", "0")).uniform(0.2, 0.8) * clean_seconds
+    # The kill point is a random amount of finished work plus a random part of a second, not a random time: the
+    # run's pace depends on the machine's load, and a time-based kill can land before the first job ends.
+    rng = random.Random(os.environ.get("AUDIOFEAT_KILL_SEED", "0"))
+    kill_after, extra_delay = rng.randint(1, total // 2), rng.uniform(0.0, 0.3)
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(killed_dir),
            "--profile", str(REPO / "profiles" / "local"), "--cores", "2", "--configfile", str(killed_cfg)]
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
     proc = subprocess.Popen(cmd, cwd=killed_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    time.sleep(delay)
+    while proc.poll() is None and sum(created_since(killed_dir / "cache", 0).values()) < kill_after:
+        time.sleep(0.05)
+    time.sleep(extra_delay)
+    assert proc.poll() is None, "the run ended before the kill point"
     os.killpg(proc.pid, signal.SIGKILL)  # snakemake and every job it started
     proc.wait()
     assert proc.returncode == -signal.SIGKILL and not (killed_dir / "out" / "summary.json").exists()
@@ -329,7 +334,6 @@ def test_sigkill_at_a_random_point_then_rerun_equals_a_clean_run(tmp_path):
     run_snakemake(killed_dir, killed_cfg, "--unlock")
     resumed = time.time()
     run_snakemake(killed_dir, killed_cfg)
-    total = sum(created_since(clean_dir / "cache", 0).values())
     assert finished_before < total, "the kill came after every artifact was written"
     assert sum(created_since(killed_dir / "cache", resumed).values()) == total - finished_before  # the rest only
 
