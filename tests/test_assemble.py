@@ -17,9 +17,9 @@ from conftest import run_snakemake, write_config
 def _assemble(work, shard, paths_tsv, extractors):
     out = work / "again"
     return assemble.assemble_shard(
-        str(paths_tsv), {stage: str(work / "results" / "bookkeeping" / stage / f"{shard}.jsonl") for stage in ("decode", *extractors)},
+        {shard: str(paths_tsv)}, {stage: str(work / "results" / "bookkeeping" / stage / f"{shard}.jsonl") for stage in ("decode", *extractors)},
         extractors, shard=shard, manifests_dir=str(out / "manifests"), dataset_dir=str(out / "dataset"),
-        summary_path=str(out / f"{shard}.json"), index_path=str(out / f"{shard}.index.json"))
+        summary_path=str(out / f"{shard}.json"), index_dir=str(out))
 
 
 def _parts(work):
@@ -151,9 +151,9 @@ def test_a_shard_of_many_paths_is_assembled_in_the_memory_of_one_part(tmp_path):
         "extractors = build_extractors(load_settings(sys.argv[2], sections=section_schemas()))\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "out = sys.argv[3]\n"
-        "summary = assemble_shard(sys.argv[1], json.loads(sys.argv[4]), extractors, shard='n1-000', "
+        "summary = assemble_shard({'n1-000': sys.argv[1]}, json.loads(sys.argv[4]), extractors, shard='n1-000', "
         "manifests_dir=out + '/manifests', dataset_dir=out + '/dataset', summary_path=out + '/s.json', "
-        "index_path=out + '/i.jsonl', write_manifests=False)\n"
+        "index_dir=out, write_manifests=False)\n"
         "print(summary['rows'], (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)\n")
     tables = json.dumps({stage: str(tmp_path / "results" / "bookkeeping" / stage / f"{paths_tsv.stem}.jsonl")
                          for stage in ("decode", "loudness")})
@@ -173,9 +173,10 @@ def test_a_shard_of_many_paths_is_assembled_in_the_memory_of_one_part(tmp_path):
     assert float(grown[30_000]) < float(grown[1_000]) + 12, grown
 
 
-def test_paths_beyond_the_target_are_cut_into_groups_each_assembled_while_contents_are_computed_once(tmp_path):
+def test_paths_beyond_the_target_are_cut_into_groups_assembled_by_one_job_while_contents_are_computed_once(tmp_path):
     """Three contents under 21 paths with shard.target_files 4: one shard of extractor jobs (each content decoded
-    once), its paths cut into groups of at most 4, each its own assembly; the dataset and manifests hold all 21."""
+    once), its paths cut into groups of at most 4, each with its own parts and index, all assembled by the shard's
+    one job; the dataset and manifests hold all 21. A path added reruns that one job, which rewrites one part."""
     import shutil
 
     from conftest import assert_dataset_is_the_manifests, created_since, read_jsonl
@@ -199,8 +200,21 @@ def test_paths_beyond_the_target_are_cut_into_groups_each_assembled_while_conten
     assert max(sizes) <= 4 and sum(sizes) == 21, sizes
     assert len(read_jsonl(kept / "decode" / "n1-000.jsonl")) == 3
     assert created_since(tmp_path / "cache", 0) == {"wav": 3, "features": 3, "clap": 3}
-    assert sorted(p.stem for p in (kept / "assembled").glob("n1-000*.json") if ".index" not in p.name) == groups
+    assert sorted(p.name for p in (kept / "assembled").glob("n1-000*.json") if ".index" not in p.name) == \
+        ["n1-000.json"]
+    assert sorted(p.name[: -len(".index.json")] for p in (kept / "assembled").glob("n1-000*.index.json")) == groups
+    assert len(list((kept / "benchmarks" / "assemble_shard").iterdir())) == 1
     assert_dataset_is_the_manifests(tmp_path / "results")
     assert len(np.load(tmp_path / "results" / "embeddings.npy")) == 21
     again = run_snakemake(tmp_path, config, "--dry-run")
     assert "Nothing to be done" in again.stdout + again.stderr
+    parts = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results" / "dataset").glob("*.parquet")}
+    target = tmp_path / "media" / "copy6" / clips[0].name
+    target.parent.mkdir()
+    shutil.copyfile(clips[0], target)  # a known content under a new path: no extractor job, one assembly
+    run_snakemake(tmp_path, config)
+    assert created_since(tmp_path / "cache", 0) == {"wav": 3, "features": 3, "clap": 3}
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results" / "dataset").glob("*.parquet")}
+    assert after.keys() == parts.keys() and sum(after[name] != parts[name] for name in parts) == 1
+    assert_dataset_is_the_manifests(tmp_path / "results")
+    assert len(np.load(tmp_path / "results" / "embeddings.npy")) == 22

@@ -14,7 +14,8 @@ changes one shard only, so a rerun after adding files redoes one shard job per s
 
 A shard's paths are cut by count as well: when more than ``shard.target_files`` paths share its contents (a
 million copies of a thousand clips), they are split by their hash into path groups (``<shard>.g<count>-<k>``) of at most
-that many, each assembled by a job of its own, while the shard's contents are still computed once.
+that many, each with its own parts and index, assembled one after another by the shard's assembly job, while the
+shard's contents are still computed once.
 """
 from __future__ import annotations
 

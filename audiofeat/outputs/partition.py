@@ -9,6 +9,7 @@ line naming the part's file, rows and digest.
 from __future__ import annotations
 
 import csv
+import filecmp
 import hashlib
 import json
 import os
@@ -121,7 +122,12 @@ class IndexWriter:
             self.handle.write(json.dumps({"part": part}) + "\n")
 
     def commit(self) -> None:
+        """Move the new index into place, unless it equals the old one (a rerun that found nothing changed:
+        no fsync for each of a shard's thousands of unchanged path groups)."""
         self.handle.flush()
+        if self.path.exists() and filecmp.cmp(self.tmp, self.path, shallow=False):
+            self.handle.close()
+            return
         os.fsync(self.handle.fileno())
         self.handle.close()
         os.replace(self.tmp, self.path)

@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 from ..config.settings import CacheSettings, FlagsSettings
 from ..faults import Fault
+from ..inputs.inventory import content_shard
 from ..store.artifacts import ArtifactStore, atomic_write_text
 from .curation import CurationCounts
 from .dataset import PartRows, patch_embeddings, remove_stale_parts
@@ -55,10 +56,9 @@ def run_finalize(summaries: dict[str, str], errors_tsv: str, extractors: dict, *
     by_shard = {shard: json.loads(Path(path).read_text(encoding="utf-8")) for shard, path in summaries.items()}
     dataset = Path(dataset_dir)
     by_shard[UNHASHED] = assemble_shard(
-        errors_tsv, {}, extractors, shard=UNHASHED, manifests_dir=manifests_dir, dataset_dir=dataset_dir,
-        summary_path=str(Path(assembled_dir) / f"{UNHASHED}.json"),
-        index_path=str(Path(assembled_dir) / f"{UNHASHED}.index.json"), write_manifests=write_manifests,
-        flags=flags)
+        {UNHASHED: errors_tsv}, {}, extractors, shard=UNHASHED, manifests_dir=manifests_dir, dataset_dir=dataset_dir,
+        summary_path=str(Path(assembled_dir) / f"{UNHASHED}.json"), index_dir=assembled_dir,
+        write_manifests=write_manifests, flags=flags)
     parts = [PartRows(p["name"], p["rows"], p["digest"]) for shard in sorted(by_shard) for p in by_shard[shard]["parts"]]
     _check_parts(dataset, parts, summaries)
     remove_stale_parts(dataset, [p.shard for p in parts])
@@ -91,7 +91,7 @@ def _check_parts(dataset: Path, parts: list[PartRows], summaries: dict[str, str]
     is removed, so that the same command assembles the shard again."""
     for part in parts:
         if not (dataset / f"{part.shard}.parquet").exists():
-            shard = part.shard.rsplit("-", 1)[0]
+            shard = content_shard(part.shard.rsplit("-", 1)[0])  # a part of <shard>[.g<count>-<k>]
             if shard in summaries:
                 Path(summaries[shard]).unlink(missing_ok=True)
             raise Fault(f"dataset part {dataset / part.shard}.parquet is missing; its shard's summary was removed: "

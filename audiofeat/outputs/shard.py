@@ -1,9 +1,10 @@
 """A shard's assembly: its inputs' manifests and its Parquet parts, redone only where something changed.
 
 Each input (row) gets a *signature*: a digest of its inventory row and of its records in the shard's tables.
-The shard's index keeps, per row, the signature, its manifest's digest and what its summary needs (status, cost,
-error). A rerun builds manifests only for rows whose signature changed, writes only those whose bytes changed,
-and rewrites only the parts (``dataset/<shard>-<k>.parquet``, about ``PART_ROWS`` rows each, a row's part
+Each path group's index (a shard whose paths fit one group is its own) keeps, per row, the signature, its
+manifest's digest and what its summary needs (status, cost, error). A rerun builds manifests only for rows whose
+signature changed, writes only those whose bytes changed, and rewrites only the parts
+(``dataset/<group>-<k>.parquet``, about ``PART_ROWS`` rows each, a row's part
 picked by its path: :mod:`.partition`) that hold a changed, added or removed row, keeping the other rows of such a
 part from its previous file. Adding one file to 100,000 paths is one manifest and one part of about 1,000 rows,
 not 100,000; and a shard is assembled a part at a time, so memory follows a part, not the shard's paths.
@@ -72,20 +73,39 @@ def row_signatures(rows: list[dict], by_stage: dict[str, dict[str, dict]], extra
     return signatures
 
 
-def assemble_shard(paths_tsv: str, tables: dict[str, str], extractors: dict, *, shard: str, manifests_dir: str,
-                   dataset_dir: str, summary_path: str, index_path: str, write_manifests: bool = True,
-                   flags: FlagsSettings = FlagsSettings()) -> dict:
-    """Bring a shard's manifests and Parquet parts up to date with its inventory rows (``paths_tsv``: every path
-    whose content is in the shard) and its tables (``{stage: path}``); write and return its summary. One part
-    at a time: memory follows a part's rows, not the shard's paths. Without ``write_manifests``
-    (``outputs.manifests: none``) the manifests are the dataset's rows only, and the shard's manifest files are
-    removed. ``flags``: the thresholds of each row's flags (:mod:`.curation`)."""
+def assemble_shard(groups: dict[str, str], tables: dict[str, str], extractors: dict, *, shard: str,
+                   manifests_dir: str, dataset_dir: str, summary_path: str, index_dir: str,
+                   write_manifests: bool = True, flags: FlagsSettings = FlagsSettings()) -> dict:
+    """Bring a shard's manifests and Parquet parts up to date with its inventory rows and its tables
+    (``{stage: path}``); write and return its summary. ``groups``: ``{name: paths table}``, the shard's path groups
+    (:func:`~audiofeat.inputs.inventory.path_groups`; the shard itself when its paths fit one), each with its own
+    parts and index (``<index_dir>/<name>.index.json``), assembled one after another in this process: a group
+    whose rows did not change costs a read of its table and index. One part at a time: memory follows a part's
+    rows, not the shard's paths. Without ``write_manifests`` (``outputs.manifests: none``) the manifests are the
+    dataset's rows only, and the shard's manifest files are removed. ``flags``: the thresholds of each row's flags
+    (:mod:`.curation`)."""
     by_stage = read_shard_tables({stage: [path] for stage, path in tables.items()})
-    parts = part_count(count_rows(paths_tsv))
     job = _PartJob(by_stage, extractors, tables, Path(manifests_dir), Path(dataset_dir), write_manifests, flags)
     summary = ShardSummary(job.root.name if write_manifests else None)
-    Path(index_path).parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{shard}.", dir=Path(index_path).parent) as tmp:
+    Path(index_dir).mkdir(parents=True, exist_ok=True)
+    part_list, written = [], 0
+    for group, paths_tsv in groups.items():
+        group_parts, count = _assemble_group(paths_tsv, job, summary, group=group,
+                                             index_path=Path(index_dir) / f"{group}.index.json")
+        part_list += group_parts
+        written += count
+    _remove_other_groups(Path(index_dir), shard, set(groups))
+    result = {**summary.to_dict(), "parts": part_list, "manifests_written": written}
+    atomic_write_text(summary_path, json.dumps(result, ensure_ascii=False))
+    return result
+
+
+def _assemble_group(paths_tsv: str, job: "_PartJob", summary: "ShardSummary", *, group: str,
+                    index_path: Path) -> tuple[list[dict], int]:
+    """One path group's parts (``<group>-<k>``), a part at a time; its rows are added to ``summary``. Returns its
+    part records and how many manifests were written."""
+    parts = part_count(count_rows(paths_tsv))
+    with tempfile.TemporaryDirectory(prefix=f".{group}.", dir=index_path.parent) as tmp:
         folder = Path(tmp)
         previous = split_by_part(paths_tsv, index_path, parts, folder)
         kept = {p["name"]: p for p in previous.part_list} if previous.parts == parts else {}
@@ -95,16 +115,22 @@ def assemble_shard(paths_tsv: str, tables: dict[str, str], extractors: dict, *, 
         index, part_list, written = IndexWriter(index_path, folder, parts), [], 0
         for k in range(parts):
             rows, old = read_part(folder, k)
-            name = f"{shard}-{k:04d}"
-            entries, part, count = job.assemble(rows, old, name, kept.get(name))
+            entries, part, count = job.assemble(rows, old, f"{group}-{k:04d}", kept.get(f"{group}-{k:04d}"))
             index.add(entries, part)
             part_list += [part] if part else []
             written += count
             summary.add(rows, entries)
         index.commit()
-    result = {**summary.to_dict(), "parts": part_list, "manifests_written": written}
-    atomic_write_text(summary_path, json.dumps(result, ensure_ascii=False))
-    return result
+    return part_list, written
+
+
+def _remove_other_groups(folder: Path, shard: str, groups: set[str]) -> None:
+    """Remove the indexes of the shard's path groups of an earlier partition, and the per-group summaries that
+    earlier versions wrote (their parts go at the run's end, as every part no summary lists)."""
+    for path in folder.glob(f"{shard}.g*.json"):
+        name = path.name[: -len(".json")]
+        if not name.endswith(".index") or name[: -len(".index")] not in groups:
+            path.unlink(missing_ok=True)
 
 
 @dataclass

@@ -1,4 +1,5 @@
 # Config validation (schema + environment overrides), the run's extractors, and the input functions of every rule.
+import functools
 import json
 import os
 import sys
@@ -108,10 +109,24 @@ def get_shards():
     return tables_in(checkpoints.inventory.get().output.shards)
 
 
-def get_path_groups():
-    """The assembly jobs: a shard, or each of its path groups when more paths share its contents than
+def get_shard_path_tables(wildcards):
+    """A shard's path tables: its own, or one per path group when more paths share its contents than
     shard.target_files (``<shard>.g<count>-<k>``)."""
-    return tables_in(checkpoints.inventory.get().output.paths)
+    return [bookkeeping(f"inventory/paths/{group}.tsv") for group in path_groups_by_shard().get(wildcards.shard, [])]
+
+
+@functools.lru_cache(maxsize=2)
+def _groups_listed(folder, mtime_ns):
+    groups = {}
+    for group in tables_in(folder):
+        groups.setdefault(content_shard(group), []).append(group)
+    return groups
+
+
+def path_groups_by_shard():
+    """``{shard: its path groups}``, listed once per change of the inventory's paths folder."""
+    folder = checkpoints.inventory.get().output.paths
+    return _groups_listed(folder, os.stat(folder).st_mtime_ns)
 
 
 def get_shard_tables(wildcards):
@@ -121,14 +136,13 @@ def get_shard_tables(wildcards):
 
 
 def get_shard_stage_tables(wildcards):
-    """The ``decode`` and extractor tables of a path group's shard, by stage (its assembly's named inputs)."""
-    shard = content_shard(wildcards.shard)
-    return {stage: bookkeeping(f"{stage}/{shard}.jsonl") for stage in ("decode", *EXTRACTORS)}
+    """The ``decode`` and extractor tables of a shard, by stage (its assembly's named inputs)."""
+    return {stage: bookkeeping(f"{stage}/{wildcards.shard}.jsonl") for stage in ("decode", *EXTRACTORS)}
 
 
 def get_shard_summaries(wildcards):
-    """Every assembly's summary (finalize merges them)."""
-    return [bookkeeping(f"assembled/{group}.json") for group in get_path_groups()]
+    """Every shard's assembly summary (finalize merges them)."""
+    return [bookkeeping(f"assembled/{shard}.json") for shard in get_shards()]
 
 
 def get_shard_profiles(wildcards):

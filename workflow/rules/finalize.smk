@@ -1,8 +1,9 @@
-# {shard}: a shard, or one of its path groups when more paths share its contents than shard.target_files.
+# A shard's path groups (more paths share its contents than shard.target_files) are assembled by its one job,
+# one after another: adding a path reruns one job, not one per group.
 rule assemble_shard:
     input:
         unpack(get_shard_stage_tables),
-        paths=bookkeeping("inventory/paths/{shard}.tsv"),
+        paths=get_shard_path_tables,
     output:
         summary=bookkeeping("assembled/{shard}.json"),
     conda:
@@ -16,7 +17,8 @@ rule assemble_shard:
         # The thresholds of the dataset's flags column: a change rebuilds the rows (not their artifacts).
         flags=SETTINGS.flags.to_dict(),
         dataset_dir=results("dataset"),
-        index=lambda wildcards: bookkeeping(f"assembled/{wildcards.shard}.index.json"),
+        # Each path group's index (<group>.index.json): what its rows and parts were made of.
+        index_dir=lambda wildcards, output: os.path.dirname(output.summary),
         # Removed when the job fails for a fault (an artifact gone from the store), so that the same command reruns.
         run_summary=results("summary.json"),
     log:

@@ -10,15 +10,16 @@ from audiofeat.outputs.shard import assemble_shard  # noqa: E402
 
 extractors = build_extractors(settings)
 try:
-    summary = assemble_shard(job.input.paths, {stage: job.input[stage] for stage in ("decode", *extractors)},
-                             extractors, shard=job.wildcards.shard, manifests_dir=job.params.manifests_dir,
+    groups = {Path(path).name[: -len(".tsv")]: path for path in job.input.paths}
+    summary = assemble_shard(groups, {stage: job.input[stage] for stage in ("decode", *extractors)}, extractors,
+                             shard=job.wildcards.shard, manifests_dir=job.params.manifests_dir,
                              dataset_dir=job.params.dataset_dir, summary_path=job.output.summary,
-                             index_path=job.params.index, write_manifests=job.params.write_manifests,
+                             index_dir=job.params.index_dir, write_manifests=job.params.write_manifests,
                              flags=settings.flags)
 except Fault:
     # Snakemake reruns nothing below an up-to-date summary: without it, the same command redoes what is gone.
     Path(job.params.run_summary).unlink(missing_ok=True)
     raise
-log.info("%d inputs: %d ok, %d failed; %d manifests written; %d parts", summary["rows"], summary["ok"],
-         summary["failed"], summary["manifests_written"], len(summary["parts"]))
+log.info("%d inputs in %d path groups: %d ok, %d failed; %d manifests written; %d parts", summary["rows"],
+         len(groups), summary["ok"], summary["failed"], summary["manifests_written"], len(summary["parts"]))
 finish()
