@@ -90,9 +90,13 @@ class SpectralExtractor(Extractor):
         params = SpectralParams(sr=int(settings.audio.target_sr), n_fft=int(section.n_fft),
                                 hop_length=int(section.hop_length), roll_percent=float(section.roll_percent),
                                 tuning=float(section.tuning))
-        top_edge = params.contrast_fmin * 2 ** (params.contrast_n_bands - 1)
-        if top_edge >= params.sr / 2:
-            raise ConfigError(f"spectral: contrast's bands reach {top_edge:g} Hz, not below audio.target_sr / 2")
+        from ..dsp.descriptors import contrast_bands
+        from ..dsp.spectrum import ParameterError
+
+        try:  # the bands' own check, as a config error naming the setting
+            contrast_bands(sr=params.sr, n_fft=params.n_fft, fmin=params.contrast_fmin, n_bands=params.contrast_n_bands)
+        except ParameterError as error:
+            raise ConfigError(f"{error}: set audio.target_sr above twice that") from None
         return cls(params, wav_params_hash=DecodeExtractor.from_settings(settings).params_hash)
 
     def compute_one(self, file: DecodeRecord) -> Computed:
