@@ -208,13 +208,52 @@ def test_paths_beyond_the_target_are_cut_into_groups_assembled_by_one_job_while_
     assert len(np.load(tmp_path / "results" / "embeddings.npy")) == 21
     again = run_snakemake(tmp_path, config, "--dry-run")
     assert "Nothing to be done" in again.stdout + again.stderr
+    _serial_and_forked_assemblies_are_equal(tmp_path, config, groups)
     parts = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results" / "dataset").glob("*.parquet")}
-    target = tmp_path / "media" / "copy6" / clips[0].name
-    target.parent.mkdir()
+    target = _a_path_that_keeps_the_partition(tmp_path / "media", clips[0].name)
     shutil.copyfile(clips[0], target)  # a known content under a new path: no extractor job, one assembly
     run_snakemake(tmp_path, config)
     assert created_since(tmp_path / "cache", 0) == {"wav": 3, "features": 3, "clap": 3}
     after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results" / "dataset").glob("*.parquet")}
-    assert after.keys() == parts.keys() and sum(after[name] != parts[name] for name in parts) == 1
+    # One part rewritten, or one added (the path's group had none): every other part untouched.
+    assert parts.keys() <= after.keys() and sum(after[name] != parts.get(name) for name in after) == 1
     assert_dataset_is_the_manifests(tmp_path / "results")
     assert len(np.load(tmp_path / "results" / "embeddings.npy")) == 22
+
+
+def _serial_and_forked_assemblies_are_equal(work, config, groups):
+    """The shard's groups assembled by one process and by three forked workers: the same summary (counts, parts
+    in the same order, failures, flags, histograms) and the same dataset rows."""
+    kept = work / "results" / "bookkeeping"
+    extractors = build_extractors(load_settings(str(config), sections=section_schemas()))
+    tables = {stage: str(kept / stage / "n1-000.jsonl") for stage in ("decode", *extractors)}
+    summaries, rows = {}, {}
+    for workers in (1, 3):
+        out = work / f"workers{workers}"
+        summaries[workers] = assemble.assemble_shard(
+            {g: str(kept / "inventory" / "paths" / f"{g}.tsv") for g in groups}, tables, extractors, shard="n1-000",
+            manifests_dir=str(out / "manifests"), dataset_dir=str(out / "dataset"), summary_path=str(out / "s.json"),
+            index_dir=str(out), workers=workers)
+        rows[workers] = ds.dataset(out / "dataset").to_table().sort_by("path").to_pylist()
+    assert [p["rows"] for p in summaries[1]["parts"]] == [p["rows"] for p in summaries[3]["parts"]]
+    assert {k: v for k, v in summaries[1].items() if k != "parts"} == \
+        {k: v for k, v in summaries[3].items() if k != "parts"}
+    assert len(rows[1]) == 21 and rows[1] == rows[3]
+
+
+def _a_path_that_keeps_the_partition(media, name):
+    """A new path under ``media`` whose addition keeps the shard's group count (a path's group depends on its
+    absolute path, so on the test's folder)."""
+    from audiofeat.inputs.inventory import InputFile, path_groups
+
+    def partition(paths):  # the count in the groups' names, <shard>.g<count>-<k>
+        records = [InputFile(path, "", 1, "k", 1.0) for path in paths]
+        return {group.split(".g")[1].split("-")[0] for group in path_groups("n1-000", records, 4)}
+
+    paths = [str(p) for p in media.rglob("*") if p.is_file()]
+    for k in range(100):
+        target = media / "copy6" / f"{k}-{name}"
+        if partition([*paths, str(target)]) == partition(paths):
+            target.parent.mkdir(exist_ok=True)
+            return target
+    raise AssertionError("no new path keeps the partition")

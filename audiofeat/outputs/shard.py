@@ -75,29 +75,72 @@ def row_signatures(rows: list[dict], by_stage: dict[str, dict[str, dict]], extra
 
 def assemble_shard(groups: dict[str, str], tables: dict[str, str], extractors: dict, *, shard: str,
                    manifests_dir: str, dataset_dir: str, summary_path: str, index_dir: str,
-                   write_manifests: bool = True, flags: FlagsSettings = FlagsSettings()) -> dict:
+                   write_manifests: bool = True, flags: FlagsSettings = FlagsSettings(), workers: int = 1) -> dict:
     """Bring a shard's manifests and Parquet parts up to date with its inventory rows and its tables
     (``{stage: path}``); write and return its summary. ``groups``: ``{name: paths table}``, the shard's path groups
     (:func:`~audiofeat.inputs.inventory.path_groups`; the shard itself when its paths fit one), each with its own
-    parts and index (``<index_dir>/<name>.index.json``), assembled one after another in this process: a group
-    whose rows did not change costs a read of its table and index. One part at a time: memory follows a part's
-    rows, not the shard's paths. Without ``write_manifests`` (``outputs.manifests: none``) the manifests are the
-    dataset's rows only, and the shard's manifest files are removed. ``flags``: the thresholds of each row's flags
-    (:mod:`.curation`)."""
+    parts and index (``<index_dir>/<name>.index.json``), assembled by ``workers`` processes (forked), each taking
+    runs of consecutive groups: a group whose rows did not change costs a read of its table and index. One part at
+    a time: memory follows a part's rows per worker, not the shard's paths. Without ``write_manifests``
+    (``outputs.manifests: none``) the manifests are the dataset's rows only, and the shard's manifest files are
+    removed. ``flags``: the thresholds of each row's flags (:mod:`.curation`)."""
     by_stage = read_shard_tables({stage: [path] for stage, path in tables.items()})
     job = _PartJob(by_stage, extractors, tables, Path(manifests_dir), Path(dataset_dir), write_manifests, flags)
-    summary = ShardSummary(job.root.name if write_manifests else None)
     Path(index_dir).mkdir(parents=True, exist_ok=True)
-    part_list, written = [], 0
-    for group, paths_tsv in groups.items():
-        group_parts, count = _assemble_group(paths_tsv, job, summary, group=group,
-                                             index_path=Path(index_dir) / f"{group}.index.json")
-        part_list += group_parts
+    items = list(groups.items())
+    n = max(1, min(len(items), 4 * workers))  # runs of consecutive groups, a few per worker: balanced, in order
+    runs = [items[k * len(items) // n: (k + 1) * len(items) // n] for k in range(n)]
+    if workers > 1 and len(runs) > 1:
+        done = _in_workers(job, runs, Path(index_dir), workers)
+    else:
+        done = [_assemble_groups(job, run, Path(index_dir)) for run in runs]
+    summary, part_list, written = ShardSummary(job.root.name if write_manifests else None), [], 0
+    for run_parts, count, run_summary in done:  # in the groups' order, as one process would have added them
+        part_list += run_parts
         written += count
+        summary.merge(run_summary)
     _remove_other_groups(Path(index_dir), shard, set(groups))
     result = {**summary.to_dict(), "parts": part_list, "manifests_written": written}
     atomic_write_text(summary_path, json.dumps(result, ensure_ascii=False))
     return result
+
+
+def _assemble_groups(job: "_PartJob", run: list[tuple[str, str]], index_dir: Path):
+    """Consecutive path groups (``[(name, paths table)]``): their part records, manifests written and summary."""
+    summary = ShardSummary(job.root.name if job.write_manifests else None)
+    part_list, written = [], 0
+    for group, paths_tsv in run:
+        group_parts, count = _assemble_group(paths_tsv, job, summary, group=group,
+                                             index_path=index_dir / f"{group}.index.json")
+        part_list += group_parts
+        written += count
+    return part_list, written, summary
+
+
+_FORKED_JOB = None  # the parent's _PartJob while its workers run: inherited by fork, never pickled
+
+
+def _forked(run: list[tuple[str, str]], index_dir: Path):
+    return _assemble_groups(_FORKED_JOB, run, index_dir)
+
+
+def _in_workers(job: "_PartJob", runs: list, index_dir: Path, workers: int) -> list:
+    """:func:`_assemble_groups` of each run in forked processes, results in the runs' order. A worker killed (by
+    the kernel's OOM killer, most likely) is a fault of the machine, not a file's result."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    global _FORKED_JOB
+    _FORKED_JOB = job
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            return list(pool.map(_forked, runs, [index_dir] * len(runs)))
+    except BrokenProcessPool:
+        raise Fault("a worker of the shard's assembly was killed (out of memory?); lower perf.threads or free "
+                    "memory, then rerun the same command") from None
+    finally:
+        _FORKED_JOB = None
 
 
 def _assemble_group(paths_tsv: str, job: "_PartJob", summary: "ShardSummary", *, group: str,
@@ -254,6 +297,21 @@ class ShardSummary:
                 heapq.heappop(self.slowest)
             if status == "error":
                 self._failure(row, path, error)
+
+    def merge(self, other: "ShardSummary") -> None:
+        """Add another's rows (a worker's groups), as if they had been added here after this one's."""
+        self.rows += other.rows
+        self.histogram = [a + b for a, b in zip(self.histogram, other.histogram)]
+        for item in other.slowest:
+            heapq.heappush(self.slowest, item)
+            if len(self.slowest) > SLOWEST_KEPT:
+                heapq.heappop(self.slowest)
+        for cause, group in other.causes.items():
+            mine = self.causes.setdefault(cause, {"count": 0, "files": []})
+            mine["count"] += group["count"]
+            mine["files"] += group["files"][:FAILURES_LISTED_PER_CAUSE - len(mine["files"])]
+        self.failed += other.failed
+        self.curation.merge(other.curation.to_dict())
 
     def _failure(self, row: dict, path: str, error: str) -> None:
         self.failed.append(path)

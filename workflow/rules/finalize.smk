@@ -21,6 +21,8 @@ rule assemble_shard:
         index_dir=lambda wildcards, output: os.path.dirname(output.summary),
         # Removed when the job fails for a fault (an artifact gone from the store), so that the same command reruns.
         run_summary=results("summary.json"),
+    # Its path groups are assembled in parallel, one process a thread (a shard of one group: one).
+    threads: lambda wildcards, input: min(THREADS, len(input.paths))
     resources:
         # Minutes a cluster may let it run: its path groups take about 0.27 s each here (2,048 in 9 min), allowed 1.5.
         runtime=lambda wildcards, input: 30 + len(input.paths) // 40,

@@ -15,7 +15,7 @@ try:
                              shard=job.wildcards.shard, manifests_dir=job.params.manifests_dir,
                              dataset_dir=job.params.dataset_dir, summary_path=job.output.summary,
                              index_dir=job.params.index_dir, write_manifests=job.params.write_manifests,
-                             flags=settings.flags)
+                             flags=settings.flags, workers=job.threads)
 except Fault:
     # Snakemake reruns nothing below an up-to-date summary: without it, the same command redoes what is gone.
     Path(job.params.run_summary).unlink(missing_ok=True)
