@@ -16,7 +16,7 @@ import hashlib
 import heapq
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -54,10 +54,13 @@ _NOT_IN_MANIFESTS = ("cache_hit",)
 
 
 def row_signatures(rows: list[dict], by_stage: dict[str, dict[str, dict]], extractors: list[str], *,
-                   write_manifests: bool = True, flags: FlagsSettings = FlagsSettings()) -> list[str]:
+                   write_manifests: bool = True, flags: FlagsSettings = FlagsSettings(),
+                   record_digest: dict[str, bytes] | None = None) -> list[str]:
     """Each row's signature: what its manifest is made of (its inventory row, its records, the extractors),
-    whether it is written as a file, and the thresholds its flags are judged by."""
-    record_digest: dict[str, bytes] = {}
+    whether it is written as a file, and the thresholds its flags are judged by. ``record_digest``: each content
+    key's records' digest, filled here; pass the same dict for every part of a shard (its path groups share its
+    contents: 1,000 digests, not one per row)."""
+    record_digest = {} if record_digest is None else record_digest
     header = json.dumps([INDEX_FORMAT, extractors, write_manifests, flags.to_dict()], sort_keys=True).encode()
     signatures = []
     for row in rows:
@@ -187,6 +190,7 @@ class _PartJob:
     dataset: Path
     write_manifests: bool
     flags: FlagsSettings
+    record_digest: dict = field(default_factory=dict)  # by content key, for every part (row_signatures)
 
     def assemble(self, rows: list[dict], old: dict[str, list], name: str, kept: dict | None):
         """One part: build the manifests of its changed rows, remove those of rows gone, rewrite its file when
@@ -194,7 +198,7 @@ class _PartJob:
         manifests were written."""
         path = self.dataset / f"{name}.parquet"
         signatures = row_signatures(rows, self.by_stage, list(self.extractors), write_manifests=self.write_manifests,
-                                    flags=self.flags)
+                                    flags=self.flags, record_digest=self.record_digest)
         lost = kept is None or not path.exists()  # rebuilt whole: every row built again
         changed = [i for i, row in enumerate(rows) if lost or old.get(row["relpath"], [None])[0] != signatures[i]]
         relpaths = {row["relpath"] for row in rows}
