@@ -91,13 +91,13 @@ def assemble_shard(groups: dict[str, str], tables: dict[str, str], extractors: d
     job = _PartJob(by_stage, extractors, tables, Path(manifests_dir), Path(dataset_dir), write_manifests, flags)
     Path(index_dir).mkdir(parents=True, exist_ok=True)
     items = list(groups.items())
-    n = max(1, min(len(items), 4 * workers))  # runs of consecutive groups, a few per worker: balanced, in order
-    runs = [items[k * len(items) // n: (k + 1) * len(items) // n] for k in range(n)]
-    if workers > 1 and len(runs) > 1:
+    if workers > 1 and len(items) > 1:
+        n = min(len(items), 4 * workers)  # runs of consecutive groups, a few per worker: balanced, in order
+        runs = [items[k * len(items) // n: (k + 1) * len(items) // n] for k in range(n)]
         done = _in_workers(job, runs, Path(index_dir), workers)
     else:
-        done = [_assemble_groups(job, run, Path(index_dir)) for run in runs]
-    summary, part_list, written = ShardSummary(job.root.name if write_manifests else None), [], 0
+        done = [_assemble_groups(job, items, Path(index_dir))]
+    summary, part_list, written = job.new_summary(), [], 0
     for run_parts, count, run_summary in done:  # in the groups' order, as one process would have added them
         part_list += run_parts
         written += count
@@ -110,8 +110,7 @@ def assemble_shard(groups: dict[str, str], tables: dict[str, str], extractors: d
 
 def _assemble_groups(job: "_PartJob", run: list[tuple[str, str]], index_dir: Path):
     """Consecutive path groups (``[(name, paths table)]``): their part records, manifests written and summary."""
-    summary = ShardSummary(job.root.name if job.write_manifests else None)
-    part_list, written = [], 0
+    summary, part_list, written = job.new_summary(), [], 0
     for group, paths_tsv in run:
         group_parts, count = _assemble_group(paths_tsv, job, summary, group=group,
                                              index_path=index_dir / f"{group}.index.json")
@@ -191,6 +190,10 @@ class _PartJob:
     write_manifests: bool
     flags: FlagsSettings
     record_digest: dict = field(default_factory=dict)  # by content key, for every part (row_signatures)
+
+    def new_summary(self) -> "ShardSummary":
+        """An empty summary, listing the manifests' paths when they are written."""
+        return ShardSummary(self.root.name if self.write_manifests else None)
 
     def assemble(self, rows: list[dict], old: dict[str, list], name: str, kept: dict | None):
         """One part: build the manifests of its changed rows, remove those of rows gone, rewrite its file when
