@@ -237,7 +237,7 @@ def main():
         (f"shard.target_files: a CLAP job spends about {cold['clap_setup_s']:.1f} s starting (torch import, model "
          f"build, warm-up) against {per_file_clap * 1000:.0f} ms of forward pass per short file, so keep shards "
          f"above {int(20 * cold['clap_setup_s'] / per_file_clap) + 1} files for start-up to stay under 5% "
-         "(the default 1024 does)."),
+         "(the default 4096 does)."),
         (f"segment.enabled: the long files' embeddings with and without segmentation agree to cosine "
          f">= {min(cosines):.3f}; segmentation costs {seg_on['stage_s'].get('clap', 0) / max(seg_off['stage_s'].get('clap', 1e-9), 1e-9):.1f}x "
          "the CLAP time of one centre window and covers the whole file."),

@@ -70,8 +70,8 @@ class AudioSettings(Section):
 
 @dataclass(frozen=True)
 class ShardSettings(Section):
-    target_files: int = 1024
-    target_audio_seconds: float = 7200.0
+    target_files: int = 4096
+    target_audio_seconds: float = 28800.0
 
 
 @dataclass(frozen=True)
