@@ -219,6 +219,32 @@ def test_a_features_artifact_damaged_under_a_finished_shard_is_found_when_the_sh
     assert len(manifests) == 8 and all(m["status"] == "ok" for m in manifests)
 
 
+def test_new_shard_targets_replan_computing_nothing_and_leave_no_retired_shard(tmp_path):
+    """Changing the shard targets (as upgrading to new defaults does) re-plans every shard: each job reruns
+    from the store, nothing is computed, the results equal the old ones, and the bookkeeping holds the same
+    files as a clean run's under the new plan (no table, log or profile of a retired shard stays)."""
+    media = tmp_path / "media"
+    _write_clips(media, 6, seed=8)
+    cache = tmp_path / "cache"
+    settings = dict(input_dir=str(media), cache={"dir": str(cache)})
+    run_snakemake(tmp_path, write_config(tmp_path / "old.yaml", results_dir="out", shard={"target_files": 2}, **settings))
+    kept = tmp_path / "out" / "bookkeeping"
+    old_shards = {p.name.partition(".")[0] for p in (kept / "decode").iterdir()}
+    assert len(old_shards) >= 2 and all(shard.startswith("n4-") for shard in old_shards)
+    before = {path: _comparable(m, cache) for path, m in _manifests(tmp_path / "out").items()}
+    started = time.time()
+    run_snakemake(tmp_path, write_config(tmp_path / "new.yaml", results_dir="out", **settings))
+    assert created_since(cache, started) == {}
+    assert {path: _comparable(m, cache) for path, m in _manifests(tmp_path / "out").items()} == before
+    run_snakemake(tmp_path, write_config(tmp_path / "clean.yaml", results_dir="clean", **settings))
+
+    def files(results):
+        return sorted(str(p.relative_to(results)) for p in results.rglob("*") if p.is_file())
+
+    assert files(kept) == files(tmp_path / "clean" / "bookkeeping")
+    assert files(tmp_path / "out" / "dataset") == ["n1-000-0000.parquet"]
+
+
 def test_cache_disabled_reads_and_writes_nothing_in_the_store(tmp_path):
     from audiofeat.inputs.wav import wav_bytes
     from audiofeat.extractors import DecodeExtractor

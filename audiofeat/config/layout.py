@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 # What a user opens, at the top of results_dir.
@@ -26,6 +27,26 @@ _OLD_STAGE_FOLDERS = {"logs/ingest_decode": "logs/decode", "benchmarks/ingest_de
 def bookkeeping(results_dir: str, *parts: str) -> str:
     """A path inside the run's bookkeeping folder."""
     return os.path.join(results_dir, BOOKKEEPING, *parts)
+
+
+# A bookkeeping file of one shard or path group: <shard>.<anything> (inventory.shard_count's names).
+_SHARD_FILE = re.compile(r"(n[0-9]+-[0-9]+)[.]")
+
+
+def remove_retired_shards(results_dir: str, planned: set[str]) -> int:
+    """Remove the bookkeeping files (tables, profiles, progress, logs, benchmarks, indexes) of shards no longer
+    planned, whose names a re-plan retired (the inputs grew past a power of two, the shard targets changed);
+    returns how many. The inventory rewrites its own tables; nothing in the store is touched."""
+    removed = 0
+    for folder, subfolders, names in os.walk(bookkeeping(results_dir)):
+        if folder == bookkeeping(results_dir):
+            subfolders[:] = [name for name in subfolders if name not in ("inventory", "work")]
+        for name in names:
+            match = _SHARD_FILE.match(name)
+            if match and match.group(1) not in planned:
+                os.unlink(os.path.join(folder, name))
+                removed += 1
+    return removed
 
 
 def move_old_layout(results_dir: str, extractor_names: list[str]) -> list[str]:

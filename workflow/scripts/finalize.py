@@ -4,6 +4,7 @@ from _job import finish, start  # workflow/scripts/ is on sys.path: Snakemake ad
 
 job = snakemake  # noqa: F821 - injected by Snakemake
 log, settings = start(job)
+from audiofeat.config.layout import remove_retired_shards  # noqa: E402
 from audiofeat.extractors import build_extractors  # noqa: E402
 from audiofeat.outputs.run import run_finalize, summary_line  # noqa: E402
 from audiofeat.report.html import write_report  # noqa: E402
@@ -19,6 +20,8 @@ result = run_finalize(
 log.info("%s", summary_line(result.summary))
 for path in result.summary["failed_files"]:
     log.info("failed: %s", path)
+if retired := remove_retired_shards(settings.results_dir, set(summaries)):
+    log.info("removed %d bookkeeping files of shards a re-plan retired", retired)
 # The report is written by the same job: a job of its own cost a process start on every run.
 clap_weights = extractors["clap"].params.weights if "clap" in extractors else None
 log.info("report: %s", write_report(job.input.profiles, result, settings, job.output.html, job.output.tsv,
