@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from audiofeat.outputs import partition
 from audiofeat.outputs import shard as assemble
@@ -169,7 +170,12 @@ def test_a_shard_of_many_paths_is_assembled_in_the_memory_of_one_part(tmp_path):
                                tables], capture_output=True, text=True, check=True)
         assembled, grown[count] = done.stdout.split()
         assert int(assembled) == count
-        assert ds.dataset(tmp_path / f"out{count}" / "dataset").count_rows() == count
+        # Parts of up to 2,048 rows, their manifests built 1,024 at a time: every path once, each part sorted.
+        for part in (tmp_path / f"out{count}" / "dataset").glob("*.parquet"):
+            paths = pq.read_table(part, columns=["path"]).column("path").to_pylist()
+            assert paths == sorted(paths) and len(paths) > 1024 * (count > 1_000)
+        assert sorted(ds.dataset(tmp_path / f"out{count}" / "dataset").to_table(columns=["path"]).column("path")
+                      .to_pylist()) == sorted(f"/data/copies/{i:06d}/{rows[i % 3]['relpath']}" for i in range(count))
     assert float(grown[30_000]) < float(grown[1_000]) + 12, grown
 
 

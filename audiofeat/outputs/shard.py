@@ -6,7 +6,7 @@ manifest's digest and what its summary needs (status, cost, error). A rerun buil
 signature changed, writes only those whose bytes changed, and rewrites only the parts
 (``dataset/<group>-<k>.parquet``, about ``PART_ROWS`` rows each, a row's part
 picked by its path: :mod:`.partition`) that hold a changed, added or removed row, keeping the other rows of such a
-part from its previous file. Adding one file to 100,000 paths is one manifest and one part of about 1,000 rows,
+part from its previous file. Adding one file to 100,000 paths is one manifest and one part of 1,000 to 2,000 rows,
 not 100,000; and a shard is assembled a part at a time, so memory follows a part, not the shard's paths.
 """
 from __future__ import annotations
@@ -35,6 +35,7 @@ FAILURES_LISTED_PER_CAUSE = 50
 # Per-file cost histogram bins (seconds, log-spaced, 4 per decade from 1 ms): shards' counts add up.
 COST_BINS = tuple(10 ** (k / 4) for k in range(-12, 17))
 SLOWEST_KEPT = 10
+BUILD_ROWS = 1024  # manifests built as dicts (~100 KB each) at a time, however many rows a part holds
 
 
 def read_shard_tables(tables: dict[str, list[str]]) -> dict[str, dict[str, dict]]:
@@ -208,14 +209,19 @@ class _PartJob:
         removed = [relpath for relpath in old if relpath not in relpaths]
         for relpath in removed:
             _remove_if_ours(self.root / f"{relpath}.json", old[relpath][1])
-        built, new_rows, written = _update_manifests(rows, changed, signatures, self, old)
+        built, new_tables, written = {}, [], 0
+        for start in range(0, len(changed), BUILD_ROWS):  # manifests as dicts, a chunk at a time
+            chunk, new_rows, count = _update_manifests(rows, changed[start:start + BUILD_ROWS], signatures, self, old)
+            built.update(chunk)
+            new_tables.append(_rows_table(new_rows, chunk, self.extractors))
+            written += count
         entries = {row["relpath"]: built.get(row["relpath"]) or old[row["relpath"]] for row in rows}
         if not rows:
             path.unlink(missing_ok=True)
             return entries, None, written
         if changed or removed or lost:
-            _rewrite_part(path, [(row["relpath"], path_text(row["path"])) for row in rows], new_rows,
-                          {relpath: entry[5] for relpath, entry in built.items()}, self.extractors)
+            kept_paths = [path_text(row["path"]) for row in rows if row["relpath"] not in built]
+            _rewrite_part(path, kept_paths, new_tables, self.extractors)
             return entries, {"name": name, "rows": len(rows), "digest": part_digest(path)}, written
         return entries, kept, written
 
@@ -261,21 +267,27 @@ def _remove_if_ours(path: Path, digest: str) -> None:
         pass
 
 
-def _rewrite_part(path: Path, part_rows: list[tuple[str, str]], new_rows: dict, flags: dict, extractors: dict) -> None:
-    """A part's rows sorted by path: the rebuilt ones from ``new_rows`` (manifest dicts) and ``flags`` (by
-    relpath), the others from its previous file."""
+def _rows_table(new_rows: dict, entries: dict, extractors: dict):
+    """Rebuilt rows (manifest dicts by relpath) as a part's columns, with their flags from their index entries."""
+    import pyarrow as pa
+
+    return pa.Table.from_pylist([{**manifest_row(manifest, extractors), "flags": entries[relpath][5]}
+                                 for relpath, manifest in new_rows.items()], schema=part_schema(extractors))
+
+
+def _rewrite_part(path: Path, kept_paths: list[str], new_tables: list, extractors: dict) -> None:
+    """A part's rows sorted by path: the rebuilt ones (``new_tables``) and those of ``kept_paths`` from its previous
+    file."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     schema = part_schema(extractors)
-    table = pa.Table.from_pylist([{**manifest_row(new_rows[r], extractors), "flags": flags[r]}
-                                  for r, _ in part_rows if r in new_rows], schema=schema)
-    kept = [p for r, p in part_rows if r not in new_rows]
-    if kept:
+    tables = list(new_tables)
+    if kept_paths:
         old = pq.read_table(path, schema=schema)
-        table = pa.concat_tables([old.filter(pc.is_in(old["path"], value_set=pa.array(kept))), table])
-    write_part(path, table.sort_by("path"))
+        tables.insert(0, old.filter(pc.is_in(old["path"], value_set=pa.array(kept_paths))))
+    write_part(path, pa.concat_tables(tables or [schema.empty_table()]).sort_by("path"))
 
 
 class ShardSummary:
