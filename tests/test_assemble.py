@@ -170,7 +170,7 @@ def test_a_shard_of_many_paths_is_assembled_in_the_memory_of_one_part(tmp_path):
                                tables], capture_output=True, text=True, check=True)
         assembled, grown[count] = done.stdout.split()
         assert int(assembled) == count
-        # Parts of up to 2,048 rows, their manifests built 1,024 at a time: every path once, each part sorted.
+        # Parts of up to 2,048 rows on average, their manifests built 256 at a time: every path once, each part sorted.
         for part in (tmp_path / f"out{count}" / "dataset").glob("*.parquet"):
             paths = pq.read_table(part, columns=["path"]).column("path").to_pylist()
             assert paths == sorted(paths) and len(paths) > 1024 * (count > 1_000)

@@ -35,7 +35,7 @@ FAILURES_LISTED_PER_CAUSE = 50
 # Per-file cost histogram bins (seconds, log-spaced, 4 per decade from 1 ms): shards' counts add up.
 COST_BINS = tuple(10 ** (k / 4) for k in range(-12, 17))
 SLOWEST_KEPT = 10
-BUILD_ROWS = 1024  # manifests built as dicts (~100 KB each) at a time, however many rows a part holds
+BUILD_ROWS = 256  # manifests built as dicts (~100 KB each) at a time, however many rows a part holds
 
 
 def read_shard_tables(tables: dict[str, list[str]]) -> dict[str, dict[str, dict]]:
