@@ -9,7 +9,9 @@ the total wall time, with its ratio to the local run. The SLURM run's submission
 ``--plugin-path`` puts another SLURM plugin first on the path (``pip install --no-deps --target DIR
 snakemake-executor-plugin-slurm==2.6.1``); ``--slurm-args`` are added to the SLURM run's command line.
 
-Usage: python benchmarks/bench_slurm.py [--shards 64] [--workdir DIR] [--snakefile PATH] [--plugin-path DIR]
+``--files-per-shard`` sets how much work each job carries (4 tiny files by default: the submissions' worst case).
+
+Usage: python benchmarks/bench_slurm.py [--shards 64] [--files-per-shard 4] [--workdir DIR] [--snakefile PATH] [--plugin-path DIR]
                                         [--slurm-args "--slurm-init-seconds-before-status-checks 2"] [--no-local]
                                         [--label NAME]
 """
@@ -32,12 +34,12 @@ from audiofeat.testing.media import scratch_folder, write_tone_clips  # noqa: E4
 SUBMITTED = re.compile(r"submitted with SLURM jobid \d+")
 
 
-def run(work: Path, name: str, snakefile: Path, profile: str, extra: list[str], env: dict) -> dict:
+def run(work: Path, name: str, snakefile: Path, profile: str, extra: list[str], env: dict, per_shard: int) -> dict:
     """One run in its own folder and store; the submission lines timed as they arrive."""
     config = work / f"{name}.yaml"
     config.write_text(yaml.safe_dump({
         "input_dir": str(work / "media"), "results_dir": f"results-{name}", "extractors": ["loudness"],
-        "cache": {"dir": str(work / f"cache-{name}")}, "shard": {"target_files": 4}}))
+        "cache": {"dir": str(work / f"cache-{name}")}, "shard": {"target_files": per_shard}}))
     cores = ["--cores", "2"] if profile == "local" else []
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(work),
            "--profile", str(REPO / "profiles" / profile), *cores, "--configfile", str(config), *extra]
@@ -57,7 +59,8 @@ def run(work: Path, name: str, snakefile: Path, profile: str, extra: list[str], 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shards", type=int, default=64, help="shards wanted (4 tiny files each)")
+    parser.add_argument("--shards", type=int, default=64, help="shards wanted")
+    parser.add_argument("--files-per-shard", type=int, default=4, help="tiny files per shard (shard.target_files)")
     parser.add_argument("--workdir", help="keep the media, stores and results here")
     parser.add_argument("--snakefile", default=str(REPO / "Snakefile"))
     parser.add_argument("--plugin-path", help="a folder holding another SLURM executor plugin, put first")
@@ -70,9 +73,10 @@ def main() -> None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.plugin_path, env.get("PYTHONPATH")]))
     with scratch_folder(args.workdir, "bench-slurm-") as work:
         if not (work / "media").exists():
-            write_tone_clips(work / "media", 4 * args.shards, seed=3, seconds=0.3, sr=16000)
-        rows = [] if args.no_local else [run(work, "local", Path(args.snakefile), "local", [], env)]
-        rows.append(run(work, args.label, Path(args.snakefile), "slurm", shlex.split(args.slurm_args), env))
+            write_tone_clips(work / "media", args.files_per_shard * args.shards, seed=3, seconds=0.3, sr=16000)
+        per_shard = args.files_per_shard
+        rows = [] if args.no_local else [run(work, "local", Path(args.snakefile), "local", [], env, per_shard)]
+        rows.append(run(work, args.label, Path(args.snakefile), "slurm", shlex.split(args.slurm_args), env, per_shard))
     local = rows[0]["wall_s"] if not args.no_local else None
     print(f"snakefile {args.snakefile}; plugin {args.plugin_path or 'installed'}; slurm args {args.slurm_args!r}")
     print("| run | shards | jobs submitted | last submitted, s | per shard, s | total, s | vs local |")
