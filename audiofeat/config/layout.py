@@ -29,7 +29,7 @@ def bookkeeping(results_dir: str, *parts: str) -> str:
     return os.path.join(results_dir, BOOKKEEPING, *parts)
 
 
-# A bookkeeping file of one shard or path group: <shard>.<anything> (inventory.shard_count's names).
+# A bookkeeping file of one shard or path group: <shard>.<anything> (the names inventory.plan_shards gives).
 _SHARD_FILE = re.compile(r"(n[0-9]+-[0-9]+)[.]")
 
 
@@ -37,9 +37,9 @@ def remove_retired_shards(results_dir: str, planned: set[str]) -> int:
     """Remove the bookkeeping files (tables, profiles, progress, logs, benchmarks, indexes) of shards no longer
     planned, whose names a re-plan retired (the inputs grew past a power of two, the shard targets changed);
     returns how many. The inventory rewrites its own tables; nothing in the store is touched."""
-    removed = 0
-    for folder, subfolders, names in os.walk(bookkeeping(results_dir)):
-        if folder == bookkeeping(results_dir):
+    removed, top = 0, bookkeeping(results_dir)
+    for folder, subfolders, names in os.walk(top):
+        if folder == top:
             subfolders[:] = [name for name in subfolders if name not in ("inventory", "work")]
         for name in names:
             match = _SHARD_FILE.match(name)

@@ -277,7 +277,7 @@ def _rows_table(new_rows: dict, entries: dict, extractors: dict):
 
 def _rewrite_part(path: Path, kept_paths: list[str], new_tables: list, extractors: dict) -> None:
     """A part's rows sorted by path: the rebuilt ones (``new_tables``) and those of ``kept_paths`` from its previous
-    file."""
+    file (one of the two is not empty: the part has rows)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -287,7 +287,7 @@ def _rewrite_part(path: Path, kept_paths: list[str], new_tables: list, extractor
     if kept_paths:
         old = pq.read_table(path, schema=schema)
         tables.insert(0, old.filter(pc.is_in(old["path"], value_set=pa.array(kept_paths))))
-    write_part(path, pa.concat_tables(tables or [schema.empty_table()]).sort_by("path"))
+    write_part(path, pa.concat_tables(tables).sort_by("path"))
 
 
 class ShardSummary:
